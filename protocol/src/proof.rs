@@ -1,0 +1,61 @@
+//! The bytes an agent signs to prove it holds its SM2 identity key.
+//!
+//! A proof is bound to the TLS connection it travels on through a keying-material exporter
+//! (RFC 5705 / RFC 8446 §7.5), so a proof captured from one connection is worthless on any
+//! other: the control plane computes the same exporter value on its side of the connection
+//! and verifies the signature over the same transcript.
+
+/// Label for the TLS exporter that binds a proof to its connection.
+pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-bagui-identity-proof";
+/// Bytes taken from the exporter.
+pub const EXPORTER_LEN: usize = 32;
+/// SM2 distinguishing identifier used for every Bagui signature (the GB/T 32918 default).
+pub const SM2_DISTID: &str = "1234567812345678";
+
+/// Why a proof is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProofPurpose {
+    /// A re-join that keeps the agent's identity.
+    Rejoin,
+    /// Certificate renewal after expiry, within the grace period.
+    Renew,
+}
+
+impl ProofPurpose {
+    fn label(self) -> &'static [u8] {
+        match self {
+            ProofPurpose::Rejoin => b"rejoin",
+            ProofPurpose::Renew => b"renew",
+        }
+    }
+}
+
+/// The message signed for a proof: domain, purpose, agent id and the connection's exporter value.
+pub fn transcript(purpose: ProofPurpose, agent_id: &str, exporter: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + agent_id.len() + exporter.len());
+    out.extend_from_slice(b"bagui identity proof v1\0");
+    out.extend_from_slice(purpose.label());
+    out.push(0);
+    out.extend_from_slice(agent_id.as_bytes());
+    out.push(0);
+    out.extend_from_slice(exporter);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transcripts_differ_by_purpose_agent_and_connection() {
+        let base = transcript(ProofPurpose::Rejoin, "ag-1", &[1; 32]);
+        assert_ne!(base, transcript(ProofPurpose::Renew, "ag-1", &[1; 32]));
+        assert_ne!(base, transcript(ProofPurpose::Rejoin, "ag-2", &[1; 32]));
+        assert_ne!(base, transcript(ProofPurpose::Rejoin, "ag-1", &[2; 32]));
+        // The separator keeps "ag-1" + "\0x" from colliding with "ag-1\0" + "x".
+        assert_ne!(
+            transcript(ProofPurpose::Rejoin, "a", b"b"),
+            transcript(ProofPurpose::Rejoin, "ab", b"")
+        );
+    }
+}
