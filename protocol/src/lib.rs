@@ -13,9 +13,11 @@
 #![forbid(unsafe_code)]
 
 pub mod codec;
+pub mod digest;
 pub mod error;
 pub mod messages;
 pub mod proof;
+pub mod units;
 
 pub use codec::{DEFAULT_MAX_FRAME_LEN, Frame, FrameDecoder, FrameError, HARD_MAX_FRAME_LEN};
 pub use error::ErrorCode;

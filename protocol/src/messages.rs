@@ -467,7 +467,9 @@ pub struct JoinAccepted {
     pub division_path: String,
     pub role: Role,
     pub certificate_der: ByteBuf,
-    pub certificate_not_before_ms: u64,
+    /// When the certificate was issued; its X.509 `notBefore` is backdated an hour before this
+    /// for terminals with skewed clocks, so renewal timing counts from here.
+    pub certificate_issued_ms: u64,
     pub certificate_not_after_ms: u64,
     pub ca_certificate_der: ByteBuf,
     /// The control plane's SM2 public key (SEC1 uncompressed), for data encrypted to it.
@@ -657,7 +659,7 @@ pub struct RenewCertificate {
 #[serde(default)]
 pub struct CertificateRenewed {
     pub certificate_der: ByteBuf,
-    pub not_before_ms: u64,
+    pub issued_ms: u64,
     pub not_after_ms: u64,
 }
 

@@ -69,7 +69,7 @@ fn samples() -> Vec<(&'static str, &'static str, BytesMut)> {
         division_path: "广西壮族自治区/南宁市/青秀区/新竹街道/新竹社区居委会".into(),
         role: Role::Terminal,
         certificate_der: ByteBuf::from(vec![0x30, 0x82, 0x02, 0x00]),
-        certificate_not_before_ms: 1_795_000_000_000,
+        certificate_issued_ms: 1_795_000_000_000,
         certificate_not_after_ms: 1_797_592_000_000,
         ca_certificate_der: ByteBuf::from(vec![0x30, 0x82, 0x01, 0xf0]),
         control_plane_sm2_public_key: ByteBuf::from(vec![0x04; 65]),
@@ -186,7 +186,7 @@ fn samples() -> Vec<(&'static str, &'static str, BytesMut)> {
         .into(),
         CertificateRenewed {
             certificate_der: ByteBuf::from(vec![0x30, 0x82, 0x02, 0x01]),
-            not_before_ms: 1_796_000_000_000,
+            issued_ms: 1_796_000_000_000,
             not_after_ms: 1_798_592_000_000,
         }
         .into(),
@@ -231,11 +231,8 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(text: &str) -> Vec<u8> {
-    let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    digits
-        .chunks(2)
-        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap())
-        .collect()
+    let digits: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    digest::unhex(&digits).expect("golden files are hex")
 }
 
 fn file_name(set: &str, kind: &str) -> String {

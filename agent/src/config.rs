@@ -1,0 +1,158 @@
+//! `agent.toml`: the agent's tunables. Everything has a default; the file is optional.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bagui_protocol::units;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    pub link: LinkSection,
+    pub outbox: OutboxSection,
+    pub collectors: CollectorsSection,
+    pub status: StatusSection,
+    pub log: LogSection,
+}
+
+/// Reconnection and QUIC timers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LinkSection {
+    /// First reconnect delay bound (full jitter: a random delay up to this).
+    #[serde(with = "units::duration")]
+    pub backoff_min: Duration,
+    /// Largest reconnect delay bound.
+    #[serde(with = "units::duration")]
+    pub backoff_max: Duration,
+    #[serde(with = "units::duration")]
+    pub connect_timeout: Duration,
+    /// The link is declared down after this long without any packet from the control plane.
+    #[serde(with = "units::duration")]
+    pub idle_timeout: Duration,
+    #[serde(with = "units::duration")]
+    pub keep_alive: Duration,
+}
+
+impl Default for LinkSection {
+    fn default() -> LinkSection {
+        LinkSection {
+            backoff_min: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            connect_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            keep_alive: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboxSection {
+    /// Most bytes buffered while the link is down.
+    #[serde(with = "units::size")]
+    pub max_size: u64,
+}
+
+impl Default for OutboxSection {
+    fn default() -> OutboxSection {
+        OutboxSection { max_size: 64 << 20 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CollectorsSection {
+    #[serde(with = "units::duration")]
+    pub host_facts_interval: Duration,
+    #[serde(with = "units::duration")]
+    pub metrics_interval: Duration,
+}
+
+impl Default for CollectorsSection {
+    fn default() -> CollectorsSection {
+        CollectorsSection {
+            host_facts_interval: Duration::from_secs(3600),
+            metrics_interval: Duration::from_secs(15),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StatusSection {
+    /// How often `status.json` is refreshed.
+    #[serde(with = "units::duration")]
+    pub interval: Duration,
+}
+
+impl Default for StatusSection {
+    fn default() -> StatusSection {
+        StatusSection {
+            interval: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSection {
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> LogSection {
+        LogSection {
+            level: "info".into(),
+        }
+    }
+}
+
+impl AgentConfig {
+    pub fn parse(text: &str) -> Result<AgentConfig> {
+        let config: AgentConfig = toml::from_str(text)?;
+        anyhow::ensure!(
+            config.link.backoff_min > Duration::ZERO
+                && config.link.backoff_min <= config.link.backoff_max,
+            "link.backoff_min must be positive and at most link.backoff_max"
+        );
+        anyhow::ensure!(
+            config.outbox.max_size >= 64 << 10,
+            "outbox.max_size must be at least 64KiB"
+        );
+        anyhow::ensure!(
+            config.collectors.metrics_interval >= Duration::from_millis(100),
+            "collectors.metrics_interval must be at least 100ms"
+        );
+        Ok(config)
+    }
+
+    pub fn load(path: &Path) -> Result<AgentConfig> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        AgentConfig::parse(&text).with_context(|| format!("in {}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_refusals() {
+        let config = AgentConfig::parse("").unwrap();
+        assert_eq!(config.outbox.max_size, 64 << 20);
+        assert_eq!(config.link.backoff_max, Duration::from_secs(300));
+        for (text, expected) in [
+            ("[link]\nbackoff_min = \"10m\"\n", "backoff_min"),
+            ("[outbox]\nmax_size = \"1KiB\"\n", "max_size"),
+            ("[outbox]\nmax_size = \"lots\"\n", "size"),
+            ("[linkk]\n", "linkk"),
+        ] {
+            let error = format!("{:#}", AgentConfig::parse(text).unwrap_err());
+            assert!(error.contains(expected), "{text}: {error}");
+        }
+    }
+}

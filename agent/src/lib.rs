@@ -1,0 +1,225 @@
+//! The Bagui agent: joins a control plane, collects, buffers durably and reports over QUIC
+//! with mutual TLS. `main.rs` is a thin CLI over this library; tests and `bagui-cp demo` run
+//! agents in-process through [`Agent`].
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod identity;
+pub mod join;
+pub mod link;
+pub mod outbox;
+pub mod scheduler;
+pub mod state;
+pub mod status;
+pub mod tls;
+pub mod wire;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bagui_plugins::HostRoot;
+use bagui_plugins::host::{BasicMetricsCollector, HostFactsCollector};
+use bagui_protocol::Lane;
+use bagui_protocol::messages::payload;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::AgentConfig;
+use crate::link::{Link, LinkExit};
+use crate::outbox::Outbox;
+use crate::state::{StateDir, write_atomic};
+use crate::status::{Status, StatusBoard};
+
+/// What an agent needs to run.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    pub state_dir: StateDir,
+    pub config: AgentConfig,
+    /// Where collectors read the host (`/` except in tests).
+    pub host_root: HostRoot,
+}
+
+/// A running agent.
+pub struct Agent {
+    outbox: Arc<Outbox>,
+    status: StatusBoard,
+    shutdown: watch::Sender<bool>,
+    link: Option<JoinHandle<LinkExit>>,
+    tasks: Vec<JoinHandle<()>>,
+    state_dir: StateDir,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("status", &self.status.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Agent {
+    /// Starts the link, the collectors and the status file.
+    pub async fn start(options: AgentOptions) -> Result<Agent> {
+        let state = options.state_dir.agent_state()?;
+        let outbox = Arc::new(
+            Outbox::open(
+                &options.state_dir.outbox_path(),
+                options.config.outbox.max_size,
+            )
+            .with_context(|| {
+                format!(
+                    "opening the outbox in {}",
+                    options.state_dir.root().display()
+                )
+            })?,
+        );
+        let status = StatusBoard::default();
+        status.update(|s| {
+            s.agent_id = state.agent_id.clone();
+            s.agent_version = join::AGENT_VERSION.into();
+            s.server = state.server.clone();
+            s.division = state.division.clone();
+            s.division_path = state.division_path.clone();
+            s.role = state.role.to_string();
+            s.pid = std::process::id();
+        });
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (snapshot_tx, snapshot_rx) = mpsc::channel(4);
+        let collectors = &options.config.collectors;
+        let mut tasks = scheduler::spawn(
+            vec![
+                scheduler::Scheduled {
+                    collector: Arc::new(HostFactsCollector::new(options.host_root.clone())),
+                    interval: collectors.host_facts_interval,
+                    run_at_start: true,
+                },
+                scheduler::Scheduled {
+                    collector: Arc::new(BasicMetricsCollector::new(options.host_root.clone())),
+                    interval: collectors.metrics_interval,
+                    run_at_start: false,
+                },
+            ],
+            outbox.clone(),
+            status.clone(),
+            snapshot_rx,
+            shutdown_rx.clone(),
+        );
+        tasks.push(spawn_status_writer(
+            options.state_dir.clone(),
+            outbox.clone(),
+            status.clone(),
+            options.config.status.interval,
+            shutdown_rx.clone(),
+        ));
+        let link = Link {
+            state_dir: options.state_dir.clone(),
+            config: options.config.link.clone(),
+            outbox: outbox.clone(),
+            status: status.clone(),
+            snapshots: snapshot_tx,
+            shutdown: shutdown_rx,
+        };
+        let link = tokio::spawn(link.run());
+        Ok(Agent {
+            outbox,
+            status,
+            shutdown,
+            link: Some(link),
+            tasks,
+            state_dir: options.state_dir,
+        })
+    }
+
+    /// The outbox (tests and the simulator push reports straight into it).
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
+    }
+
+    pub fn status(&self) -> Status {
+        self.status.get()
+    }
+
+    /// Waits until the link stops by itself (revocation) — or forever while it runs.
+    pub async fn wait(&mut self) -> LinkExit {
+        match self.link.as_mut() {
+            Some(link) => {
+                let exit = link.await.unwrap_or(LinkExit::Shutdown);
+                self.link = None;
+                exit
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Stops everything and flushes the outbox.
+    pub async fn shutdown(mut self) -> Result<()> {
+        let _ = self.shutdown.send(true);
+        if let Some(link) = self.link.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), link).await;
+        }
+        for task in self.tasks.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        }
+        self.outbox.flush().await?;
+        let mut status = self.status.get();
+        status.link = status::LinkState::Down;
+        status.connected_since = None;
+        write_status(&self.state_dir, &status)?;
+        Ok(())
+    }
+}
+
+fn write_status(state_dir: &StateDir, status: &Status) -> Result<()> {
+    write_atomic(
+        &state_dir.status_path(),
+        serde_json::to_string_pretty(status)?.as_bytes(),
+        0o644,
+    )
+}
+
+/// Keeps `status.json` current and turns outbox drops into reports (never silent).
+fn spawn_status_writer(
+    state_dir: StateDir,
+    outbox: Arc<Outbox>,
+    status: StatusBoard,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = crate::stopped(&mut shutdown) => return,
+            }
+            if let Some(notice) = outbox.take_drop_notice() {
+                tracing::warn!(dropped = ?notice.dropped, "outbox full: records dropped");
+                let body = payload::encode(&notice);
+                if let Err(error) =
+                    outbox.push(Lane::State, payload::OUTBOX_DROPS, join::now_ms(), &body)
+                {
+                    tracing::error!(%error, "recording outbox drops");
+                }
+            }
+            let stats = outbox.stats();
+            let next_seq = outbox.next_seq();
+            status.update(|s| {
+                s.outbox_records = stats.records;
+                s.outbox_bytes = stats.bytes;
+                s.outbox_dropped = stats.dropped;
+                s.next_seq = next_seq;
+                s.updated_ms = join::now_ms();
+            });
+            if let Err(error) = write_status(&state_dir, &status.get()) {
+                tracing::warn!(error = %format!("{error:#}"), "writing status.json");
+            }
+        }
+    })
+}
+
+/// Resolves once `shutdown` turns true (or its sender is gone).
+pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}

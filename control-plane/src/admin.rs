@@ -1,0 +1,556 @@
+//! Operator actions and views, shared by the HTTP API and the CLI.
+//!
+//! The API handlers and the CLI's local mode (no `run` holding the store) both call
+//! [`Admin`]; the CLI's remote mode calls the API and gets the same view types back as JSON.
+//! So there is one implementation of every action, and every one is audited here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bagui_protocol::{
+    Reconnect, RenewCertificateNow, Role, SendFullSnapshot, ServerMessage, SetHeartbeatInterval,
+    units,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::audit::Audit;
+use crate::clock::{Clock, format_rfc3339};
+use crate::divisions::Divisions;
+use crate::enroll::{EnrollError, Enroller};
+use crate::ingest::{LiveSession, Sessions};
+use crate::store::{AgentRecord, AuditEntry, Store, StoreError, TokenRecord};
+use crate::topology;
+
+/// An operator action failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for AdminError {
+    fn from(error: StoreError) -> AdminError {
+        AdminError::Internal(error.to_string())
+    }
+}
+
+impl From<EnrollError> for AdminError {
+    fn from(error: EnrollError) -> AdminError {
+        match error {
+            EnrollError::UnknownDivision(_) | EnrollError::Invalid(_) => {
+                AdminError::BadRequest(error.to_string())
+            }
+            EnrollError::UnknownToken(_) | EnrollError::UnknownAgent(_) => {
+                AdminError::NotFound(error.to_string())
+            }
+            EnrollError::AgentRevoked(_) => AdminError::Conflict(error.to_string()),
+            EnrollError::Store(_) | EnrollError::Pki(_) => AdminError::Internal(error.to_string()),
+        }
+    }
+}
+
+/// An agent as operators see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentView {
+    pub id: String,
+    pub hostname: String,
+    pub division: String,
+    pub division_path: String,
+    pub role: Role,
+    /// True only while an authenticated session is open.
+    pub online: bool,
+    /// RFC 3339; `null` if never seen.
+    pub last_seen: Option<String>,
+    /// Highest report sequence number stored (and acknowledged).
+    pub last_acked_seq: u64,
+    pub agent_version: String,
+    pub possible_clone: bool,
+    pub clone_of: Option<String>,
+    pub revoked: bool,
+    /// Agent id of the uplink gateway; `null` when the agent talks to the control plane directly.
+    pub uplink: Option<String>,
+    pub uplink_overridden: bool,
+    pub machine_id: String,
+    pub instance_id: String,
+    pub os: String,
+    pub arch: String,
+    pub remote_address: Option<String>,
+    pub certificate_expires: String,
+    pub joined: String,
+    pub outbox_records: u64,
+    pub outbox_dropped: u64,
+    pub rtt_ms: Option<f64>,
+}
+
+/// A join token as operators see it (never the secret).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenView {
+    pub id: String,
+    pub division: String,
+    pub division_path: String,
+    pub role: Role,
+    pub created: String,
+    pub expires: String,
+    pub uses: u32,
+    pub max_uses: u32,
+    /// `valid`, `expired`, `used_up` or `revoked`.
+    pub state: String,
+    pub description: String,
+}
+
+/// A token just created: the only time its secret is shown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenCreated {
+    pub token: String,
+    pub join_command: String,
+    #[serde(flatten)]
+    pub view: TokenView,
+}
+
+/// `POST /api/v1/tokens`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CreateToken {
+    pub division: String,
+    /// `24h`, `7d`, …
+    pub ttl: String,
+    pub uses: u32,
+    pub role: String,
+    pub description: String,
+}
+
+impl Default for CreateToken {
+    fn default() -> CreateToken {
+        CreateToken {
+            division: String::new(),
+            ttl: "24h".into(),
+            uses: 1,
+            role: "server".into(),
+            description: String::new(),
+        }
+    }
+}
+
+/// `PUT /api/v1/agents/{id}/uplink`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SetUplink {
+    /// Gateway agent id, or `null` to return to the computed uplink.
+    pub gateway: Option<String>,
+}
+
+/// `POST /api/v1/agents/{id}/commands`: one of the allow-listed kinds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CommandRequest {
+    /// `send_full_snapshot`, `reconnect`, `renew_certificate` or `set_heartbeat_interval`.
+    pub kind: String,
+    /// For `reconnect`: `30s`, …
+    pub after: Option<String>,
+    /// For `set_heartbeat_interval`: `15s`, …
+    pub interval: Option<String>,
+}
+
+/// A command that was audited and queued to an agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandSent {
+    pub command_id: u64,
+    pub agent_id: String,
+    pub kind: String,
+}
+
+/// A stored report, without its body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportView {
+    pub seq: u64,
+    pub lane: String,
+    pub kind: String,
+    pub created_ms: u64,
+    pub received_ms: u64,
+    pub late: bool,
+    pub arrival: u64,
+    pub size: usize,
+}
+
+/// The operator interface.
+pub struct Admin {
+    store: Store,
+    divisions: Arc<Divisions>,
+    enroller: Arc<Enroller>,
+    audit: Audit,
+    clock: Arc<dyn Clock>,
+    /// `None` in the CLI's local mode: nothing is connected.
+    sessions: Option<Sessions>,
+    /// `HOST:PORT` agents join.
+    advertise: String,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin")
+            .field("advertise", &self.advertise)
+            .finish_non_exhaustive()
+    }
+}
+
+fn token_state(token: &TokenRecord, now: u64) -> &'static str {
+    if token.revoked_ms.is_some() {
+        "revoked"
+    } else if now >= token.expires_ms {
+        "expired"
+    } else if token.uses >= token.max_uses {
+        "used_up"
+    } else {
+        "valid"
+    }
+}
+
+impl Admin {
+    pub fn new(
+        store: Store,
+        divisions: Arc<Divisions>,
+        enroller: Arc<Enroller>,
+        audit: Audit,
+        clock: Arc<dyn Clock>,
+        sessions: Option<Sessions>,
+        advertise: String,
+    ) -> Admin {
+        Admin {
+            store,
+            divisions,
+            enroller,
+            audit,
+            clock,
+            sessions,
+            advertise,
+        }
+    }
+
+    pub fn divisions(&self) -> &Divisions {
+        &self.divisions
+    }
+
+    fn token_view(&self, token: &TokenRecord) -> TokenView {
+        TokenView {
+            id: token.id.clone(),
+            division: token.division.clone(),
+            division_path: self.divisions.path_names(&token.division),
+            role: token.role,
+            created: format_rfc3339(token.created_ms),
+            expires: format_rfc3339(token.expires_ms),
+            uses: token.uses,
+            max_uses: token.max_uses,
+            state: token_state(token, self.clock.now_ms()).to_owned(),
+            description: token.description.clone(),
+        }
+    }
+
+    /// `sm3:` of the deployment CA (what `--ca-hash` pins).
+    pub fn ca_fingerprint(&self) -> String {
+        self.enroller.ca().fingerprint()
+    }
+
+    /// The one-line command an operator runs on the machine to enroll.
+    pub fn join_command(&self, token: &str) -> String {
+        format!(
+            "bagui-agent join --server {} --token {token} --ca-hash {}",
+            self.advertise,
+            self.ca_fingerprint()
+        )
+    }
+
+    pub fn create_token(
+        &self,
+        actor: &str,
+        request: &CreateToken,
+    ) -> Result<TokenCreated, AdminError> {
+        let ttl = units::parse_duration(&request.ttl).map_err(AdminError::BadRequest)?;
+        let role: Role = request.role.parse().map_err(AdminError::BadRequest)?;
+        let created = self.enroller.create_token(
+            actor,
+            &request.division,
+            role,
+            ttl,
+            request.uses,
+            &request.description,
+        )?;
+        Ok(TokenCreated {
+            join_command: self.join_command(&created.token),
+            token: created.token,
+            view: self.token_view(&created.record),
+        })
+    }
+
+    pub fn tokens(&self) -> Result<Vec<TokenView>, AdminError> {
+        let mut tokens = self.store.tokens()?;
+        tokens.sort_by_key(|token| std::cmp::Reverse(token.created_ms));
+        Ok(tokens.iter().map(|token| self.token_view(token)).collect())
+    }
+
+    pub fn revoke_token(&self, actor: &str, id: &str) -> Result<TokenView, AdminError> {
+        let token = self.enroller.revoke_token(actor, id)?;
+        Ok(self.token_view(&token))
+    }
+
+    fn agent_view(
+        &self,
+        agent: &AgentRecord,
+        live: Option<&LiveSession>,
+        uplink: Option<String>,
+    ) -> Result<AgentView, AdminError> {
+        let last_seen_ms = live
+            .map(|l| l.last_seen_ms)
+            .unwrap_or(0)
+            .max(agent.last_seen_ms);
+        let heartbeat = live.and_then(|l| l.heartbeat.as_ref());
+        let outbox = heartbeat.map(|h| &h.outbox).unwrap_or(&agent.outbox);
+        let link = heartbeat.map(|h| &h.link).unwrap_or(&agent.link);
+        Ok(AgentView {
+            id: agent.id.clone(),
+            hostname: agent.facts.hostname.clone(),
+            division: agent.division.clone(),
+            division_path: self.divisions.path_names(&agent.division),
+            role: agent.role,
+            online: live.is_some() && agent.revoked_ms.is_none(),
+            last_seen: (last_seen_ms > 0).then(|| format_rfc3339(last_seen_ms)),
+            last_acked_seq: self.store.max_seq(&agent.id)?,
+            agent_version: live
+                .map(|l| l.agent_version.clone())
+                .filter(|version| !version.is_empty())
+                .unwrap_or_else(|| agent.agent_version.clone()),
+            possible_clone: agent.possible_clone,
+            clone_of: agent.clone_of.clone(),
+            revoked: agent.revoked_ms.is_some(),
+            uplink,
+            uplink_overridden: agent.uplink_override.is_some(),
+            machine_id: agent.facts.machine_id.clone(),
+            instance_id: agent.instance_id.clone(),
+            os: agent.facts.os_name.clone(),
+            arch: agent.facts.arch.clone(),
+            remote_address: live.map(|l| l.remote_address.clone()),
+            certificate_expires: format_rfc3339(agent.certificate_not_after_ms),
+            joined: format_rfc3339(agent.joined_ms),
+            outbox_records: outbox.records,
+            outbox_dropped: outbox.dropped.total(),
+            rtt_ms: (link.rtt_us > 0).then(|| link.rtt_us as f64 / 1000.0),
+        })
+    }
+
+    /// Every agent, or those within a division's subtree, ordered by division then id.
+    pub fn agents(&self, division: Option<&str>) -> Result<Vec<AgentView>, AdminError> {
+        if let Some(code) = division
+            && self.divisions.get(code).is_none()
+        {
+            return Err(AdminError::BadRequest(format!("unknown division {code}")));
+        }
+        let mut agents = self.store.agents()?;
+        let uplinks = topology::uplinks(&agents, &self.divisions);
+        agents.retain(|agent| {
+            division.is_none_or(|code| self.divisions.is_within(&agent.division, code))
+        });
+        agents.sort_by(|a, b| (&a.division, &a.id).cmp(&(&b.division, &b.id)));
+        let live = self
+            .sessions
+            .as_ref()
+            .map(Sessions::snapshot)
+            .unwrap_or_default();
+        agents
+            .iter()
+            .map(|agent| {
+                let uplink = uplinks.get(&agent.id).cloned().flatten();
+                self.agent_view(agent, live.get(&agent.id), uplink)
+            })
+            .collect()
+    }
+
+    pub fn agent(&self, id: &str) -> Result<AgentView, AdminError> {
+        let agents = self.store.agents()?;
+        let agent = agents
+            .iter()
+            .find(|agent| agent.id == id)
+            .ok_or_else(|| AdminError::NotFound(format!("unknown agent {id}")))?;
+        let uplink = topology::uplinks(&agents, &self.divisions)
+            .remove(id)
+            .flatten();
+        let live = self.sessions.as_ref().and_then(|sessions| sessions.get(id));
+        self.agent_view(agent, live.as_ref(), uplink)
+    }
+
+    /// Revokes an agent: its certificates stop working and its session closes at once.
+    pub fn revoke_agent(&self, actor: &str, id: &str) -> Result<AgentView, AdminError> {
+        self.store
+            .revoke_agent(id, self.clock.now_ms())?
+            .ok_or_else(|| AdminError::NotFound(format!("unknown agent {id}")))?;
+        let disconnected = self.sessions.as_ref().is_some_and(|sessions| {
+            sessions.disconnect(id, bagui_protocol::ErrorCode::Revoked, "agent revoked")
+        });
+        self.audit.record(
+            actor,
+            "agent.revoke",
+            id,
+            format!("disconnected={disconnected}"),
+        )?;
+        self.store.flush()?;
+        self.agent(id)
+    }
+
+    /// Sets (or with `None` clears) an agent's uplink override.
+    pub fn set_uplink(
+        &self,
+        actor: &str,
+        id: &str,
+        gateway: Option<&str>,
+    ) -> Result<AgentView, AdminError> {
+        if let Some(gateway) = gateway {
+            if gateway == id {
+                return Err(AdminError::BadRequest(
+                    "an agent cannot be its own uplink".into(),
+                ));
+            }
+            let target = self.store.agent(gateway)?.ok_or_else(|| {
+                AdminError::BadRequest(format!("unknown gateway agent {gateway}"))
+            })?;
+            if target.revoked_ms.is_some() {
+                return Err(AdminError::BadRequest(format!(
+                    "agent {gateway} is revoked"
+                )));
+            }
+            if target.role != Role::Gateway {
+                return Err(AdminError::BadRequest(format!(
+                    "agent {gateway} has role {}, not gateway",
+                    target.role
+                )));
+            }
+        }
+        self.store
+            .update_agent(id, |agent| {
+                agent.uplink_override = gateway.map(str::to_owned)
+            })?
+            .ok_or_else(|| AdminError::NotFound(format!("unknown agent {id}")))?;
+        self.audit.record(
+            actor,
+            "agent.set_uplink",
+            id,
+            format!("gateway={}", gateway.unwrap_or("(computed)")),
+        )?;
+        self.store.flush()?;
+        self.agent(id)
+    }
+
+    /// Stored reports of an agent after a sequence number.
+    pub fn reports(
+        &self,
+        id: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<ReportView>, AdminError> {
+        if self.store.agent(id)?.is_none() {
+            return Err(AdminError::NotFound(format!("unknown agent {id}")));
+        }
+        Ok(self
+            .store
+            .reports(id, after_seq, limit.min(10_000))?
+            .into_iter()
+            .map(|(seq, report)| ReportView {
+                seq,
+                lane: report.lane.as_str().to_owned(),
+                kind: report.kind,
+                created_ms: report.created_ms,
+                received_ms: report.received_ms,
+                late: report.late,
+                arrival: report.arrival,
+                size: report.body.len(),
+            })
+            .collect())
+    }
+
+    /// Audits and sends one allow-listed command to a connected agent.
+    pub fn send_command(
+        &self,
+        actor: &str,
+        id: &str,
+        request: &CommandRequest,
+    ) -> Result<CommandSent, AdminError> {
+        let sessions = self
+            .sessions
+            .as_ref()
+            .ok_or_else(|| AdminError::Conflict("commands need a running control plane".into()))?;
+        if self.store.agent(id)?.is_none() {
+            return Err(AdminError::NotFound(format!("unknown agent {id}")));
+        }
+        if sessions.get(id).is_none() {
+            return Err(AdminError::Conflict(format!("agent {id} is not connected")));
+        }
+        let duration = |value: &Option<String>, name: &str| -> Result<Duration, AdminError> {
+            let text = value.as_deref().ok_or_else(|| {
+                AdminError::BadRequest(format!("{} needs `{name}`", request.kind))
+            })?;
+            units::parse_duration(text).map_err(AdminError::BadRequest)
+        };
+        let detail;
+        let build: Box<dyn Fn(u64) -> ServerMessage> = match request.kind.as_str() {
+            "send_full_snapshot" => {
+                detail = String::new();
+                Box::new(|command_id| SendFullSnapshot { command_id }.into())
+            }
+            "renew_certificate" => {
+                detail = String::new();
+                Box::new(|command_id| RenewCertificateNow { command_id }.into())
+            }
+            "reconnect" => {
+                let after = duration(&request.after, "after")?;
+                detail = format!("after={}ms", after.as_millis());
+                Box::new(move |command_id| {
+                    Reconnect {
+                        command_id,
+                        after_ms: after.as_millis() as u64,
+                    }
+                    .into()
+                })
+            }
+            "set_heartbeat_interval" => {
+                let interval = duration(&request.interval, "interval")?;
+                if !(Duration::from_secs(1)..=Duration::from_secs(600)).contains(&interval) {
+                    return Err(AdminError::BadRequest(
+                        "heartbeat interval must be 1s..10m".into(),
+                    ));
+                }
+                detail = format!("interval={}ms", interval.as_millis());
+                Box::new(move |command_id| {
+                    SetHeartbeatInterval {
+                        command_id,
+                        interval_ms: interval.as_millis() as u64,
+                    }
+                    .into()
+                })
+            }
+            other => {
+                return Err(AdminError::BadRequest(format!(
+                    "unknown command {other:?} (send_full_snapshot, reconnect, renew_certificate, set_heartbeat_interval)"
+                )));
+            }
+        };
+        // Audited before it is sent: a command that left the building is always on record.
+        let entry = self
+            .audit
+            .record(actor, &format!("command.{}", request.kind), id, detail)?;
+        self.store.flush()?;
+        sessions
+            .send(id, build(entry.seq))
+            .map_err(|error| AdminError::Conflict(error.to_string()))?;
+        Ok(CommandSent {
+            command_id: entry.seq,
+            agent_id: id.to_owned(),
+            kind: request.kind.clone(),
+        })
+    }
+
+    pub fn audit_entries(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, AdminError> {
+        Ok(self.store.audit_entries(after, limit.min(10_000))?)
+    }
+}

@@ -1,0 +1,723 @@
+//! `bagui-cp`'s command line. Verbs that read or change state work on the store directly when
+//! no `run` holds it, and through the API (found via `DIR/run/api.json`, authenticated with
+//! `DIR/admin.token`) when one does, or against any control plane with `--api URL --token T`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use bagui_protocol::Role;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+
+use crate::admin::{
+    Admin, AgentView, CommandRequest, CommandSent, CreateToken, ReportView, SetUplink,
+    TokenCreated, TokenView,
+};
+use crate::audit::{self, Audit};
+use crate::client::ApiClient;
+use crate::clock::{Clock, SystemClock};
+use crate::config::ControlPlaneConfig;
+use crate::datadir::DataDir;
+use crate::enroll::{EnrollConfig, Enroller};
+use crate::server::ControlPlane;
+use crate::store::{AuditEntry, Store, StoreError};
+
+#[derive(Parser)]
+#[command(
+    name = "bagui-cp",
+    version,
+    about = "Bagui control plane: enrollment, ingest, four-online operations"
+)]
+pub struct Cli {
+    /// Data directory (CA, keys, store).
+    #[arg(
+        long,
+        global = true,
+        env = "BAGUI_DATA_DIR",
+        default_value = "/var/lib/bagui"
+    )]
+    pub data_dir: PathBuf,
+    /// Talk to this control plane's API instead of the local data directory.
+    #[arg(long, global = true, env = "BAGUI_API")]
+    pub api: Option<String>,
+    /// API token for --api (default: DATA_DIR/admin.token).
+    #[arg(long, global = true, env = "BAGUI_API_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// CA certificate for an HTTPS --api (default: DATA_DIR/ca.crt).
+    #[arg(long, global = true)]
+    pub ca_file: Option<PathBuf>,
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(long, global = true, env = "BAGUI_LOG")]
+    pub log_level: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Create a deployment: CA, server certificate, keys, admin token, division tree, store.
+    Init {
+        /// Address agents will connect to, HOST:PORT.
+        #[arg(long)]
+        advertise: String,
+        /// Extra names (DNS or IP) for the server certificate.
+        #[arg(long)]
+        san: Vec<String>,
+    },
+    /// Serve QUIC (agents) and HTTP (API) until SIGTERM or SIGINT.
+    Run(RunArgs),
+    /// Join tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Enrolled agents.
+    #[command(subcommand)]
+    Agent(AgentCommand),
+    /// The SM3-chained audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Throw-away control plane plus one local agent, for a first look.
+    Demo {
+        /// API port on 127.0.0.1 (0: any free port).
+        #[arg(long, default_value_t = 8080)]
+        http_port: u16,
+        /// Keep the data directory afterwards.
+        #[arg(long)]
+        keep: bool,
+    },
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// UDP address for QUIC (default from the config file, else 0.0.0.0:7443).
+    #[arg(long)]
+    pub quic_listen: Option<SocketAddr>,
+    /// TCP address for the API (default 127.0.0.1:8080; HTTPS when not loopback).
+    #[arg(long)]
+    pub http_listen: Option<SocketAddr>,
+    /// Configuration file (default: DATA_DIR/control-plane.toml when present).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Create a join token and print the `bagui-agent join` command.
+    Create {
+        /// Division code the token is bound to (agents may join it or any division below).
+        #[arg(long)]
+        division: String,
+        #[arg(long, default_value = "24h")]
+        ttl: String,
+        /// How many agents may join with it.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        #[arg(long, value_enum, default_value = "server")]
+        role: RoleArg,
+        #[arg(long, default_value = "")]
+        description: String,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// List tokens (never their secrets).
+    List {
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Revoke a token.
+    Revoke { id: String },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum RoleArg {
+    Server,
+    Gateway,
+    Terminal,
+}
+
+impl From<RoleArg> for Role {
+    fn from(role: RoleArg) -> Role {
+        match role {
+            RoleArg::Server => Role::Server,
+            RoleArg::Gateway => Role::Gateway,
+            RoleArg::Terminal => Role::Terminal,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum AgentCommand {
+    /// List agents.
+    List {
+        /// Only agents in this division's subtree.
+        #[arg(long)]
+        division: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Show one agent.
+    Show { id: String },
+    /// Revoke an agent: disconnect it now and refuse it afterwards.
+    Revoke { id: String },
+    /// Set an agent's uplink gateway (or `--clear` to use the computed one).
+    SetUplink {
+        agent: String,
+        gateway: Option<String>,
+        #[arg(long, conflicts_with = "gateway")]
+        clear: bool,
+    },
+    /// Stored reports of an agent (metadata, not bodies).
+    Reports {
+        id: String,
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Send an allow-listed command to a connected agent (audited).
+    Command {
+        id: String,
+        /// send_full_snapshot, reconnect, renew_certificate or set_heartbeat_interval.
+        kind: String,
+        #[arg(long)]
+        after: Option<String>,
+        #[arg(long)]
+        interval: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain from the first entry to the last.
+    Verify,
+    /// Print entries.
+    List {
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+}
+
+/// Starts logging to stderr.
+pub fn init_logging(level: &str) {
+    let level: tracing::Level = level.parse().unwrap_or(tracing::Level::INFO);
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// How verbs reach the state.
+enum Access {
+    Local { admin: Box<Admin>, store: Store },
+    Remote(ApiClient),
+}
+
+fn local_admin(data_dir: &DataDir, store: Store) -> Result<Admin> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let divisions = Arc::new(data_dir.divisions()?);
+    let audit = Audit::new(store.clone(), clock.clone())?;
+    let enroller = Arc::new(Enroller::new(
+        store.clone(),
+        Arc::new(data_dir.ca()?),
+        divisions.clone(),
+        clock.clone(),
+        audit.clone(),
+        EnrollConfig::default(),
+        data_dir.sm2_public_key()?,
+    ));
+    Ok(Admin::new(
+        store,
+        divisions,
+        enroller,
+        audit,
+        clock,
+        None,
+        data_dir.deployment()?.advertise,
+    ))
+}
+
+fn remote(cli: &Cli, data_dir: &DataDir, url: &str) -> Result<ApiClient> {
+    let token = match &cli.token {
+        Some(token) => token.clone(),
+        None => data_dir
+            .admin_token()
+            .context("no --token given and no readable admin token in the data directory")?,
+    };
+    let ca = if url.starts_with("https://") {
+        let path = cli
+            .ca_file
+            .clone()
+            .unwrap_or_else(|| data_dir.ca_cert_path());
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading CA certificate {}", path.display()))?;
+        crate::pki::certs_from_pem(&text)?.into_iter().next()
+    } else {
+        None
+    };
+    ApiClient::new(url, &token, ca.as_ref())
+}
+
+fn access(cli: &Cli) -> Result<Access> {
+    let data_dir = DataDir::new(&cli.data_dir);
+    if let Some(url) = &cli.api {
+        return Ok(Access::Remote(remote(cli, &data_dir, url)?));
+    }
+    data_dir.deployment()?;
+    match Store::open(&data_dir.store_path()) {
+        Ok(store) => Ok(Access::Local {
+            admin: Box::new(local_admin(&data_dir, store.clone())?),
+            store,
+        }),
+        Err(StoreError::Locked { .. }) => {
+            let info = data_dir.api_info().context(
+                "the store is held by a running control plane, but its API address is unknown",
+            )?;
+            Ok(Access::Remote(remote(cli, &data_dir, &info.url)?))
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+fn query_escape(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+/// Runs the CLI.
+pub async fn run(cli: Cli) -> Result<()> {
+    match &cli.command {
+        Command::Init { advertise, san } => {
+            init_logging(cli.log_level.as_deref().unwrap_or("warn"));
+            let data_dir = DataDir::new(&cli.data_dir);
+            let deployment = data_dir.init(advertise, san, &SystemClock)?;
+            let ca = data_dir.ca()?;
+            println!("initialised {}", data_dir.root().display());
+            println!("  advertise     {}", deployment.advertise);
+            println!("  names         {}", deployment.names.join(", "));
+            println!(
+                "  CA            {} ({})",
+                data_dir.ca_cert_path().display(),
+                ca.fingerprint()
+            );
+            println!("  admin token   {}", data_dir.admin_token_path().display());
+            println!(
+                "next: bagui-cp run --data-dir {}",
+                data_dir.root().display()
+            );
+            Ok(())
+        }
+        Command::Run(args) => run_server(&cli, args).await,
+        Command::Demo { http_port, keep } => crate::demo::run(*http_port, *keep).await,
+        Command::Token(command) => {
+            init_logging(cli.log_level.as_deref().unwrap_or("warn"));
+            token_command(access(&cli)?, command).await
+        }
+        Command::Agent(command) => {
+            init_logging(cli.log_level.as_deref().unwrap_or("warn"));
+            agent_command(access(&cli)?, command).await
+        }
+        Command::Audit(command) => {
+            init_logging(cli.log_level.as_deref().unwrap_or("warn"));
+            audit_command(access(&cli)?, command).await
+        }
+    }
+}
+
+async fn run_server(cli: &Cli, args: &RunArgs) -> Result<()> {
+    let data_dir = DataDir::new(&cli.data_dir);
+    let default_config = data_dir.root().join("control-plane.toml");
+    let mut config = match &args.config {
+        Some(path) => ControlPlaneConfig::load(path)?,
+        None if default_config.exists() => ControlPlaneConfig::load(&default_config)?,
+        None => ControlPlaneConfig::default(),
+    };
+    init_logging(cli.log_level.as_deref().unwrap_or(&config.log.level));
+    if let Some(address) = args.quic_listen {
+        config.server.quic_listen = address;
+    }
+    if let Some(address) = args.http_listen {
+        config.server.http_listen = address;
+    }
+    let control_plane = ControlPlane::start(data_dir, config, Arc::new(SystemClock)).await?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("stopping");
+    control_plane.shutdown().await
+}
+
+async fn token_command(access: Access, command: &TokenCommand) -> Result<()> {
+    match command {
+        TokenCommand::Create {
+            division,
+            ttl,
+            uses,
+            role,
+            description,
+            output,
+        } => {
+            let request = CreateToken {
+                division: division.clone(),
+                ttl: ttl.clone(),
+                uses: *uses,
+                role: Role::from(*role).to_string(),
+                description: description.clone(),
+            };
+            let created: TokenCreated = match &access {
+                Access::Local { admin, .. } => admin.create_token("admin", &request)?,
+                Access::Remote(client) => client.post("/api/v1/tokens", &request).await?,
+            };
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&created)?),
+                _ => {
+                    println!(
+                        "token {} for {} {} (role {}, {} use(s), expires {})",
+                        created.view.id,
+                        created.view.division,
+                        created.view.division_path,
+                        created.view.role,
+                        created.view.max_uses,
+                        created.view.expires
+                    );
+                    println!("run this on the machine to enroll:");
+                    println!();
+                    println!("{}", created.join_command);
+                    println!();
+                }
+            }
+            Ok(())
+        }
+        TokenCommand::List { output } => {
+            let tokens: Vec<TokenView> = match &access {
+                Access::Local { admin, .. } => admin.tokens()?,
+                Access::Remote(client) => client.get("/api/v1/tokens").await?,
+            };
+            print_rows(
+                *output,
+                &tokens,
+                &[
+                    "id",
+                    "state",
+                    "role",
+                    "uses",
+                    "expires",
+                    "division",
+                    "division_path",
+                ],
+                |token| {
+                    vec![
+                        token.id.clone(),
+                        token.state.clone(),
+                        token.role.to_string(),
+                        format!("{}/{}", token.uses, token.max_uses),
+                        token.expires.clone(),
+                        token.division.clone(),
+                        token.division_path.clone(),
+                    ]
+                },
+            )
+        }
+        TokenCommand::Revoke { id } => {
+            let token: TokenView = match &access {
+                Access::Local { admin, .. } => admin.revoke_token("admin", id)?,
+                Access::Remote(client) => {
+                    client
+                        .delete(&format!("/api/v1/tokens/{}", query_escape(id)))
+                        .await?
+                }
+            };
+            println!("token {} is {}", token.id, token.state);
+            Ok(())
+        }
+    }
+}
+
+async fn agent_command(access: Access, command: &AgentCommand) -> Result<()> {
+    match command {
+        AgentCommand::List { division, output } => {
+            let agents: Vec<AgentView> = match &access {
+                Access::Local { admin, .. } => admin.agents(division.as_deref())?,
+                Access::Remote(client) => {
+                    let path = match division {
+                        Some(code) => format!("/api/v1/agents?division={}", query_escape(code)),
+                        None => "/api/v1/agents".into(),
+                    };
+                    client.get(&path).await?
+                }
+            };
+            print_rows(
+                *output,
+                &agents,
+                &[
+                    "id",
+                    "hostname",
+                    "role",
+                    "online",
+                    "last_seen",
+                    "last_acked_seq",
+                    "flags",
+                    "division",
+                    "division_path",
+                ],
+                |agent| {
+                    let mut flags = Vec::new();
+                    if agent.revoked {
+                        flags.push("revoked");
+                    }
+                    if agent.possible_clone {
+                        flags.push("possible_clone");
+                    }
+                    vec![
+                        agent.id.clone(),
+                        agent.hostname.clone(),
+                        agent.role.to_string(),
+                        agent.online.to_string(),
+                        agent.last_seen.clone().unwrap_or_else(|| "-".into()),
+                        agent.last_acked_seq.to_string(),
+                        if flags.is_empty() {
+                            "-".into()
+                        } else {
+                            flags.join(",")
+                        },
+                        agent.division.clone(),
+                        agent.division_path.clone(),
+                    ]
+                },
+            )
+        }
+        AgentCommand::Show { id } => {
+            let agent: AgentView = match &access {
+                Access::Local { admin, .. } => admin.agent(id)?,
+                Access::Remote(client) => {
+                    client
+                        .get(&format!("/api/v1/agents/{}", query_escape(id)))
+                        .await?
+                }
+            };
+            println!("{}", serde_json::to_string_pretty(&agent)?);
+            Ok(())
+        }
+        AgentCommand::Revoke { id } => {
+            let agent: AgentView = match &access {
+                Access::Local { admin, .. } => admin.revoke_agent("admin", id)?,
+                Access::Remote(client) => {
+                    client
+                        .post(
+                            &format!("/api/v1/agents/{}/revoke", query_escape(id)),
+                            &serde_json::json!({}),
+                        )
+                        .await?
+                }
+            };
+            println!("agent {} revoked", agent.id);
+            Ok(())
+        }
+        AgentCommand::SetUplink {
+            agent,
+            gateway,
+            clear,
+        } => {
+            if gateway.is_none() && !clear {
+                bail!("give a GATEWAY agent id, or --clear to use the computed uplink");
+            }
+            let body = SetUplink {
+                gateway: gateway.clone(),
+            };
+            let view: AgentView = match &access {
+                Access::Local { admin, .. } => {
+                    admin.set_uplink("admin", agent, gateway.as_deref())?
+                }
+                Access::Remote(client) => {
+                    client
+                        .put(
+                            &format!("/api/v1/agents/{}/uplink", query_escape(agent)),
+                            &body,
+                        )
+                        .await?
+                }
+            };
+            println!(
+                "agent {} uplink: {}{}",
+                view.id,
+                view.uplink.as_deref().unwrap_or("control plane"),
+                if view.uplink_overridden {
+                    " (set by admin)"
+                } else {
+                    " (computed)"
+                }
+            );
+            Ok(())
+        }
+        AgentCommand::Reports { id, after, limit } => {
+            let reports: Vec<ReportView> = match &access {
+                Access::Local { admin, .. } => admin.reports(id, *after, *limit)?,
+                Access::Remote(client) => {
+                    client
+                        .get(&format!(
+                            "/api/v1/agents/{}/reports?after={after}&limit={limit}",
+                            query_escape(id)
+                        ))
+                        .await?
+                }
+            };
+            println!("{}", serde_json::to_string_pretty(&reports)?);
+            Ok(())
+        }
+        AgentCommand::Command {
+            id,
+            kind,
+            after,
+            interval,
+        } => {
+            let request = CommandRequest {
+                kind: kind.clone(),
+                after: after.clone(),
+                interval: interval.clone(),
+            };
+            let sent: CommandSent = match &access {
+                Access::Local { .. } => {
+                    bail!("commands need a running control plane (`bagui-cp run`)")
+                }
+                Access::Remote(client) => {
+                    client
+                        .post(
+                            &format!("/api/v1/agents/{}/commands", query_escape(id)),
+                            &request,
+                        )
+                        .await?
+                }
+            };
+            println!(
+                "command {} ({}) sent to {}",
+                sent.command_id, sent.kind, sent.agent_id
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn audit_command(access: Access, command: &AuditCommand) -> Result<()> {
+    match command {
+        AuditCommand::Verify => match &access {
+            Access::Local { store, .. } => {
+                let entries = audit::verify(store)?;
+                println!("audit log intact: {entries} entries");
+                Ok(())
+            }
+            Access::Remote(_) => {
+                bail!("stop the control plane (or copy its store) to verify the audit log offline")
+            }
+        },
+        AuditCommand::List { after, limit } => {
+            let entries: Vec<AuditEntry> = match &access {
+                Access::Local { admin, .. } => admin.audit_entries(*after, *limit)?,
+                Access::Remote(client) => {
+                    client
+                        .get(&format!("/api/v1/audit?after={after}&limit={limit}"))
+                        .await?
+                }
+            };
+            print_rows(
+                Output::Table,
+                &entries,
+                &["seq", "time", "actor", "action", "target", "detail"],
+                |entry| {
+                    vec![
+                        entry.seq.to_string(),
+                        crate::clock::format_rfc3339(entry.time_ms),
+                        entry.actor.clone(),
+                        entry.action.clone(),
+                        entry.target.clone(),
+                        entry.detail.clone(),
+                    ]
+                },
+            )
+        }
+    }
+}
+
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_owned()
+    }
+}
+
+/// Prints rows as an aligned table, JSON (the full objects) or CSV.
+fn print_rows<T: Serialize>(
+    output: Output,
+    rows: &[T],
+    header: &[&str],
+    cells: impl Fn(&T) -> Vec<String>,
+) -> Result<()> {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(rows)?),
+        Output::Csv => {
+            println!("{}", header.join(","));
+            for row in rows {
+                println!(
+                    "{}",
+                    cells(row)
+                        .iter()
+                        .map(|cell| csv_field(cell))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                );
+            }
+        }
+        Output::Table => {
+            let table: Vec<Vec<String>> = rows.iter().map(&cells).collect();
+            let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+            for row in &table {
+                for (index, cell) in row.iter().enumerate() {
+                    widths[index] = widths[index].max(cell.chars().count());
+                }
+            }
+            let line = |cells: Vec<String>| {
+                let last = cells.len() - 1;
+                cells
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, cell)| {
+                        if index == last {
+                            cell
+                        } else {
+                            format!("{cell:<width$}", width = widths[index])
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("  ")
+            };
+            println!(
+                "{}",
+                line(header.iter().map(|h| h.to_uppercase()).collect())
+            );
+            for row in table {
+                println!("{}", line(row));
+            }
+        }
+    }
+    Ok(())
+}

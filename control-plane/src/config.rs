@@ -1,0 +1,231 @@
+//! `control-plane.toml`: every tunable of `bagui-cp run`, with the defaults a province-scale
+//! deployment wants. Command-line flags override the file.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bagui_protocol::{DeploymentParams, units};
+use serde::Deserialize;
+
+use crate::enroll::EnrollConfig;
+use crate::ingest::IngestConfig;
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControlPlaneConfig {
+    pub server: ServerSection,
+    pub enroll: EnrollSection,
+    pub session: SessionSection,
+    pub admission: AdmissionSection,
+    pub log: LogSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSection {
+    /// UDP address for QUIC (agents).
+    pub quic_listen: SocketAddr,
+    /// TCP address for the HTTP API; plain HTTP only on loopback, HTTPS anywhere else.
+    pub http_listen: SocketAddr,
+    /// Kernel receive/send buffer of the QUIC socket; mass connects overflow the default.
+    #[serde(with = "units::size")]
+    pub udp_buffer: u64,
+}
+
+impl Default for ServerSection {
+    fn default() -> ServerSection {
+        ServerSection {
+            quic_listen: "0.0.0.0:7443".parse().expect("valid default"),
+            http_listen: "127.0.0.1:8080".parse().expect("valid default"),
+            udp_buffer: 8 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EnrollSection {
+    #[serde(with = "units::duration")]
+    pub cert_lifetime: Duration,
+    #[serde(with = "units::duration")]
+    pub grace_period: Duration,
+    #[serde(with = "units::duration")]
+    pub backdate: Duration,
+}
+
+impl Default for EnrollSection {
+    fn default() -> EnrollSection {
+        let defaults = EnrollConfig::default();
+        EnrollSection {
+            cert_lifetime: defaults.cert_lifetime,
+            grace_period: defaults.grace_period,
+            backdate: defaults.backdate,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionSection {
+    #[serde(with = "units::duration")]
+    pub heartbeat_interval: Duration,
+    pub missed_heartbeats: u32,
+    pub max_in_flight: u32,
+    #[serde(with = "units::size")]
+    pub max_frame: u64,
+    #[serde(with = "units::duration")]
+    pub late_after: Duration,
+    #[serde(with = "units::duration")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for SessionSection {
+    fn default() -> SessionSection {
+        let defaults = IngestConfig::default();
+        SessionSection {
+            heartbeat_interval: defaults.heartbeat_interval,
+            missed_heartbeats: defaults.missed_heartbeats,
+            max_in_flight: defaults.max_in_flight,
+            max_frame: defaults.max_frame_len as u64,
+            late_after: defaults.late_after,
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdmissionSection {
+    pub rate_per_second: f64,
+    pub burst: f64,
+}
+
+impl Default for AdmissionSection {
+    fn default() -> AdmissionSection {
+        let defaults = IngestConfig::default();
+        AdmissionSection {
+            rate_per_second: defaults.admission_rate,
+            burst: defaults.admission_burst,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSection {
+    /// `error`, `warn`, `info`, `debug` or `trace`.
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> LogSection {
+        LogSection {
+            level: "info".into(),
+        }
+    }
+}
+
+impl ControlPlaneConfig {
+    /// Parses a config file's text.
+    pub fn parse(text: &str) -> Result<ControlPlaneConfig> {
+        let config: ControlPlaneConfig = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Loads a config file.
+    pub fn load(path: &Path) -> Result<ControlPlaneConfig> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        ControlPlaneConfig::parse(&text).with_context(|| format!("in {}", path.display()))
+    }
+
+    fn validate(&self) -> Result<()> {
+        anyhow::ensure!(
+            self.session.max_frame >= 4096
+                && self.session.max_frame <= bagui_protocol::HARD_MAX_FRAME_LEN as u64,
+            "session.max_frame must be between 4KiB and 16MiB"
+        );
+        anyhow::ensure!(
+            self.session.heartbeat_interval >= Duration::from_millis(100),
+            "session.heartbeat_interval must be at least 100ms"
+        );
+        anyhow::ensure!(
+            self.session.max_in_flight >= 1,
+            "session.max_in_flight must be at least 1"
+        );
+        anyhow::ensure!(
+            self.admission.rate_per_second > 0.0,
+            "admission.rate_per_second must be positive"
+        );
+        anyhow::ensure!(
+            self.enroll.cert_lifetime >= Duration::from_secs(1),
+            "enroll.cert_lifetime must be at least 1s"
+        );
+        Ok(())
+    }
+
+    pub fn enroll_config(&self) -> EnrollConfig {
+        EnrollConfig {
+            cert_lifetime: self.enroll.cert_lifetime,
+            grace_period: self.enroll.grace_period,
+            backdate: self.enroll.backdate,
+            params: DeploymentParams {
+                heartbeat_interval_ms: self.session.heartbeat_interval.as_millis() as u64,
+                max_in_flight: self.session.max_in_flight,
+                max_frame_len: self.session.max_frame as u32,
+                renew_at_permille: 667,
+                grace_period_s: self.enroll.grace_period.as_secs(),
+            },
+        }
+    }
+
+    pub fn ingest_config(&self) -> IngestConfig {
+        IngestConfig {
+            max_frame_len: self.session.max_frame as usize,
+            heartbeat_interval: self.session.heartbeat_interval,
+            missed_heartbeats: self.session.missed_heartbeats,
+            max_in_flight: self.session.max_in_flight,
+            late_after: self.session.late_after,
+            admission_rate: self.admission.rate_per_second,
+            admission_burst: self.admission.burst,
+            ..IngestConfig::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let config = ControlPlaneConfig::parse("").unwrap();
+        assert_eq!(config.server.quic_listen.port(), 7443);
+        assert_eq!(
+            config.enroll.cert_lifetime,
+            Duration::from_secs(30 * 86_400)
+        );
+        assert_eq!(config.session.heartbeat_interval, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn bad_files_are_refused_clearly() {
+        for (text, expected) in [
+            ("[server]\nquic_listen = \"nowhere\"\n", "quic_listen"),
+            (
+                "[session]\nheartbeat_interval = \"5 fortnights\"\n",
+                "duration",
+            ),
+            ("[session]\nmax_frame = \"1KiB\"\n", "max_frame"),
+            ("[sesion]\n", "sesion"),
+            ("[admission]\nrate_per_second = 0\n", "rate_per_second"),
+        ] {
+            let error = format!("{:#}", ControlPlaneConfig::parse(text).unwrap_err());
+            assert!(error.contains(expected), "{text}: {error}");
+        }
+    }
+}

@@ -1,0 +1,628 @@
+//! Enrollment: join tokens, joins, re-joins and certificate renewal (DESIGN §4).
+//!
+//! The flow is kubeadm's: an operator creates a token bound to a division and a role; the
+//! agent presents it with a certificate request, its SM2 identity key and its machine facts;
+//! the control plane answers with a client certificate naming a fresh agent id. Nothing here
+//! touches the network: [`Enroller`] takes decoded requests plus the connection's TLS exporter
+//! value and returns decoded answers, and every refusal leaves the store as it was.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bagui_protocol::digest;
+use bagui_protocol::proof::{self, ProofPurpose};
+use bagui_protocol::{
+    CertificateRenewed, DeploymentParams, IdentityProof, JoinAccepted, JoinRefusal, JoinRejected,
+    JoinRequest, RenewRequest, Role,
+};
+use serde_bytes::ByteBuf;
+use sm2::dsa::signature::Verifier;
+
+use crate::audit::Audit;
+use crate::clock::{Clock, format_rfc3339};
+use crate::divisions::Divisions;
+use crate::pki::CertificateAuthority;
+use crate::store::{AgentRecord, CertRecord, Store, StoreError, TokenRecord};
+
+/// How certificates are issued.
+#[derive(Debug, Clone)]
+pub struct EnrollConfig {
+    /// Client certificate lifetime (30 days by default).
+    pub cert_lifetime: Duration,
+    /// How long after expiry an agent may still renew by proving its key (90 days).
+    pub grace_period: Duration,
+    /// `notBefore` is set this long before issue, for terminals with skewed clocks (1 hour).
+    pub backdate: Duration,
+    pub params: DeploymentParams,
+}
+
+impl Default for EnrollConfig {
+    fn default() -> EnrollConfig {
+        EnrollConfig {
+            cert_lifetime: Duration::from_secs(30 * 86_400),
+            grace_period: Duration::from_secs(90 * 86_400),
+            backdate: Duration::from_secs(3_600),
+            params: DeploymentParams::default(),
+        }
+    }
+}
+
+/// An operator-side enrollment operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollError {
+    #[error("unknown division {0}")]
+    UnknownDivision(String),
+    #[error("unknown token {0}")]
+    UnknownToken(String),
+    #[error("unknown agent {0}")]
+    UnknownAgent(String),
+    #[error("agent {0} is revoked")]
+    AgentRevoked(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Pki(#[from] crate::pki::PkiError),
+}
+
+/// A newly created token: its record and the `id.secret` string, shown once.
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    pub record: TokenRecord,
+    pub token: String,
+}
+
+/// Why a session could not be authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthError {
+    /// The certificate was not issued by this control plane (or not to a known agent).
+    Unknown,
+    /// The certificate or its agent is revoked.
+    Revoked,
+}
+
+fn refuse(reason: JoinRefusal, message: impl Into<String>) -> JoinRejected {
+    JoinRejected {
+        reason,
+        message: message.into(),
+    }
+}
+
+fn random_chars(len: usize) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    (0..len)
+        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+/// A new agent id: `ag-` and 16 hex digits (64 random bits).
+pub fn new_agent_id() -> String {
+    format!("ag-{:016x}", rand::random::<u64>())
+}
+
+/// The enrollment authority.
+pub struct Enroller {
+    store: Store,
+    ca: Arc<CertificateAuthority>,
+    divisions: Arc<Divisions>,
+    clock: Arc<dyn Clock>,
+    audit: Audit,
+    config: EnrollConfig,
+    control_plane_sm2_public_key: Vec<u8>,
+    /// Serialises joins, so a token's use count and machine-id checks cannot race.
+    join_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for Enroller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enroller")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Enroller {
+    pub fn new(
+        store: Store,
+        ca: Arc<CertificateAuthority>,
+        divisions: Arc<Divisions>,
+        clock: Arc<dyn Clock>,
+        audit: Audit,
+        config: EnrollConfig,
+        control_plane_sm2_public_key: Vec<u8>,
+    ) -> Enroller {
+        Enroller {
+            store,
+            ca,
+            divisions,
+            clock,
+            audit,
+            config,
+            control_plane_sm2_public_key,
+            join_lock: Mutex::new(()),
+        }
+    }
+
+    pub fn config(&self) -> &EnrollConfig {
+        &self.config
+    }
+
+    pub fn ca(&self) -> &CertificateAuthority {
+        &self.ca
+    }
+
+    // --- tokens ---------------------------------------------------------------------------
+
+    /// Creates a join token bound to a division and a role.
+    pub fn create_token(
+        &self,
+        actor: &str,
+        division: &str,
+        role: Role,
+        ttl: Duration,
+        max_uses: u32,
+        description: &str,
+    ) -> Result<NewToken, EnrollError> {
+        if self.divisions.get(division).is_none() {
+            return Err(EnrollError::UnknownDivision(division.to_owned()));
+        }
+        if role == Role::Unknown {
+            return Err(EnrollError::Invalid("unknown role".into()));
+        }
+        if max_uses == 0 {
+            return Err(EnrollError::Invalid(
+                "a token needs at least one use".into(),
+            ));
+        }
+        if ttl.is_zero() {
+            return Err(EnrollError::Invalid("a token needs a positive TTL".into()));
+        }
+        let now = self.clock.now_ms();
+        let mut id = random_chars(6);
+        while self.store.token(&id)?.is_some() {
+            id = random_chars(6);
+        }
+        let secret = random_chars(16);
+        let record = TokenRecord {
+            id: id.clone(),
+            secret_digest: digest::sm3_tagged(secret.as_bytes()),
+            division: division.to_owned(),
+            role,
+            created_ms: now,
+            expires_ms: now.saturating_add(ttl.as_millis() as u64),
+            max_uses,
+            uses: 0,
+            revoked_ms: None,
+            description: description.to_owned(),
+        };
+        self.store.put_token(&record)?;
+        self.audit.record(
+            actor,
+            "token.create",
+            &id,
+            format!(
+                "division={division} role={role} uses={max_uses} expires={}",
+                format_rfc3339(record.expires_ms)
+            ),
+        )?;
+        self.store.flush()?;
+        Ok(NewToken {
+            token: format!("{id}.{secret}"),
+            record,
+        })
+    }
+
+    /// Revokes a token; later joins with it are refused.
+    pub fn revoke_token(&self, actor: &str, id: &str) -> Result<TokenRecord, EnrollError> {
+        let mut token = self
+            .store
+            .token(id)?
+            .ok_or_else(|| EnrollError::UnknownToken(id.to_owned()))?;
+        if token.revoked_ms.is_none() {
+            token.revoked_ms = Some(self.clock.now_ms());
+            self.store.put_token(&token)?;
+            self.audit.record(actor, "token.revoke", id, "")?;
+            self.store.flush()?;
+        }
+        Ok(token)
+    }
+
+    // --- joins ----------------------------------------------------------------------------
+
+    /// Checks a token string against the store; the matching record on success.
+    fn check_token(&self, token: &str, now: u64) -> Result<TokenRecord, JoinRejected> {
+        let invalid = || refuse(JoinRefusal::InvalidToken, "the join token is not valid");
+        let (id, secret) = token.split_once('.').ok_or_else(invalid)?;
+        let record = self
+            .store
+            .token(id)
+            .map_err(|error| internal(&error))?
+            .ok_or_else(invalid)?;
+        // Compare digests, so the comparison time says nothing about the secret.
+        if digest::sm3_tagged(secret.as_bytes()) != record.secret_digest {
+            return Err(invalid());
+        }
+        if record.revoked_ms.is_some() {
+            return Err(refuse(
+                JoinRefusal::TokenRevoked,
+                format!("join token {id} has been revoked"),
+            ));
+        }
+        if now >= record.expires_ms {
+            return Err(refuse(
+                JoinRefusal::TokenExpired,
+                format!(
+                    "join token {id} expired at {}",
+                    format_rfc3339(record.expires_ms)
+                ),
+            ));
+        }
+        if record.uses >= record.max_uses {
+            return Err(refuse(
+                JoinRefusal::TokenUsedUp,
+                format!(
+                    "join token {id} has been used {} of {} times",
+                    record.uses, record.max_uses
+                ),
+            ));
+        }
+        Ok(record)
+    }
+
+    fn verify_proof(
+        &self,
+        purpose: ProofPurpose,
+        proof: &IdentityProof,
+        exporter: &[u8],
+    ) -> Result<AgentRecord, JoinRejected> {
+        let bad = || {
+            refuse(
+                JoinRefusal::BadIdentityProof,
+                format!(
+                    "could not prove possession of agent {}'s key",
+                    proof.agent_id
+                ),
+            )
+        };
+        let agent = self
+            .store
+            .agent(&proof.agent_id)
+            .map_err(|error| internal(&error))?
+            .ok_or_else(bad)?;
+        let key = sm2::dsa::VerifyingKey::from_sec1_bytes(proof::SM2_DISTID, &agent.sm2_public_key)
+            .map_err(|_| bad())?;
+        let signature = sm2::dsa::Signature::from_slice(&proof.signature).map_err(|_| bad())?;
+        let message = proof::transcript(purpose, &proof.agent_id, exporter);
+        key.verify(&message, &signature).map_err(|_| bad())?;
+        Ok(agent)
+    }
+
+    /// Issues a client certificate for `agent` from its request and records it on the agent;
+    /// returns the certificate and its store record (committed by the caller).
+    fn issue_into(
+        &self,
+        agent: &mut AgentRecord,
+        csr_der: &[u8],
+        now: u64,
+    ) -> Result<(Vec<u8>, CertRecord), JoinRejected> {
+        let not_after = now.saturating_add(self.config.cert_lifetime.as_millis() as u64);
+        let not_before = now.saturating_sub(self.config.backdate.as_millis() as u64);
+        let cert = match self
+            .ca
+            .issue_client(csr_der, &agent.id, not_before, not_after)
+        {
+            Ok(cert) => cert.to_vec(),
+            Err(crate::pki::PkiError::BadRequest(message)) => {
+                return Err(refuse(
+                    JoinRefusal::BadCertificateRequest,
+                    format!("certificate request refused: {message}"),
+                ));
+            }
+            Err(error) => return Err(internal(&error)),
+        };
+        agent.certificate_fingerprint = digest::sm3_tagged(&cert);
+        agent.certificate_issued_ms = now;
+        agent.certificate_not_after_ms = not_after;
+        let record = CertRecord {
+            agent_id: agent.id.clone(),
+            issued_ms: now,
+            not_after_ms: not_after,
+            revoked: false,
+        };
+        Ok((cert, record))
+    }
+
+    /// Appends the outcome of an enrollment request to the audit log and flushes; a failure
+    /// to record turns the outcome into an internal error, so nothing happens unaudited.
+    fn audited<T>(
+        &self,
+        result: Result<T, JoinRejected>,
+        entry: (&str, &str, &str, String),
+    ) -> Result<T, JoinRejected> {
+        let (actor, action, target, detail) = entry;
+        match self
+            .audit
+            .record(actor, action, target, detail)
+            .and_then(|_| self.store.flush())
+        {
+            Ok(()) => result,
+            Err(error) => Err(internal(&error)),
+        }
+    }
+
+    fn accepted(&self, agent: &AgentRecord, cert: Vec<u8>, rejoined: bool) -> JoinAccepted {
+        JoinAccepted {
+            agent_id: agent.id.clone(),
+            division: agent.division.clone(),
+            division_path: self.divisions.path_names(&agent.division),
+            role: agent.role,
+            certificate_der: ByteBuf::from(cert),
+            certificate_issued_ms: agent.certificate_issued_ms,
+            certificate_not_after_ms: agent.certificate_not_after_ms,
+            ca_certificate_der: ByteBuf::from(self.ca.cert_der().to_vec()),
+            control_plane_sm2_public_key: ByteBuf::from(self.control_plane_sm2_public_key.clone()),
+            params: self.config.params.clone(),
+            rejoined,
+            possible_clone: agent.possible_clone,
+        }
+    }
+
+    /// Handles a join. `exporter` is the connection's TLS exporter value for
+    /// [`proof::EXPORTER_LABEL`]; `peer` names the remote address for the audit log.
+    pub fn join(
+        &self,
+        request: &JoinRequest,
+        exporter: &[u8],
+        peer: &str,
+    ) -> Result<JoinAccepted, JoinRejected> {
+        let _guard = self
+            .join_lock
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let result = self.join_locked(request, exporter);
+        let token_id = request
+            .token
+            .split_once('.')
+            .map(|(id, _)| id)
+            .unwrap_or("");
+        let entry = match &result {
+            Ok(accepted) => (
+                format!("agent:{}", accepted.agent_id),
+                "agent.join",
+                accepted.agent_id.clone(),
+                format!(
+                    "token={token_id} division={} role={} host={} peer={peer} rejoined={} possible_clone={}",
+                    accepted.division,
+                    accepted.role,
+                    request.facts.hostname,
+                    accepted.rejoined,
+                    accepted.possible_clone
+                ),
+            ),
+            Err(rejected) => (
+                "anonymous".to_owned(),
+                "agent.join.refused",
+                token_id.to_owned(),
+                format!(
+                    "reason={} host={} peer={peer}",
+                    rejected.reason.as_str(),
+                    request.facts.hostname
+                ),
+            ),
+        };
+        self.audited(result, (&entry.0, entry.1, &entry.2, entry.3))
+    }
+
+    fn join_locked(
+        &self,
+        request: &JoinRequest,
+        exporter: &[u8],
+    ) -> Result<JoinAccepted, JoinRejected> {
+        let now = self.clock.now_ms();
+        let mut token = self.check_token(&request.token, now)?;
+        let division = request
+            .division
+            .clone()
+            .unwrap_or_else(|| token.division.clone());
+        if self.divisions.get(&division).is_none() {
+            return Err(refuse(
+                JoinRefusal::UnknownDivision,
+                format!("division {division} does not exist in this deployment's division tree"),
+            ));
+        }
+        if !self.divisions.is_within(&division, &token.division) {
+            return Err(refuse(
+                JoinRefusal::DivisionOutOfScope,
+                format!(
+                    "division {division} is outside the token's division {} ({})",
+                    token.division,
+                    self.divisions.path_names(&token.division)
+                ),
+            ));
+        }
+        if sm2::PublicKey::from_sec1_bytes(&request.sm2_public_key).is_err() {
+            return Err(refuse(
+                JoinRefusal::BadCertificateRequest,
+                "the SM2 public key is not a valid SEC1 point",
+            ));
+        }
+
+        // A re-join keeps the agent only with proof of its key; otherwise it is a new agent.
+        let previous = match &request.previous {
+            Some(proof) => {
+                let agent = self.verify_proof(ProofPurpose::Rejoin, proof, exporter)?;
+                if agent.revoked_ms.is_some() {
+                    return Err(refuse(
+                        JoinRefusal::AgentRevoked,
+                        format!("agent {} has been revoked; join as a new agent", agent.id),
+                    ));
+                }
+                Some(agent)
+            }
+            None => None,
+        };
+        let rejoined = previous.is_some();
+        let mut agent = match previous {
+            Some(agent) => agent,
+            None => {
+                let clone_of = if request.facts.machine_id.is_empty() {
+                    None
+                } else {
+                    self.store
+                        .agents()
+                        .map_err(|error| internal(&error))?
+                        .into_iter()
+                        .find(|existing| {
+                            existing.revoked_ms.is_none()
+                                && existing.facts.machine_id == request.facts.machine_id
+                                && existing.instance_id == request.instance_id
+                        })
+                        .map(|existing| existing.id)
+                };
+                let mut id = new_agent_id();
+                while self
+                    .store
+                    .agent(&id)
+                    .map_err(|error| internal(&error))?
+                    .is_some()
+                {
+                    id = new_agent_id();
+                }
+                AgentRecord {
+                    id,
+                    created_ms: now,
+                    possible_clone: clone_of.is_some(),
+                    clone_of,
+                    ..AgentRecord::default()
+                }
+            }
+        };
+        let (cert, cert_record) = self.issue_into(&mut agent, &request.csr_der, now)?;
+        agent.division = division;
+        agent.role = token.role;
+        agent.instance_id = request.instance_id.clone();
+        agent.facts = request.facts.clone();
+        agent.sm2_public_key = request.sm2_public_key.clone();
+        agent.joined_ms = now;
+        agent.token_id = token.id.clone();
+        agent.agent_version = request.agent_version.clone();
+        token.uses += 1;
+        self.store
+            .commit_enrollment(&agent, &cert_record, Some(&token))
+            .map_err(|error| internal(&error))?;
+        Ok(self.accepted(&agent, cert, rejoined))
+    }
+
+    /// Renews an expired certificate within the grace period, by proof of the identity key.
+    pub fn renew_expired(
+        &self,
+        request: &RenewRequest,
+        exporter: &[u8],
+        peer: &str,
+    ) -> Result<JoinAccepted, JoinRejected> {
+        let _guard = self
+            .join_lock
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let result = (|| {
+            let now = self.clock.now_ms();
+            let mut agent = self.verify_proof(ProofPurpose::Renew, &request.proof, exporter)?;
+            if agent.revoked_ms.is_some() {
+                return Err(refuse(
+                    JoinRefusal::AgentRevoked,
+                    format!("agent {} has been revoked", agent.id),
+                ));
+            }
+            let grace_end = agent
+                .certificate_not_after_ms
+                .saturating_add(self.config.grace_period.as_millis() as u64);
+            if now > grace_end {
+                return Err(refuse(
+                    JoinRefusal::GracePeriodOver,
+                    format!(
+                        "agent {}'s certificate expired at {} and the grace period ended at {}; join again with a token",
+                        agent.id,
+                        format_rfc3339(agent.certificate_not_after_ms),
+                        format_rfc3339(grace_end)
+                    ),
+                ));
+            }
+            let (cert, cert_record) = self.issue_into(&mut agent, &request.csr_der, now)?;
+            agent.agent_version = request.agent_version.clone();
+            self.store
+                .commit_enrollment(&agent, &cert_record, None)
+                .map_err(|error| internal(&error))?;
+            Ok(self.accepted(&agent, cert, true))
+        })();
+        let entry = match &result {
+            Ok(accepted) => (
+                format!("agent:{}", accepted.agent_id),
+                "agent.renew_expired",
+                format!("peer={peer}"),
+            ),
+            Err(rejected) => (
+                "anonymous".to_owned(),
+                "agent.renew_expired.refused",
+                format!("reason={} peer={peer}", rejected.reason.as_str()),
+            ),
+        };
+        self.audited(
+            result,
+            (&entry.0, entry.1, &request.proof.agent_id, entry.2),
+        )
+    }
+
+    /// Renews the certificate of an authenticated agent (over its session).
+    pub fn renew(&self, agent_id: &str, csr_der: &[u8]) -> Result<CertificateRenewed, EnrollError> {
+        let _guard = self
+            .join_lock
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let now = self.clock.now_ms();
+        let mut agent = self
+            .store
+            .agent(agent_id)?
+            .ok_or_else(|| EnrollError::UnknownAgent(agent_id.to_owned()))?;
+        if agent.revoked_ms.is_some() {
+            return Err(EnrollError::AgentRevoked(agent_id.to_owned()));
+        }
+        let (cert, cert_record) = self
+            .issue_into(&mut agent, csr_der, now)
+            .map_err(|rejected| EnrollError::Invalid(rejected.message))?;
+        self.store.commit_enrollment(&agent, &cert_record, None)?;
+        self.audit
+            .record(&format!("agent:{agent_id}"), "agent.renew", agent_id, "")?;
+        self.store.flush()?;
+        Ok(CertificateRenewed {
+            certificate_der: ByteBuf::from(cert),
+            issued_ms: now,
+            not_after_ms: cert_record.not_after_ms,
+        })
+    }
+
+    /// Maps a presented client certificate to its agent.
+    pub fn authenticate(&self, cert_der: &[u8]) -> Result<AgentRecord, AuthError> {
+        let fingerprint = digest::sm3_tagged(cert_der);
+        let cert = match self.store.cert(&fingerprint) {
+            Ok(Some(cert)) => cert,
+            Ok(None) | Err(_) => return Err(AuthError::Unknown),
+        };
+        if cert.revoked {
+            return Err(AuthError::Revoked);
+        }
+        match self.store.agent(&cert.agent_id) {
+            Ok(Some(agent)) if agent.revoked_ms.is_some() => Err(AuthError::Revoked),
+            Ok(Some(agent)) => Ok(agent),
+            Ok(None) | Err(_) => Err(AuthError::Unknown),
+        }
+    }
+}
+
+fn internal(error: &dyn std::fmt::Display) -> JoinRejected {
+    tracing::error!(%error, "enrollment failed inside the control plane");
+    refuse(
+        JoinRefusal::Internal,
+        "the control plane could not complete the request; try again later",
+    )
+}

@@ -1,0 +1,980 @@
+//! The QUIC side of the control plane: enrollment connections, agent sessions, admission
+//! control and the group commit that makes acknowledgements durable.
+//!
+//! Only this module knows quinn. A connection's ALPN decides what it is:
+//! - `bagui-join/1`: one request (join or renewal after expiry), one answer, close;
+//! - `bagui/1`: an authenticated session — the client certificate maps to an agent, the agent
+//!   opens one bidirectional stream, says hello, and streams reports, heartbeats and requests.
+//!
+//! Delivery guarantee: a report is acknowledged only after the [`Committer`] has written it and
+//! flushed the store. Reports from all sessions share one writer thread, so one fsync covers
+//! every report that arrived while the previous fsync ran (group commit); acks therefore cost
+//! no flush each, and a kill -9 can lose only reports that were never acknowledged.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bagui_agent::wire::ReadError;
+use bagui_protocol::proof::{EXPORTER_LABEL, EXPORTER_LEN};
+use bagui_protocol::{
+    ALPN_JOIN, ALPN_SESSION, Ack, AgentMessage, ComeBackLater, Decoded, ErrorCode, Frame,
+    FrameDecoder, FrameError, Heartbeat, JoinClientMessage, JoinServerMessage, ServerMessage,
+    Unsupported, Welcome,
+};
+use bytes::BytesMut;
+use tokio::sync::{mpsc, watch};
+
+use crate::audit::Audit;
+use crate::clock::Clock;
+use crate::enroll::{AuthError, Enroller};
+use crate::metrics::Metrics;
+use crate::store::{NewReport, Store, StoredReport};
+
+/// Limits and timers of agent sessions.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    pub max_frame_len: usize,
+    pub heartbeat_interval: Duration,
+    /// A session is dropped after this many heartbeat intervals without a frame.
+    pub missed_heartbeats: u32,
+    pub max_in_flight: u32,
+    /// A report produced longer than this before it arrived is marked late.
+    pub late_after: Duration,
+    /// Sessions admitted per second once the burst is spent.
+    pub admission_rate: f64,
+    pub admission_burst: f64,
+    /// Largest number of reports in one group commit.
+    pub max_commit_batch: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> IngestConfig {
+        IngestConfig {
+            max_frame_len: bagui_protocol::DEFAULT_MAX_FRAME_LEN,
+            heartbeat_interval: Duration::from_secs(5),
+            missed_heartbeats: 3,
+            max_in_flight: 256,
+            late_after: Duration::from_secs(120),
+            admission_rate: 500.0,
+            admission_burst: 500.0,
+            max_commit_batch: 8192,
+        }
+    }
+}
+
+fn close(connection: &quinn::Connection, code: ErrorCode, reason: &str) {
+    connection.close(quinn::VarInt::from_u32(code.code()), reason.as_bytes());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Admission control
+// ---------------------------------------------------------------------------------------------
+
+/// Paces session admission: a token bucket, and for those turned away a schedule of return
+/// times spread at the admission rate, so that a fleet reconnecting at once (a control-plane
+/// restart) comes back as a steady stream instead of a storm.
+#[derive(Debug)]
+pub struct Admission {
+    rate_per_ms: f64,
+    burst: f64,
+    state: Mutex<AdmissionState>,
+}
+
+#[derive(Debug)]
+struct AdmissionState {
+    tokens: f64,
+    last: Instant,
+    /// Next return slot handed out, relative to `last`'s clock.
+    schedule: Instant,
+}
+
+impl Admission {
+    pub fn new(rate_per_second: f64, burst: f64) -> Admission {
+        let now = Instant::now();
+        let burst = burst.max(1.0);
+        Admission {
+            rate_per_ms: (rate_per_second / 1000.0).max(1e-6),
+            burst,
+            state: Mutex::new(AdmissionState {
+                tokens: burst,
+                last: now,
+                schedule: now,
+            }),
+        }
+    }
+
+    /// `Ok` to admit now, or `Err(wait)`: come back after `wait`.
+    pub fn try_admit(&self) -> Result<(), Duration> {
+        self.try_admit_at(Instant::now())
+    }
+
+    fn try_admit_at(&self, now: Instant) -> Result<(), Duration> {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let elapsed_ms = now.saturating_duration_since(state.last).as_secs_f64() * 1000.0;
+        state.tokens = (state.tokens + elapsed_ms * self.rate_per_ms).min(self.burst);
+        state.last = now;
+        if state.tokens >= 1.0 {
+            state.tokens -= 1.0;
+            return Ok(());
+        }
+        let until_token = Duration::from_secs_f64((1.0 - state.tokens) / self.rate_per_ms / 1000.0);
+        let slot = state.schedule.max(now + until_token);
+        state.schedule = slot + Duration::from_secs_f64(1.0 / self.rate_per_ms / 1000.0);
+        Err(slot
+            .saturating_duration_since(now)
+            .max(Duration::from_millis(1)))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sessions registry
+// ---------------------------------------------------------------------------------------------
+
+/// What a session task receives to send (or do) on its connection.
+#[derive(Debug)]
+pub enum Outgoing {
+    Message(ServerMessage),
+    /// Close the connection with this code.
+    Close(ErrorCode, String),
+}
+
+/// Live facts about one session, readable without touching quinn.
+#[derive(Debug, Clone, Default)]
+pub struct LiveSession {
+    pub session_id: u64,
+    pub connected_ms: u64,
+    pub last_seen_ms: u64,
+    pub remote_address: String,
+    pub agent_version: String,
+    pub heartbeat: Option<Heartbeat>,
+}
+
+struct SessionEntry {
+    connection: quinn::Connection,
+    outgoing: mpsc::UnboundedSender<Outgoing>,
+    live: LiveSession,
+}
+
+/// The open sessions, by agent id: what "online" means.
+#[derive(Clone, Default)]
+pub struct Sessions {
+    inner: Arc<Mutex<HashMap<String, SessionEntry>>>,
+    next_id: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions")
+            .field("open", &self.len())
+            .finish()
+    }
+}
+
+/// Why a command could not be delivered.
+#[derive(Debug, thiserror::Error)]
+#[error("agent {0} is not connected")]
+pub struct NotConnected(pub String);
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionEntry>> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A snapshot of every open session.
+    pub fn snapshot(&self) -> HashMap<String, LiveSession> {
+        self.lock()
+            .iter()
+            .map(|(id, entry)| (id.clone(), entry.live.clone()))
+            .collect()
+    }
+
+    pub fn get(&self, agent_id: &str) -> Option<LiveSession> {
+        self.lock().get(agent_id).map(|entry| entry.live.clone())
+    }
+
+    /// Closes an agent's session at once (revocation).
+    pub fn disconnect(&self, agent_id: &str, code: ErrorCode, reason: &str) -> bool {
+        match self.lock().remove(agent_id) {
+            Some(entry) => {
+                close(&entry.connection, code, reason);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Queues a message for an agent's session.
+    pub fn send(&self, agent_id: &str, message: ServerMessage) -> Result<(), NotConnected> {
+        let sessions = self.lock();
+        let entry = sessions
+            .get(agent_id)
+            .ok_or_else(|| NotConnected(agent_id.to_owned()))?;
+        entry
+            .outgoing
+            .send(Outgoing::Message(message))
+            .map_err(|_| NotConnected(agent_id.to_owned()))
+    }
+
+    /// Every open session's outgoing queue (for shutdown).
+    fn all_outgoing(&self) -> Vec<(String, mpsc::UnboundedSender<Outgoing>)> {
+        self.lock()
+            .iter()
+            .map(|(id, entry)| (id.clone(), entry.outgoing.clone()))
+            .collect()
+    }
+
+    fn register(
+        &self,
+        agent_id: &str,
+        connection: quinn::Connection,
+        outgoing: mpsc::UnboundedSender<Outgoing>,
+        live: LiveSession,
+    ) {
+        let previous = self.lock().insert(
+            agent_id.to_owned(),
+            SessionEntry {
+                connection,
+                outgoing,
+                live,
+            },
+        );
+        if let Some(previous) = previous {
+            close(
+                &previous.connection,
+                ErrorCode::Replaced,
+                "a newer session of this agent replaced this one",
+            );
+        }
+    }
+
+    fn touch(&self, agent_id: &str, session_id: u64, now_ms: u64, heartbeat: Option<Heartbeat>) {
+        if let Some(entry) = self.lock().get_mut(agent_id)
+            && entry.live.session_id == session_id
+        {
+            entry.live.last_seen_ms = now_ms;
+            if heartbeat.is_some() {
+                entry.live.heartbeat = heartbeat;
+            }
+        }
+    }
+
+    /// Removes the session if it is still this one; returns its last state.
+    fn remove(&self, agent_id: &str, session_id: u64) -> Option<LiveSession> {
+        let mut sessions = self.lock();
+        match sessions.get(agent_id) {
+            Some(entry) if entry.live.session_id == session_id => {
+                sessions.remove(agent_id).map(|entry| entry.live)
+            }
+            _ => None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Group commit
+// ---------------------------------------------------------------------------------------------
+
+struct IngestItem {
+    session_id: u64,
+    report: NewReport,
+    reply: mpsc::UnboundedSender<Outgoing>,
+}
+
+/// Hands reports to the writer thread.
+#[derive(Clone)]
+pub struct Committer {
+    queue: mpsc::Sender<IngestItem>,
+}
+
+impl std::fmt::Debug for Committer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Committer").finish_non_exhaustive()
+    }
+}
+
+impl Committer {
+    /// Starts the writer thread. It stops when every `Committer` clone is dropped, after
+    /// committing what was queued.
+    pub fn spawn(
+        store: Store,
+        metrics: Metrics,
+        max_batch: usize,
+    ) -> (Committer, std::thread::JoinHandle<()>) {
+        let (queue, mut receiver) = mpsc::channel::<IngestItem>(max_batch.max(1) * 4);
+        let thread = std::thread::Builder::new()
+            .name("bagui-commit".into())
+            .spawn(move || {
+                let mut batch = Vec::with_capacity(max_batch);
+                while let Some(first) = receiver.blocking_recv() {
+                    batch.push(first);
+                    while batch.len() < max_batch {
+                        match receiver.try_recv() {
+                            Ok(item) => batch.push(item),
+                            Err(_) => break,
+                        }
+                    }
+                    commit(&store, &metrics, &batch);
+                    batch.clear();
+                }
+            })
+            .expect("spawning the commit thread");
+        (Committer { queue }, thread)
+    }
+}
+
+fn commit(store: &Store, metrics: &Metrics, batch: &[IngestItem]) {
+    let started = Instant::now();
+    let mut reports: Vec<NewReport> = batch.iter().map(|item| item.report.clone()).collect();
+    let result = store
+        .insert_reports(&mut reports)
+        .and_then(|fresh| store.flush().map(|()| fresh));
+    metrics
+        .commit_seconds
+        .observe(started.elapsed().as_secs_f64());
+    metrics.commit_batch_reports.observe(batch.len() as f64);
+    match result {
+        Ok(fresh) => {
+            let mut acks: HashMap<u64, (mpsc::UnboundedSender<Outgoing>, Vec<u64>)> =
+                HashMap::new();
+            for (item, new) in batch.iter().zip(fresh) {
+                if new {
+                    if item.report.report.late {
+                        metrics.reports_late.inc();
+                    }
+                } else {
+                    metrics.reports_duplicate.inc();
+                }
+                acks.entry(item.session_id)
+                    .or_insert_with(|| (item.reply.clone(), Vec::new()))
+                    .1
+                    .push(item.report.seq);
+            }
+            for (reply, seqs) in acks.into_values() {
+                // A closed session simply misses its ack; the agent resends and we de-duplicate.
+                let _ = reply.send(Outgoing::Message(Ack::from_seqs(seqs).into()));
+            }
+        }
+        Err(error) => {
+            metrics.commit_errors.inc();
+            tracing::error!(%error, reports = batch.len(), "group commit failed; closing the affected sessions");
+            for item in batch.iter() {
+                let _ = item.reply.send(Outgoing::Close(
+                    ErrorCode::Internal,
+                    "the control plane could not store reports; reconnect later".into(),
+                ));
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connections
+// ---------------------------------------------------------------------------------------------
+
+/// Everything a connection handler needs.
+#[derive(Clone)]
+pub struct IngestContext {
+    pub enroller: Arc<Enroller>,
+    pub store: Store,
+    pub audit: Audit,
+    pub clock: Arc<dyn Clock>,
+    pub sessions: Sessions,
+    pub committer: Committer,
+    pub admission: Arc<Admission>,
+    pub metrics: Metrics,
+    pub config: IngestConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ReadFailure {
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    #[error("{0}")]
+    Message(#[from] bagui_protocol::messages::MessageError),
+    #[error("stream: {0}")]
+    Stream(#[from] quinn::ReadError),
+    #[error("connection: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    #[error("no frame within {0:?}")]
+    Timeout(Duration),
+    #[error("stream ended")]
+    Ended,
+    #[error("{0}")]
+    Unexpected(String),
+}
+
+impl ReadFailure {
+    fn error_code(&self) -> ErrorCode {
+        match self {
+            ReadFailure::Frame(error) => error.error_code(),
+            ReadFailure::Message(error) => error.error_code(),
+            ReadFailure::Timeout(_) => ErrorCode::HeartbeatTimeout,
+            ReadFailure::Stream(_) | ReadFailure::Connection(_) => ErrorCode::NoError,
+            ReadFailure::Ended => ErrorCode::NoError,
+            ReadFailure::Unexpected(_) => ErrorCode::Protocol,
+        }
+    }
+}
+
+/// Reads the next frame (the agent's reader: both ends frame streams the same way).
+async fn read_frame(
+    recv: &mut quinn::RecvStream,
+    decoder: &mut FrameDecoder,
+) -> Result<Option<Frame>, ReadFailure> {
+    bagui_agent::wire::read_frame(recv, decoder)
+        .await
+        .map_err(|error| match error {
+            ReadError::Frame(error) => ReadFailure::Frame(error),
+            ReadError::Stream(error) => ReadFailure::Stream(error),
+        })
+}
+
+async fn write_messages(
+    send: &mut quinn::SendStream,
+    messages: &[ServerMessage],
+    max_frame_len: usize,
+) -> Result<(), String> {
+    let mut buffer = BytesMut::new();
+    for message in messages {
+        message
+            .encode(max_frame_len, &mut buffer)
+            .map_err(|error| format!("encoding {}: {error}", message.kind()))?;
+    }
+    send.write_all(&buffer)
+        .await
+        .map_err(|error| error.to_string())
+}
+
+/// Resolves once `shutdown` turns true (or its sender is gone).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Accepts connections until `shutdown` turns true, then says goodbye to every session.
+pub async fn serve(
+    endpoint: quinn::Endpoint,
+    context: IngestContext,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            incoming = endpoint.accept() => {
+                let Some(incoming) = incoming else { break };
+                let context = context.clone();
+                tokio::spawn(async move { handle_incoming(incoming, context).await });
+            }
+            _ = stopped(&mut shutdown) => break,
+        }
+    }
+    // Spread the fleet's return over time so the next start is not a storm.
+    let sessions = context.sessions.all_outgoing();
+    let spread_ms =
+        ((sessions.len() as f64 / context.config.admission_rate.max(1.0)) * 1000.0) as u64;
+    for (_, outgoing) in &sessions {
+        let after_ms = if spread_ms == 0 {
+            0
+        } else {
+            rand::random_range(0..=spread_ms)
+        };
+        let _ = outgoing.send(Outgoing::Message(
+            ComeBackLater {
+                after_ms,
+                reason: "control plane shutting down".into(),
+            }
+            .into(),
+        ));
+        let _ = outgoing.send(Outgoing::Close(
+            ErrorCode::ShuttingDown,
+            "control plane shutting down".into(),
+        ));
+    }
+    // Give the goodbyes a moment to leave, then close whatever is left.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !context.sessions.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    endpoint.close(
+        quinn::VarInt::from_u32(ErrorCode::ShuttingDown.code()),
+        b"control plane shutting down",
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+}
+
+async fn handle_incoming(incoming: quinn::Incoming, context: IngestContext) {
+    let remote = incoming.remote_address();
+    let connection = match incoming.await {
+        Ok(connection) => connection,
+        Err(error) => {
+            context.metrics.handshake_failures.inc();
+            tracing::debug!(%remote, %error, "QUIC handshake failed");
+            return;
+        }
+    };
+    let alpn = connection
+        .handshake_data()
+        .and_then(|data| data.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|data| data.protocol);
+    match alpn.as_deref() {
+        Some(ALPN_JOIN) => handle_join(connection, context, remote).await,
+        Some(ALPN_SESSION) => handle_session(connection, context, remote).await,
+        _ => close(&connection, ErrorCode::Protocol, "unknown ALPN"),
+    }
+}
+
+async fn handle_join(connection: quinn::Connection, context: IngestContext, remote: SocketAddr) {
+    let outcome = tokio::time::timeout(Duration::from_secs(15), async {
+        let (mut send, mut recv) = connection.accept_bi().await?;
+        // Join requests are small; a tight frame limit keeps anonymous peers cheap.
+        let mut decoder = FrameDecoder::new(64 * 1024);
+        let frame = read_frame(&mut recv, &mut decoder).await?.ok_or(ReadFailure::Ended)?;
+        let mut exporter = [0u8; EXPORTER_LEN];
+        connection
+            .export_keying_material(&mut exporter, EXPORTER_LABEL, b"")
+            .map_err(|_| ReadFailure::Unexpected("TLS exporter unavailable".into()))?;
+        let peer = remote.to_string();
+        let enroller = context.enroller.clone();
+        let answer: JoinServerMessage = match JoinClientMessage::decode(&frame)? {
+            Decoded::Known(JoinClientMessage::JoinRequest(request)) => {
+                let result = tokio::task::spawn_blocking(move || enroller.join(&request, &exporter, &peer))
+                    .await
+                    .map_err(|error| ReadFailure::Unexpected(error.to_string()))?;
+                match result {
+                    Ok(accepted) => {
+                        context.metrics.joins.with_label_values(&["accepted"]).inc();
+                        tracing::info!(agent = %accepted.agent_id, division = %accepted.division, %remote, "agent joined");
+                        accepted.into()
+                    }
+                    Err(rejected) => {
+                        context.metrics.joins.with_label_values(&[rejected.reason.as_str()]).inc();
+                        tracing::warn!(reason = rejected.reason.as_str(), message = %rejected.message, %remote, "join refused");
+                        rejected.into()
+                    }
+                }
+            }
+            Decoded::Known(JoinClientMessage::RenewRequest(request)) => {
+                let result = tokio::task::spawn_blocking(move || enroller.renew_expired(&request, &exporter, &peer))
+                    .await
+                    .map_err(|error| ReadFailure::Unexpected(error.to_string()))?;
+                match result {
+                    Ok(accepted) => {
+                        context.metrics.joins.with_label_values(&["renewed"]).inc();
+                        tracing::info!(agent = %accepted.agent_id, %remote, "expired certificate renewed");
+                        accepted.into()
+                    }
+                    Err(rejected) => {
+                        context.metrics.joins.with_label_values(&[rejected.reason.as_str()]).inc();
+                        tracing::warn!(reason = rejected.reason.as_str(), message = %rejected.message, %remote, "renewal refused");
+                        rejected.into()
+                    }
+                }
+            }
+            Decoded::Unknown(kind) => Unsupported { kind }.into(),
+        };
+        let mut buffer = BytesMut::new();
+        answer
+            .encode(context.config.max_frame_len, &mut buffer)
+            .map_err(|error| ReadFailure::Unexpected(error.to_string()))?;
+        send.write_all(&buffer)
+            .await
+            .map_err(|error| ReadFailure::Unexpected(error.to_string()))?;
+        let _ = send.finish();
+        Ok::<(), ReadFailure>(())
+    })
+    .await;
+    match outcome {
+        Ok(Ok(())) => {
+            // Let the agent read the answer and close; bounded, so a silent peer costs nothing.
+            let _ = tokio::time::timeout(Duration::from_secs(5), connection.closed()).await;
+            close(&connection, ErrorCode::NoError, "");
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(%remote, %error, "enrollment connection failed");
+            close(&connection, error.error_code(), &error.to_string());
+        }
+        Err(_) => close(&connection, ErrorCode::Protocol, "enrollment timed out"),
+    }
+}
+
+async fn handle_session(connection: quinn::Connection, context: IngestContext, remote: SocketAddr) {
+    let certificate = connection
+        .peer_identity()
+        .and_then(|identity| {
+            identity
+                .downcast::<Vec<rustls_pki_types::CertificateDer<'static>>>()
+                .ok()
+        })
+        .and_then(|chain| chain.first().cloned());
+    let Some(certificate) = certificate else {
+        close(
+            &connection,
+            ErrorCode::Unauthenticated,
+            "a client certificate is required",
+        );
+        return;
+    };
+    let agent = match context.enroller.authenticate(&certificate) {
+        Ok(agent) => agent,
+        Err(AuthError::Unknown) => {
+            tracing::warn!(%remote, "session with a certificate not issued to a known agent");
+            close(
+                &connection,
+                ErrorCode::Unauthenticated,
+                "certificate not issued to a known agent",
+            );
+            return;
+        }
+        Err(AuthError::Revoked) => {
+            tracing::warn!(%remote, "session attempt by a revoked agent or certificate");
+            close(
+                &connection,
+                ErrorCode::Revoked,
+                "agent or certificate revoked",
+            );
+            return;
+        }
+    };
+    let agent_id = agent.id.clone();
+    let (mut send, mut recv) =
+        match tokio::time::timeout(Duration::from_secs(15), connection.accept_bi()).await {
+            Ok(Ok(streams)) => streams,
+            Ok(Err(_)) => return,
+            Err(_) => {
+                close(&connection, ErrorCode::Protocol, "no session stream opened");
+                return;
+            }
+        };
+    let mut decoder = FrameDecoder::new(context.config.max_frame_len);
+    let hello =
+        match tokio::time::timeout(Duration::from_secs(15), read_frame(&mut recv, &mut decoder))
+            .await
+        {
+            Ok(Ok(Some(frame))) => match AgentMessage::decode(&frame) {
+                Ok(Decoded::Known(AgentMessage::Hello(hello))) => hello,
+                Ok(_) => {
+                    close(
+                        &connection,
+                        ErrorCode::Protocol,
+                        "the first message must be hello",
+                    );
+                    return;
+                }
+                Err(error) => {
+                    close(&connection, error.error_code(), &error.to_string());
+                    return;
+                }
+            },
+            Ok(Ok(None)) => return,
+            Ok(Err(error)) => {
+                close(&connection, error.error_code(), &error.to_string());
+                return;
+            }
+            Err(_) => {
+                close(&connection, ErrorCode::Protocol, "no hello");
+                return;
+            }
+        };
+    if hello.agent_id != agent_id {
+        tracing::warn!(%remote, certificate_agent = %agent_id, claimed = %hello.agent_id, "hello names another agent");
+        close(
+            &connection,
+            ErrorCode::Unauthenticated,
+            "hello names another agent than the certificate",
+        );
+        return;
+    }
+    if let Err(wait) = context.admission.try_admit() {
+        context.metrics.admission_deferred.inc();
+        let message: ServerMessage = ComeBackLater {
+            after_ms: wait.as_millis() as u64,
+            reason: "admission paced".into(),
+        }
+        .into();
+        let _ = write_messages(&mut send, &[message], context.config.max_frame_len).await;
+        let _ = send.finish();
+        // Give the frame a moment to arrive before the close overtakes it.
+        let _ = tokio::time::timeout(Duration::from_millis(500), connection.closed()).await;
+        close(&connection, ErrorCode::Busy, "come back later");
+        return;
+    }
+
+    let store = context.store.clone();
+    let max_seq_agent = agent_id.clone();
+    let last_stored_seq = tokio::task::spawn_blocking(move || store.max_seq(&max_seq_agent))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or(0);
+    let session_id = context.sessions.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+    let now = context.clock.now_ms();
+    let (outgoing, mut outgoing_rx) = mpsc::unbounded_channel::<Outgoing>();
+    context.sessions.register(
+        &agent_id,
+        connection.clone(),
+        outgoing.clone(),
+        LiveSession {
+            session_id,
+            connected_ms: now,
+            last_seen_ms: now,
+            remote_address: remote.to_string(),
+            agent_version: hello.agent_version.clone(),
+            heartbeat: None,
+        },
+    );
+    context.metrics.sessions.inc();
+    context.metrics.sessions_opened.inc();
+    tracing::info!(agent = %agent_id, %remote, version = %hello.agent_version, next_seq = hello.next_seq, "session open");
+
+    let welcome: ServerMessage = Welcome {
+        agent_id: agent_id.clone(),
+        server_time_ms: now,
+        heartbeat_interval_ms: context.config.heartbeat_interval.as_millis() as u64,
+        max_in_flight: context.config.max_in_flight,
+        last_stored_seq,
+    }
+    .into();
+    let _ = outgoing.send(Outgoing::Message(welcome));
+
+    // Writer: everything sent on the session stream goes through this one task.
+    let writer_connection = connection.clone();
+    let max_frame_len = context.config.max_frame_len;
+    let writer = tokio::spawn(async move {
+        while let Some(first) = outgoing_rx.recv().await {
+            let mut messages = Vec::new();
+            let mut closing = None;
+            for item in
+                std::iter::once(first).chain(std::iter::from_fn(|| outgoing_rx.try_recv().ok()))
+            {
+                match item {
+                    Outgoing::Message(message) => messages.push(message),
+                    Outgoing::Close(code, reason) => {
+                        closing = Some((code, reason));
+                        break;
+                    }
+                }
+            }
+            if write_messages(&mut send, &messages, max_frame_len)
+                .await
+                .is_err()
+            {
+                break;
+            }
+            if let Some((code, reason)) = closing {
+                let _ = send.finish();
+                // Let the last frames reach the agent before the close frame overtakes them.
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(300), writer_connection.closed())
+                        .await;
+                close(&writer_connection, code, &reason);
+                break;
+            }
+        }
+    });
+
+    let outcome = session_loop(
+        &context,
+        &agent_id,
+        session_id,
+        &mut recv,
+        &mut decoder,
+        &outgoing,
+    )
+    .await;
+    let reason = match &outcome {
+        Ok(()) => "finished".to_owned(),
+        Err(error) => {
+            let code = error.error_code();
+            if code != ErrorCode::NoError {
+                close(&connection, code, &error.to_string());
+                tracing::warn!(agent = %agent_id, %remote, %error, "session closed");
+            } else {
+                tracing::info!(agent = %agent_id, %remote, %error, "session ended");
+            }
+            code.name().to_owned()
+        }
+    };
+    context.metrics.sessions.dec();
+    context
+        .metrics
+        .sessions_closed
+        .with_label_values(&[reason.as_str()])
+        .inc();
+    drop(outgoing);
+    writer.abort();
+    if let Some(live) = context.sessions.remove(&agent_id, session_id) {
+        persist_last_seen(&context, &agent_id, live).await;
+    }
+}
+
+async fn persist_last_seen(context: &IngestContext, agent_id: &str, live: LiveSession) {
+    let store = context.store.clone();
+    let agent_id = agent_id.to_owned();
+    let _ = tokio::task::spawn_blocking(move || {
+        store.update_agent(&agent_id, |agent| {
+            agent.last_seen_ms = agent.last_seen_ms.max(live.last_seen_ms);
+            if !live.agent_version.is_empty() {
+                agent.agent_version = live.agent_version.clone();
+            }
+            if let Some(heartbeat) = &live.heartbeat {
+                agent.outbox = heartbeat.outbox.clone();
+                agent.link = heartbeat.link.clone();
+            }
+        })
+    })
+    .await;
+}
+
+async fn session_loop(
+    context: &IngestContext,
+    agent_id: &str,
+    session_id: u64,
+    recv: &mut quinn::RecvStream,
+    decoder: &mut FrameDecoder,
+    outgoing: &mpsc::UnboundedSender<Outgoing>,
+) -> Result<(), ReadFailure> {
+    let silence_limit = context.config.heartbeat_interval * context.config.missed_heartbeats.max(1)
+        + Duration::from_secs(1);
+    let agent_id_shared: Arc<str> = Arc::from(agent_id);
+    loop {
+        let frame = match tokio::time::timeout(silence_limit, read_frame(recv, decoder)).await {
+            Ok(result) => result?.ok_or(ReadFailure::Ended)?,
+            Err(_) => return Err(ReadFailure::Timeout(silence_limit)),
+        };
+        let now = context.clock.now_ms();
+        match AgentMessage::decode(&frame)? {
+            Decoded::Known(AgentMessage::Report(report)) => {
+                context.metrics.reports_received.inc();
+                context.sessions.touch(agent_id, session_id, now, None);
+                if report.seq == 0 {
+                    return Err(ReadFailure::Unexpected(
+                        "report sequence numbers start at 1".into(),
+                    ));
+                }
+                let late = now.saturating_sub(report.created_ms)
+                    > context.config.late_after.as_millis() as u64;
+                let item = IngestItem {
+                    session_id,
+                    report: NewReport {
+                        agent_id: agent_id_shared.to_string(),
+                        seq: report.seq,
+                        report: StoredReport {
+                            lane: report.lane,
+                            kind: report.kind,
+                            created_ms: report.created_ms,
+                            received_ms: now,
+                            late,
+                            arrival: 0,
+                            body: report.body,
+                        },
+                    },
+                    reply: outgoing.clone(),
+                };
+                if context.committer.queue.send(item).await.is_err() {
+                    return Err(ReadFailure::Unexpected(
+                        "the commit thread has stopped".into(),
+                    ));
+                }
+            }
+            Decoded::Known(AgentMessage::Heartbeat(heartbeat)) => {
+                context
+                    .sessions
+                    .touch(agent_id, session_id, now, Some(heartbeat));
+            }
+            Decoded::Known(AgentMessage::RenewCertificate(request)) => {
+                context.sessions.touch(agent_id, session_id, now, None);
+                let enroller = context.enroller.clone();
+                let id = agent_id.to_owned();
+                let result =
+                    tokio::task::spawn_blocking(move || enroller.renew(&id, &request.csr_der))
+                        .await
+                        .map_err(|error| ReadFailure::Unexpected(error.to_string()))?;
+                match result {
+                    Ok(renewed) => {
+                        tracing::info!(agent = %agent_id, "certificate renewed over the session");
+                        let _ = outgoing.send(Outgoing::Message(renewed.into()));
+                    }
+                    Err(error) => {
+                        tracing::warn!(agent = %agent_id, %error, "certificate renewal refused");
+                        return Err(ReadFailure::Unexpected(format!(
+                            "certificate renewal refused: {error}"
+                        )));
+                    }
+                }
+            }
+            Decoded::Known(AgentMessage::CommandResult(result)) => {
+                context.sessions.touch(agent_id, session_id, now, None);
+                let audit = context.audit.clone();
+                let store = context.store.clone();
+                let actor = format!("agent:{agent_id}");
+                let detail = format!(
+                    "command={} ok={} message={}",
+                    result.command_id, result.ok, result.message
+                );
+                let target = agent_id.to_owned();
+                let _ = tokio::task::spawn_blocking(move || {
+                    audit.record(&actor, "command.result", &target, detail)?;
+                    store.flush()
+                })
+                .await;
+            }
+            Decoded::Known(AgentMessage::Unsupported(unsupported)) => {
+                tracing::info!(agent = %agent_id, kind = %unsupported.kind, "agent does not support a message kind");
+            }
+            Decoded::Known(AgentMessage::Hello(_)) => {
+                return Err(ReadFailure::Unexpected("hello sent twice".into()));
+            }
+            Decoded::Unknown(kind) => {
+                tracing::debug!(agent = %agent_id, %kind, "unsupported message kind from agent");
+                let _ = outgoing.send(Outgoing::Message(Unsupported { kind }.into()));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admission_admits_the_burst_then_spreads_returns_at_the_rate() {
+        let admission = Admission::new(100.0, 10.0);
+        let start = Instant::now();
+        for _ in 0..10 {
+            assert!(admission.try_admit_at(start).is_ok());
+        }
+        let waits: Vec<Duration> = (0..50)
+            .map(|_| admission.try_admit_at(start).unwrap_err())
+            .collect();
+        // Return slots are handed out 10 ms apart (100/s), strictly increasing.
+        for pair in waits.windows(2) {
+            assert!(pair[1] > pair[0], "{waits:?}");
+            let gap = pair[1] - pair[0];
+            assert!(
+                gap >= Duration::from_millis(9) && gap <= Duration::from_millis(11),
+                "{gap:?}"
+            );
+        }
+        assert!(waits[49] >= Duration::from_millis(490), "{:?}", waits[49]);
+        // After a quiet second the bucket is full again.
+        assert!(
+            admission
+                .try_admit_at(start + Duration::from_secs(2))
+                .is_ok()
+        );
+    }
+}

@@ -1,0 +1,26 @@
+//! The Bagui control plane: enrollment, the QUIC ingest of agent sessions, the durable store,
+//! the operator API and the CLI behind `bagui-cp`.
+//!
+//! See ARCHITECTURE.md for the map. In short: `ingest` is the only module that knows quinn,
+//! `store` the only one that knows sled, `api` and `client` the only ones that know HTTP;
+//! `admin` holds every operator action so the API and the CLI share one implementation.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod api;
+pub mod audit;
+pub mod cli;
+pub mod client;
+pub mod clock;
+pub mod config;
+pub mod datadir;
+pub mod demo;
+pub mod divisions;
+pub mod enroll;
+pub mod ingest;
+pub mod metrics;
+pub mod pki;
+pub mod server;
+pub mod store;
+pub mod tls;
+pub mod topology;

@@ -1,0 +1,636 @@
+//! Durable state of the control plane, behind typed methods.
+//!
+//! This is the only module that knows about sled; every other module speaks in records. sled's
+//! last release is from 2021, so keeping it behind this boundary is what lets another engine
+//! (redb, or PostgreSQL for the multi-node plan) replace it without touching the rest.
+//!
+//! Values are MessagePack maps with named fields, like the wire protocol, so that a newer
+//! release can add a field to a record and still read the records an older one wrote.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use bagui_protocol::{Lane, LinkStats, MachineFacts, OutboxStats, Role};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+
+/// Version of the stored layout. Recorded at `init`; a store of another version is refused.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// A store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store at {path} is in use by another process (is `bagui-cp run` running?)")]
+    Locked { path: PathBuf },
+    #[error("no store at {path} (run `bagui-cp init` first)")]
+    Missing { path: PathBuf },
+    #[error("the store at {path} has schema version {found}, this build reads version {expected}")]
+    Schema {
+        path: PathBuf,
+        found: u32,
+        expected: u32,
+    },
+    #[error("store: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("store: record {key:?} in {tree} cannot be decoded: {source}")]
+    Decode {
+        tree: &'static str,
+        key: String,
+        #[source]
+        source: rmp_serde::decode::Error,
+    },
+    #[error("store: encoding a record for {tree}: {source}")]
+    Encode {
+        tree: &'static str,
+        #[source]
+        source: rmp_serde::encode::Error,
+    },
+    #[error("store: {0}")]
+    Conflict(String),
+}
+
+/// A join token as stored; the secret itself is never stored, only its SM3 digest.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TokenRecord {
+    pub id: String,
+    pub secret_digest: String,
+    pub division: String,
+    pub role: Role,
+    pub created_ms: u64,
+    pub expires_ms: u64,
+    pub max_uses: u32,
+    pub uses: u32,
+    pub revoked_ms: Option<u64>,
+    pub description: String,
+}
+
+/// An enrolled agent.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AgentRecord {
+    pub id: String,
+    pub division: String,
+    pub role: Role,
+    pub instance_id: String,
+    pub facts: MachineFacts,
+    /// SEC1 uncompressed SM2 public key: verifies identity proofs and signed reports.
+    pub sm2_public_key: ByteBuf,
+    /// `sm3:` of the current client certificate (DER).
+    pub certificate_fingerprint: String,
+    pub certificate_issued_ms: u64,
+    pub certificate_not_after_ms: u64,
+    pub created_ms: u64,
+    pub joined_ms: u64,
+    pub token_id: String,
+    pub agent_version: String,
+    pub possible_clone: bool,
+    /// The agent whose machine-id this one shares, when flagged.
+    pub clone_of: Option<String>,
+    pub revoked_ms: Option<u64>,
+    /// Admin override of the computed uplink (an agent id).
+    pub uplink_override: Option<String>,
+    pub last_seen_ms: u64,
+    pub outbox: OutboxStats,
+    pub link: LinkStats,
+}
+
+/// A client certificate the CA issued, by fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CertRecord {
+    pub agent_id: String,
+    pub issued_ms: u64,
+    pub not_after_ms: u64,
+    pub revoked: bool,
+}
+
+/// One stored report.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StoredReport {
+    pub lane: Lane,
+    pub kind: String,
+    pub created_ms: u64,
+    pub received_ms: u64,
+    /// Produced long before it arrived (buffered through an outage).
+    pub late: bool,
+    /// Store-wide arrival order, increasing across restarts.
+    pub arrival: u64,
+    pub body: ByteBuf,
+}
+
+/// One entry of the SM3-chained audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuditEntry {
+    pub seq: u64,
+    pub time_ms: u64,
+    /// Who acted: `admin`, `agent:<id>`, `system`, a user name later.
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub detail: String,
+    /// Hex SM3 of the previous entry (all zeros for the first).
+    pub prev_hash: String,
+    /// Hex SM3 over this entry with `hash` empty.
+    pub hash: String,
+}
+
+/// A report to store, as handed over by ingest.
+#[derive(Debug, Clone)]
+pub struct NewReport {
+    pub agent_id: String,
+    pub seq: u64,
+    pub report: StoredReport,
+}
+
+fn encode<T: Serialize>(tree: &'static str, value: &T) -> Result<Vec<u8>, StoreError> {
+    rmp_serde::to_vec_named(value).map_err(|source| StoreError::Encode { tree, source })
+}
+
+fn decode<T: DeserializeOwned>(
+    tree: &'static str,
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    rmp_serde::from_slice(bytes).map_err(|source| StoreError::Decode {
+        tree,
+        key: String::from_utf8_lossy(key).into_owned(),
+        source,
+    })
+}
+
+fn report_key(agent_id: &str, seq: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(agent_id.len() + 9);
+    key.extend_from_slice(agent_id.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn report_prefix(agent_id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(agent_id.len() + 1);
+    key.extend_from_slice(agent_id.as_bytes());
+    key.push(0);
+    key
+}
+
+fn seq_of_key(key: &[u8]) -> u64 {
+    let tail = &key[key.len().saturating_sub(8)..];
+    let mut bytes = [0u8; 8];
+    bytes[8 - tail.len()..].copy_from_slice(tail);
+    u64::from_be_bytes(bytes)
+}
+
+/// The control plane's store.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    meta: sled::Tree,
+    tokens: sled::Tree,
+    agents: sled::Tree,
+    certs: sled::Tree,
+    reports: sled::Tree,
+    audit: sled::Tree,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    fn open_db(path: &Path) -> Result<Store, StoreError> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(64 << 20)
+            .flush_every_ms(Some(1000))
+            .open()
+            .map_err(|error| match &error {
+                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                    StoreError::Locked {
+                        path: path.to_owned(),
+                    }
+                }
+                _ => StoreError::Sled(error),
+            })?;
+        Ok(Store {
+            meta: db.open_tree("meta")?,
+            tokens: db.open_tree("tokens")?,
+            agents: db.open_tree("agents")?,
+            certs: db.open_tree("certs")?,
+            reports: db.open_tree("reports")?,
+            audit: db.open_tree("audit")?,
+            db,
+        })
+    }
+
+    /// Creates a new store and records the schema version.
+    pub fn create(path: &Path) -> Result<Store, StoreError> {
+        let store = Store::open_db(path)?;
+        store
+            .meta
+            .insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
+        store.db.flush()?;
+        Ok(store)
+    }
+
+    /// Opens an existing store, refusing one of another schema version.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if !path.join("conf").exists() {
+            return Err(StoreError::Missing {
+                path: path.to_owned(),
+            });
+        }
+        let store = Store::open_db(path)?;
+        let found = store
+            .meta
+            .get("schema_version")?
+            .and_then(|bytes| <[u8; 4]>::try_from(&bytes[..]).ok())
+            .map(u32::from_be_bytes)
+            .unwrap_or(0);
+        if found != SCHEMA_VERSION {
+            return Err(StoreError::Schema {
+                path: path.to_owned(),
+                found,
+                expected: SCHEMA_VERSION,
+            });
+        }
+        Ok(store)
+    }
+
+    /// Like [`Store::open`], but waits up to `patience` for another holder of the lock to let
+    /// go. sled releases its lock only when its last background write finishes, a moment
+    /// after the previous owner dropped it (a restart in the same process, a quick systemd
+    /// restart), so a server start should not fail on that moment.
+    pub fn open_waiting(path: &Path, patience: std::time::Duration) -> Result<Store, StoreError> {
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            match Store::open(path) {
+                Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// Makes every write so far durable (fsync).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    // --- tokens ---------------------------------------------------------------------------
+
+    pub fn put_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
+        self.tokens
+            .insert(token.id.as_bytes(), encode("tokens", token)?)?;
+        Ok(())
+    }
+
+    pub fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.tokens
+            .get(id.as_bytes())?
+            .map(|bytes| decode("tokens", id.as_bytes(), &bytes))
+            .transpose()
+    }
+
+    pub fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.tokens
+            .iter()
+            .map(|item| {
+                let (key, value) = item?;
+                decode("tokens", &key, &value)
+            })
+            .collect()
+    }
+
+    // --- agents and certificates ----------------------------------------------------------
+
+    pub fn agent(&self, id: &str) -> Result<Option<AgentRecord>, StoreError> {
+        self.agents
+            .get(id.as_bytes())?
+            .map(|bytes| decode("agents", id.as_bytes(), &bytes))
+            .transpose()
+    }
+
+    pub fn put_agent(&self, agent: &AgentRecord) -> Result<(), StoreError> {
+        self.agents
+            .insert(agent.id.as_bytes(), encode("agents", agent)?)?;
+        Ok(())
+    }
+
+    pub fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        self.agents
+            .iter()
+            .map(|item| {
+                let (key, value) = item?;
+                decode("agents", &key, &value)
+            })
+            .collect()
+    }
+
+    pub fn cert(&self, fingerprint: &str) -> Result<Option<CertRecord>, StoreError> {
+        self.certs
+            .get(fingerprint.as_bytes())?
+            .map(|bytes| decode("certs", fingerprint.as_bytes(), &bytes))
+            .transpose()
+    }
+
+    pub fn put_cert(&self, fingerprint: &str, cert: &CertRecord) -> Result<(), StoreError> {
+        self.certs
+            .insert(fingerprint.as_bytes(), encode("certs", cert)?)?;
+        Ok(())
+    }
+
+    /// Changes an agent record in place, atomically with respect to every other update
+    /// (compare-and-swap), so that concurrent writers — a session ending, an admin revoking —
+    /// never undo each other. `None` if there is no such agent.
+    pub fn update_agent(
+        &self,
+        id: &str,
+        mut change: impl FnMut(&mut AgentRecord),
+    ) -> Result<Option<AgentRecord>, StoreError> {
+        loop {
+            let Some(current) = self.agents.get(id.as_bytes())? else {
+                return Ok(None);
+            };
+            let mut agent: AgentRecord = decode("agents", id.as_bytes(), &current)?;
+            change(&mut agent);
+            let updated = encode("agents", &agent)?;
+            match self
+                .agents
+                .compare_and_swap(id.as_bytes(), Some(&current), Some(updated))?
+            {
+                Ok(()) => return Ok(Some(agent)),
+                Err(_) => continue,
+            }
+        }
+    }
+
+    /// Marks an agent revoked and revokes every certificate issued to it, then flushes.
+    /// The agent record is changed first: authentication checks it, so a crash between the
+    /// two steps still refuses the agent.
+    pub fn revoke_agent(
+        &self,
+        agent_id: &str,
+        now_ms: u64,
+    ) -> Result<Option<AgentRecord>, StoreError> {
+        let Some(agent) = self.update_agent(agent_id, |agent| {
+            agent.revoked_ms.get_or_insert(now_ms);
+        })?
+        else {
+            return Ok(None);
+        };
+        for item in self.certs.iter() {
+            let (key, value) = item?;
+            let mut cert: CertRecord = decode("certs", &key, &value)?;
+            if cert.agent_id == agent_id && !cert.revoked {
+                cert.revoked = true;
+                self.certs.insert(key, encode("certs", &cert)?)?;
+            }
+        }
+        self.flush()?;
+        Ok(Some(agent))
+    }
+
+    /// Stores the outcome of a join or renewal in one transaction: the agent, its new
+    /// certificate and, for a join, the token's use.
+    pub fn commit_enrollment(
+        &self,
+        agent: &AgentRecord,
+        cert: &CertRecord,
+        token: Option<&TokenRecord>,
+    ) -> Result<(), StoreError> {
+        let agent_bytes = encode("agents", agent)?;
+        let cert_bytes = encode("certs", cert)?;
+        let token_bytes = token.map(|t| encode("tokens", t)).transpose()?;
+        (&self.agents, &self.certs, &self.tokens)
+            .transaction(|(agents, certs, tokens)| {
+                agents.insert(agent.id.as_bytes(), agent_bytes.clone())?;
+                certs.insert(agent.certificate_fingerprint.as_bytes(), cert_bytes.clone())?;
+                if let (Some(token), Some(bytes)) = (token, &token_bytes) {
+                    tokens.insert(token.id.as_bytes(), bytes.clone())?;
+                }
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(transaction_error)?;
+        self.flush()
+    }
+
+    // --- reports --------------------------------------------------------------------------
+
+    /// Stores new reports; returns, per input, whether it was new (`false`: a duplicate of
+    /// (agent, seq) already stored, or earlier in the same batch). Not durable until [`flush`].
+    ///
+    /// [`flush`]: Store::flush
+    pub fn insert_reports(&self, reports: &mut [NewReport]) -> Result<Vec<bool>, StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut seen = HashSet::new();
+        let mut fresh = Vec::with_capacity(reports.len());
+        for item in reports.iter_mut() {
+            let key = report_key(&item.agent_id, item.seq);
+            let new = !seen.contains(&key) && !self.reports.contains_key(&key)?;
+            if new {
+                item.report.arrival = self.db.generate_id()?;
+                batch.insert(key.clone(), encode("reports", &item.report)?);
+                seen.insert(key);
+            }
+            fresh.push(new);
+        }
+        self.reports.apply_batch(batch)?;
+        Ok(fresh)
+    }
+
+    /// Highest stored sequence number of an agent (0 if none).
+    pub fn max_seq(&self, agent_id: &str) -> Result<u64, StoreError> {
+        Ok(self
+            .reports
+            .scan_prefix(report_prefix(agent_id))
+            .next_back()
+            .transpose()?
+            .map(|(key, _)| seq_of_key(&key))
+            .unwrap_or(0))
+    }
+
+    /// Stored reports of an agent with `seq > after_seq`, in sequence order.
+    pub fn reports(
+        &self,
+        agent_id: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, StoredReport)>, StoreError> {
+        let start = report_key(agent_id, after_seq.saturating_add(1));
+        let end = report_key(agent_id, u64::MAX);
+        self.reports
+            .range(start..=end)
+            .take(limit)
+            .map(|item| {
+                let (key, value) = item?;
+                Ok((seq_of_key(&key), decode("reports", &key, &value)?))
+            })
+            .collect()
+    }
+
+    // --- audit ----------------------------------------------------------------------------
+
+    pub fn put_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        self.audit
+            .insert(entry.seq.to_be_bytes(), encode("audit", entry)?)?;
+        Ok(())
+    }
+
+    pub fn last_audit(&self) -> Result<Option<AuditEntry>, StoreError> {
+        self.audit
+            .last()?
+            .map(|(key, value)| decode("audit", &key, &value))
+            .transpose()
+    }
+
+    /// Audit entries with `seq > after`, oldest first.
+    pub fn audit_entries(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        self.audit
+            .range(after.saturating_add(1).to_be_bytes()..)
+            .take(limit)
+            .map(|item| {
+                let (key, value) = item?;
+                decode("audit", &key, &value)
+            })
+            .collect()
+    }
+}
+
+fn transaction_error(error: TransactionError<()>) -> StoreError {
+    match error {
+        TransactionError::Storage(error) => StoreError::Sled(error),
+        TransactionError::Abort(()) => StoreError::Conflict("transaction aborted".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(seq: u64) -> NewReport {
+        NewReport {
+            agent_id: "ag-1".into(),
+            seq,
+            report: StoredReport {
+                kind: "metrics".into(),
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn reports_are_deduplicated_by_agent_and_seq() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path()).unwrap();
+        let mut batch = vec![report(1), report(2), report(2)];
+        assert_eq!(
+            store.insert_reports(&mut batch).unwrap(),
+            [true, true, false]
+        );
+        let mut again = vec![report(2), report(3)];
+        assert_eq!(store.insert_reports(&mut again).unwrap(), [false, true]);
+        assert_eq!(store.max_seq("ag-1").unwrap(), 3);
+        assert_eq!(
+            store.max_seq("ag-10").unwrap(),
+            0,
+            "prefix must not leak across agents"
+        );
+        let stored = store.reports("ag-1", 1, 10).unwrap();
+        assert_eq!(
+            stored.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+            [2, 3]
+        );
+        assert!(stored[0].1.arrival < stored[1].1.arrival);
+    }
+
+    #[test]
+    fn reopen_keeps_flushed_data_and_checks_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::create(dir.path()).unwrap();
+            store
+                .put_token(&TokenRecord {
+                    id: "abcdef".into(),
+                    ..Default::default()
+                })
+                .unwrap();
+            store.flush().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.token("abcdef").unwrap().unwrap().id, "abcdef");
+        store
+            .meta
+            .insert("schema_version", &99u32.to_be_bytes())
+            .unwrap();
+        drop(store);
+        let error = Store::open(dir.path()).unwrap_err();
+        assert!(
+            matches!(error, StoreError::Schema { found: 99, .. }),
+            "{error}"
+        );
+        let missing = Store::open(&dir.path().join("nothing")).unwrap_err();
+        assert!(matches!(missing, StoreError::Missing { .. }), "{missing}");
+    }
+
+    #[test]
+    fn a_second_opener_is_told_the_store_is_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let _store = Store::create(dir.path()).unwrap();
+        let error = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(error, StoreError::Locked { .. }), "{error}");
+    }
+
+    #[test]
+    fn revocation_marks_agent_and_all_its_certificates() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path()).unwrap();
+        let agent = AgentRecord {
+            id: "ag-1".into(),
+            certificate_fingerprint: "sm3:b".into(),
+            ..Default::default()
+        };
+        store
+            .put_cert(
+                "sm3:a",
+                &CertRecord {
+                    agent_id: "ag-1".into(),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        store
+            .commit_enrollment(
+                &agent,
+                &CertRecord {
+                    agent_id: "ag-1".into(),
+                    ..Default::default()
+                },
+                None,
+            )
+            .unwrap();
+        store
+            .put_cert(
+                "sm3:c",
+                &CertRecord {
+                    agent_id: "ag-2".into(),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let revoked = store.revoke_agent("ag-1", 77).unwrap().unwrap();
+        assert_eq!(revoked.revoked_ms, Some(77));
+        assert!(store.cert("sm3:a").unwrap().unwrap().revoked);
+        assert!(store.cert("sm3:b").unwrap().unwrap().revoked);
+        assert!(!store.cert("sm3:c").unwrap().unwrap().revoked);
+        assert!(store.revoke_agent("ag-404", 1).unwrap().is_none());
+    }
+}

@@ -1,0 +1,323 @@
+//! Hostile and malformed input on the QUIC side: each bad stream is closed with a typed code,
+//! and the control plane keeps serving the agents that behave.
+
+use std::time::Duration;
+
+use bagui_agent::status::LinkState;
+use bagui_control_plane::server::ControlPlane;
+use bagui_protocol::{
+    AgentMessage, DEFAULT_MAX_FRAME_LEN, Decoded, ErrorCode, FrameDecoder, Hello, Report,
+    ServerMessage,
+};
+use bagui_tests::*;
+use bytes::BytesMut;
+
+struct Fixture {
+    deployment: Deployment,
+    control_plane: ControlPlane,
+    /// An enrolled identity used by the hostile client.
+    hostile: bagui_agent::state::StateDir,
+    hostile_id: String,
+    /// A well-behaved agent that must keep working throughout.
+    good: bagui_agent::Agent,
+}
+
+async fn fixture() -> Fixture {
+    let deployment = Deployment::init().unwrap();
+    let control_plane = deployment.start().await.unwrap();
+    let token = create_token(&control_plane, VILLAGE, "server", 2).unwrap();
+    let hostile = deployment.state_dir("hostile");
+    let hostile_id = join(&deployment, &hostile, &token.token, "hostile")
+        .await
+        .unwrap()
+        .agent_id;
+    let good_dir = deployment.state_dir("good");
+    join(&deployment, &good_dir, &token.token, "good")
+        .await
+        .unwrap();
+    let good = start_agent(&good_dir, fast_agent_config()).await.unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "the good agent's first report",
+        || good.status().last_acked_seq >= 1,
+    )
+    .await
+    .unwrap();
+    Fixture {
+        deployment,
+        control_plane,
+        hostile,
+        hostile_id,
+        good,
+    }
+}
+
+fn frame(message: AgentMessage) -> BytesMut {
+    let mut out = BytesMut::new();
+    message.encode(DEFAULT_MAX_FRAME_LEN, &mut out).unwrap();
+    out
+}
+
+fn hello(agent_id: &str) -> BytesMut {
+    frame(
+        Hello {
+            protocol_version: 1,
+            agent_id: agent_id.into(),
+            next_seq: 1,
+            ..Default::default()
+        }
+        .into(),
+    )
+}
+
+/// Opens a session stream as the hostile identity, sends `bytes` (then finishes the stream if
+/// asked), and returns the code the control plane closed the connection with.
+async fn send_raw(fixture: &Fixture, bytes: &[u8], finish: bool) -> Option<ErrorCode> {
+    let endpoint = quic::endpoint();
+    let connection = quic::connect_as(&endpoint, fixture.control_plane.quic_addr, &fixture.hostile)
+        .await
+        .unwrap();
+    let (mut send, _recv) = connection.open_bi().await.unwrap();
+    let _ = send.write_all(bytes).await;
+    if finish {
+        let _ = send.finish();
+    }
+    quic::close_code(&connection).await
+}
+
+/// The good agent still gets reports acknowledged.
+async fn good_agent_still_served(fixture: &Fixture) {
+    let before = fixture.good.status().last_acked_seq;
+    fixture
+        .good
+        .outbox()
+        .push(bagui_protocol::Lane::Metrics, "test", 0, b"still here")
+        .unwrap();
+    wait_until(Duration::from_secs(10), "the good agent's next ack", || {
+        fixture.good.status().last_acked_seq > before
+    })
+    .await
+    .unwrap();
+    assert_eq!(fixture.good.status().link, LinkState::Connected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_oversized_and_truncated_frames_close_only_that_connection() {
+    let fixture = fixture().await;
+
+    // Garbage where a frame should be.
+    let code = send_raw(&fixture, b"\x00\x00\x00\x05\x00GET /", false).await;
+    assert_eq!(code, Some(ErrorCode::Protocol));
+    // A length prefix beyond the maximum (1 MiB): refused before buffering.
+    let code = send_raw(&fixture, &(64u32 << 20).to_be_bytes(), false).await;
+    assert_eq!(code, Some(ErrorCode::FrameTooLarge));
+    // A known kind whose body is not MessagePack.
+    let mut bad_body = BytesMut::new();
+    bagui_protocol::codec::encode_frame(
+        "hello",
+        b"\xc1\xc1\xc1",
+        DEFAULT_MAX_FRAME_LEN,
+        &mut bad_body,
+    )
+    .unwrap();
+    assert_eq!(
+        send_raw(&fixture, &bad_body, false).await,
+        Some(ErrorCode::Protocol)
+    );
+    // A frame cut short by the end of the stream.
+    let whole = hello(&fixture.hostile_id);
+    assert_eq!(
+        send_raw(&fixture, &whole[..whole.len() - 4], true).await,
+        Some(ErrorCode::Protocol)
+    );
+    // Hello naming someone else.
+    assert_eq!(
+        send_raw(&fixture, &hello("ag-0000000000000000"), false).await,
+        Some(ErrorCode::Unauthenticated)
+    );
+    // A report before any hello.
+    let report = frame(
+        Report {
+            seq: 1,
+            ..Default::default()
+        }
+        .into(),
+    );
+    assert_eq!(
+        send_raw(&fixture, &report, false).await,
+        Some(ErrorCode::Protocol)
+    );
+    // After a valid hello: sequence number 0, then a second hello.
+    let mut zero = hello(&fixture.hostile_id);
+    zero.extend_from_slice(&frame(
+        Report {
+            seq: 0,
+            ..Default::default()
+        }
+        .into(),
+    ));
+    assert_eq!(
+        send_raw(&fixture, &zero, false).await,
+        Some(ErrorCode::Protocol)
+    );
+    let mut twice = hello(&fixture.hostile_id);
+    twice.extend_from_slice(&hello(&fixture.hostile_id));
+    assert_eq!(
+        send_raw(&fixture, &twice, false).await,
+        Some(ErrorCode::Protocol)
+    );
+
+    good_agent_still_served(&fixture).await;
+    // Nothing the hostile client sent was stored.
+    assert!(
+        fixture
+            .control_plane
+            .admin
+            .reports(&fixture.hostile_id, 0, 10)
+            .unwrap()
+            .is_empty()
+    );
+    fixture.good.shutdown().await.unwrap();
+    fixture.control_plane.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_kinds_are_answered_unsupported_and_the_session_goes_on() {
+    let fixture = fixture().await;
+    let endpoint = quic::endpoint();
+    let connection = quic::connect_as(&endpoint, fixture.control_plane.quic_addr, &fixture.hostile)
+        .await
+        .unwrap();
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    let mut bytes = hello(&fixture.hostile_id);
+    bagui_protocol::codec::encode_frame("telemetry_v9", b"\x80", DEFAULT_MAX_FRAME_LEN, &mut bytes)
+        .unwrap();
+    bytes.extend_from_slice(&frame(
+        Report {
+            seq: 1,
+            kind: "test".into(),
+            ..Default::default()
+        }
+        .into(),
+    ));
+    send.write_all(&bytes).await.unwrap();
+
+    let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_LEN);
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let frame = tokio::time::timeout(
+            Duration::from_secs(5),
+            bagui_agent::wire::read_frame(&mut recv, &mut decoder),
+        )
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+        match ServerMessage::decode(&frame).unwrap() {
+            Decoded::Known(ServerMessage::Welcome(_)) => seen.push("welcome".to_owned()),
+            Decoded::Known(ServerMessage::Unsupported(unsupported)) => {
+                seen.push(format!("unsupported:{}", unsupported.kind))
+            }
+            Decoded::Known(ServerMessage::Ack(ack)) => {
+                seen.push(format!("ack:{:?}", ack.seqs(10).unwrap()))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(seen, ["welcome", "unsupported:telemetry_v9", "ack:[1]"]);
+    assert_eq!(
+        fixture
+            .control_plane
+            .admin
+            .reports(&fixture.hostile_id, 0, 10)
+            .unwrap()
+            .len(),
+        1
+    );
+    connection.close(0u32.into(), b"");
+    fixture.good.shutdown().await.unwrap();
+    fixture.control_plane.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_report_is_acknowledged_but_stored_once() {
+    let fixture = fixture().await;
+    for _ in 0..2 {
+        let endpoint = quic::endpoint();
+        let connection =
+            quic::connect_as(&endpoint, fixture.control_plane.quic_addr, &fixture.hostile)
+                .await
+                .unwrap();
+        let (mut send, mut recv) = connection.open_bi().await.unwrap();
+        let mut bytes = hello(&fixture.hostile_id);
+        bytes.extend_from_slice(&frame(
+            Report {
+                seq: 7,
+                kind: "test".into(),
+                body: serde_bytes::ByteBuf::from(b"once".to_vec()),
+                ..Default::default()
+            }
+            .into(),
+        ));
+        send.write_all(&bytes).await.unwrap();
+        let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_LEN);
+        loop {
+            let frame = bagui_agent::wire::read_frame(&mut recv, &mut decoder)
+                .await
+                .unwrap()
+                .unwrap();
+            if let Decoded::Known(ServerMessage::Ack(ack)) = ServerMessage::decode(&frame).unwrap()
+            {
+                assert_eq!(ack.seqs(10).unwrap(), [7]);
+                break;
+            }
+        }
+        connection.close(0u32.into(), b"");
+    }
+    let stored = fixture
+        .control_plane
+        .admin
+        .reports(&fixture.hostile_id, 0, 10)
+        .unwrap();
+    assert_eq!(stored.len(), 1);
+    assert!(
+        fixture
+            .control_plane
+            .metrics
+            .render()
+            .contains("bagui_reports_duplicate_total 1")
+    );
+    fixture.good.shutdown().await.unwrap();
+    fixture.control_plane.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_join_alpn_is_closed_and_changes_nothing() {
+    let fixture = fixture().await;
+    let ca = fixture.deployment.data_dir.ca().unwrap().cert_der().clone();
+    let endpoint = quic::endpoint();
+    for bytes in [
+        &b"\xff\xff\xff\xff"[..],
+        &b"\x00\x00\x00\x10\x0cjoin_request\xc1\xc1\xc1"[..],
+    ] {
+        let connection = quic::connect_without_certificate(
+            &endpoint,
+            fixture.control_plane.quic_addr,
+            &ca,
+            bagui_protocol::ALPN_JOIN,
+        )
+        .await
+        .unwrap();
+        let (mut send, _recv) = connection.open_bi().await.unwrap();
+        send.write_all(bytes).await.unwrap();
+        let code = quic::close_code(&connection).await;
+        assert!(
+            matches!(code, Some(ErrorCode::Protocol | ErrorCode::FrameTooLarge)),
+            "{code:?}"
+        );
+    }
+    assert_eq!(fixture.control_plane.admin.agents(None).unwrap().len(), 2);
+    good_agent_still_served(&fixture).await;
+    fixture.good.shutdown().await.unwrap();
+    fixture.control_plane.shutdown().await.unwrap();
+}
