@@ -30,9 +30,20 @@ pub struct ServerSection {
     pub quic_listen: SocketAddr,
     /// TCP address for the HTTP API; plain HTTP only on loopback, HTTPS anywhere else.
     pub http_listen: SocketAddr,
+    /// `auto`: HTTPS everywhere except loopback; `always`: HTTPS on loopback too.
+    pub http_tls: HttpTls,
     /// Kernel receive/send buffer of the QUIC socket; mass connects overflow the default.
     #[serde(with = "units::size")]
     pub udp_buffer: u64,
+}
+
+/// When the API speaks HTTPS. There is deliberately no "never": off loopback it always does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpTls {
+    #[default]
+    Auto,
+    Always,
 }
 
 impl Default for ServerSection {
@@ -40,6 +51,7 @@ impl Default for ServerSection {
         ServerSection {
             quic_listen: "0.0.0.0:7443".parse().expect("valid default"),
             http_listen: "127.0.0.1:8080".parse().expect("valid default"),
+            http_tls: HttpTls::Auto,
             udp_buffer: 8 << 20,
         }
     }

@@ -14,7 +14,7 @@ use crate::admin::Admin;
 use crate::api::{self, ApiState, TlsListener};
 use crate::audit::Audit;
 use crate::clock::Clock;
-use crate::config::ControlPlaneConfig;
+use crate::config::{ControlPlaneConfig, HttpTls};
 use crate::datadir::{ApiInfo, DataDir, split_host_port};
 use crate::enroll::Enroller;
 use crate::ingest::{self, Admission, Committer, IngestContext, Sessions};
@@ -172,7 +172,8 @@ impl ControlPlane {
         let stop = async move {
             let _ = http_shutdown.wait_for(|stop| *stop).await;
         };
-        let (api_url, http_task) = if http_addr.ip().is_loopback() {
+        let plain_http = http_addr.ip().is_loopback() && config.server.http_tls == HttpTls::Auto;
+        let (api_url, http_task) = if plain_http {
             let task = tokio::spawn(async move {
                 if let Err(error) = axum::serve(listener, router)
                     .with_graceful_shutdown(stop)

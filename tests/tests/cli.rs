@@ -313,3 +313,70 @@ async fn an_operator_session_with_the_real_binaries() {
     let verified = stdout_of(&run("bagui-cp", &["--data-dir", data, "audit", "verify"]));
     assert!(verified.contains("intact"), "{verified}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_runs_a_control_plane_and_an_online_agent_and_stops_on_ctrl_c() {
+    use std::io::BufRead;
+    let mut demo = Command::new(bagui_tests::binary("bagui-cp"))
+        .args(["demo", "--http-port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = demo.stdout.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut data_dir = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while data_dir.is_none() && std::time::Instant::now() < deadline {
+        if let Ok(line) = lines_rx.recv_timeout(Duration::from_millis(200))
+            && let Some(path) = line
+                .trim()
+                .strip_prefix("bagui-cp --data-dir ")
+                .and_then(|rest| rest.strip_suffix(" agent list"))
+        {
+            data_dir = Some(path.to_owned());
+        }
+    }
+    let data_dir = data_dir.expect("the demo printed where its data is");
+    wait_until(
+        Duration::from_secs(20),
+        "the demo agent to be online",
+        || {
+            let listed = run(
+                "bagui-cp",
+                &["--data-dir", &data_dir, "agent", "list", "--output", "json"],
+            );
+            serde_json::from_slice::<serde_json::Value>(&listed.stdout)
+                .map(|agents| {
+                    agents[0]["online"] == true && agents[0]["division_path"] == VILLAGE_PATH
+                })
+                .unwrap_or(false)
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        Command::new("kill")
+            .arg("-INT")
+            .arg(demo.id().to_string())
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = demo.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let root = Path::new(&data_dir).parent().unwrap();
+    assert!(
+        !root.exists(),
+        "the throw-away directory {} is removed",
+        root.display()
+    );
+}

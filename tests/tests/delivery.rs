@@ -71,8 +71,16 @@ async fn a_cut_link_buffers_and_then_drains_in_order_without_gaps_or_duplicates(
             .unwrap();
         pushed += 1;
     }
+    // The control plane marks the agent offline after three missed heartbeats (0.5 s each).
+    wait_until(
+        Duration::from_secs(10),
+        "the control plane to mark the agent offline",
+        || !control_plane.admin.agent(&state.agent_id).unwrap().online,
+    )
+    .await
+    .unwrap();
     // Reports keep accumulating durably while the link is down.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(outbox.stats().records, 300);
     assert!(relay.dropped() > 0, "the relay really dropped traffic");
     assert_eq!(

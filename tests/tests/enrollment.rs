@@ -611,3 +611,38 @@ async fn uplinks_follow_gateways_and_admin_overrides() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_speaks_https_with_a_ca_issued_certificate_when_asked() {
+    let mut deployment = Deployment::init().unwrap();
+    deployment.config.server.http_tls = bagui_control_plane::config::HttpTls::Always;
+    let control_plane = deployment.start().await.unwrap();
+    assert!(
+        control_plane.api_url.starts_with("https://127.0.0.1:"),
+        "{}",
+        control_plane.api_url
+    );
+    let ca = deployment.data_dir.ca().unwrap().cert_der().clone();
+    let token = deployment.data_dir.admin_token().unwrap();
+    let client =
+        bagui_control_plane::client::ApiClient::new(&control_plane.api_url, &token, Some(&ca))
+            .unwrap();
+    let agents: Vec<serde_json::Value> = client.get("/api/v1/agents").await.unwrap();
+    assert!(agents.is_empty());
+    // Plain HTTP to the HTTPS port gets no answer it can use.
+    let plain = control_plane.api_url.replace("https://", "http://");
+    let plain = bagui_control_plane::client::ApiClient::new(&plain, &token, None).unwrap();
+    assert!(plain.status("/readyz").await.is_err());
+    // Another CA is not trusted.
+    let other = Deployment::init().unwrap();
+    let other_ca = other.data_dir.ca().unwrap().cert_der().clone();
+    let untrusting = bagui_control_plane::client::ApiClient::new(
+        &control_plane.api_url,
+        &token,
+        Some(&other_ca),
+    )
+    .unwrap();
+    let error = untrusting.status("/readyz").await.unwrap_err();
+    assert!(format!("{error:#}").contains("TLS"), "{error:#}");
+    control_plane.shutdown().await.unwrap();
+}
