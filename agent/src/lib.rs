@@ -20,8 +20,6 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use bagui_plugins::HostRoot;
 use bagui_plugins::host::{BasicMetricsCollector, HostFactsCollector};
-use bagui_protocol::Lane;
-use bagui_protocol::messages::payload;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -62,18 +60,24 @@ impl Agent {
     /// Starts the link, the collectors and the status file.
     pub async fn start(options: AgentOptions) -> Result<Agent> {
         let state = options.state_dir.agent_state()?;
-        let outbox = Arc::new(
-            Outbox::open(
-                &options.state_dir.outbox_path(),
-                options.config.outbox.max_size,
+        // The frame limit known from the join; a record that could never fit one frame is
+        // refused at the door instead of blocking the queue later.
+        let max_body = (state.params.max_frame_len as usize)
+            .saturating_sub(4096)
+            .max(4096);
+        let outbox = Outbox::open_waiting(
+            &options.state_dir.outbox_path(),
+            options.config.outbox.max_size,
+            Duration::from_secs(3),
+        )
+        .with_context(|| {
+            format!(
+                "opening the outbox in {}",
+                options.state_dir.root().display()
             )
-            .with_context(|| {
-                format!(
-                    "opening the outbox in {}",
-                    options.state_dir.root().display()
-                )
-            })?,
-        );
+        })?
+        .with_max_body(max_body);
+        let outbox = Arc::new(outbox);
         let status = StatusBoard::default();
         status.update(|s| {
             s.agent_id = state.agent_id.clone();
@@ -119,6 +123,7 @@ impl Agent {
             status: status.clone(),
             snapshots: snapshot_tx,
             shutdown: shutdown_rx,
+            force_renewal: false,
         };
         let link = tokio::spawn(link.run());
         Ok(Agent {
@@ -194,14 +199,12 @@ fn spawn_status_writer(
                 _ = tick.tick() => {}
                 _ = crate::stopped(&mut shutdown) => return,
             }
-            if let Some(notice) = outbox.take_drop_notice() {
-                tracing::warn!(dropped = ?notice.dropped, "outbox full: records dropped");
-                let body = payload::encode(&notice);
-                if let Err(error) =
-                    outbox.push(Lane::State, payload::OUTBOX_DROPS, join::now_ms(), &body)
-                {
-                    tracing::error!(%error, "recording outbox drops");
+            match outbox.push_drop_notice(join::now_ms()) {
+                Ok(Some(_)) => {
+                    tracing::warn!(dropped = ?outbox.stats().dropped, "outbox full: records dropped")
                 }
+                Ok(None) => {}
+                Err(error) => tracing::error!(%error, "recording outbox drops"),
             }
             let stats = outbox.stats();
             let next_seq = outbox.next_seq();

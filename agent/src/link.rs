@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bagui_protocol::units::format_rfc3339;
 use bagui_protocol::{
@@ -45,16 +45,27 @@ enum Outcome {
     Permanent(LinkExit),
     /// Come back after this long (admission control, a reconnect command, a restart).
     ComeBack(Duration),
+    /// The control plane does not accept this certificate (restored from an older backup, or
+    /// expired by its clock): renew by proving the SM2 key before giving up.
+    Unrecognized(String),
     Failed {
         error: String,
-        established: bool,
+        /// The session had been healthy for a while: start the backoff afresh.
+        healthy: bool,
     },
 }
 
-fn failed(error: impl std::fmt::Display, established: bool) -> Outcome {
+/// A session counts as healthy — and resets the reconnect backoff — only after this long, so
+/// a control plane that accepts and then keeps failing sessions is not hammered once a second.
+const HEALTHY_SESSION: Duration = Duration::from_secs(30);
+
+/// TLS alerts with which a peer rejects our certificate (RFC 8446 §6.2), as QUIC crypto errors.
+const CERTIFICATE_ALERTS: [u8; 4] = [42, 44, 45, 46];
+
+fn failed(error: impl std::fmt::Display, healthy: bool) -> Outcome {
     Outcome::Failed {
         error: error.to_string(),
-        established,
+        healthy,
     }
 }
 
@@ -68,20 +79,32 @@ pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
 fn outcome_of_close(
     error: &quinn::ConnectionError,
     come_back: Option<Duration>,
-    established: bool,
+    healthy: bool,
 ) -> Outcome {
+    if let quinn::ConnectionError::ConnectionClosed(close) = error {
+        let code = u64::from(close.error_code);
+        if (0x100..0x200).contains(&code) && CERTIFICATE_ALERTS.contains(&((code - 0x100) as u8)) {
+            return Outcome::Unrecognized(format!(
+                "the control plane rejected our certificate: {error}"
+            ));
+        }
+    }
     match wire::close_code(error) {
-        Some((code, reason)) if code.is_permanent() => {
-            Outcome::Permanent(LinkExit::Revoked(format!("{code}: {reason}")))
+        Some((ErrorCode::Revoked, reason)) => Outcome::Permanent(LinkExit::Revoked(format!(
+            "{}: {reason}",
+            ErrorCode::Revoked
+        ))),
+        Some((ErrorCode::Unauthenticated, reason)) => {
+            Outcome::Unrecognized(format!("{}: {reason}", ErrorCode::Unauthenticated))
         }
         Some((ErrorCode::Busy | ErrorCode::ShuttingDown, _)) if come_back.is_some() => {
             Outcome::ComeBack(come_back.unwrap_or_default())
         }
         Some((code, reason)) => failed(
             format!("closed by the control plane: {code}: {reason}"),
-            established,
+            healthy,
         ),
-        None => failed(error, established),
+        None => failed(error, healthy),
     }
 }
 
@@ -93,6 +116,8 @@ pub struct Link {
     pub status: StatusBoard,
     pub snapshots: mpsc::Sender<()>,
     pub shutdown: watch::Receiver<bool>,
+    /// Renew by proof of key before the next connection (see [`Outcome::Unrecognized`]).
+    pub force_renewal: bool,
 }
 
 impl Link {
@@ -124,11 +149,30 @@ impl Link {
                 }
                 Outcome::ComeBack(after) => {
                     attempt = 0;
-                    // A little jitter of our own, so agents told the same time do not collide.
-                    after + Duration::from_millis(100).mul_f64(rand::random::<f64>())
+                    // Obeyed up to our own ceiling; plus a little jitter of our own, so agents
+                    // told the same time do not collide.
+                    after.min(self.config.backoff_max)
+                        + Duration::from_millis(100).mul_f64(rand::random::<f64>())
                 }
-                Outcome::Failed { error, established } => {
-                    if established {
+                Outcome::Unrecognized(reason) if !self.force_renewal => {
+                    tracing::warn!(%reason, "renewing the certificate by proof of key before retrying");
+                    self.force_renewal = true;
+                    backoff(attempt, self.config.backoff_min, self.config.backoff_max)
+                }
+                Outcome::Unrecognized(reason) => {
+                    // Even a fresh certificate is refused: nothing more the agent can do alone.
+                    let message =
+                        format!("the control plane does not recognise this agent: {reason}");
+                    tracing::error!(%message, "not reconnecting");
+                    self.status.update(|s| {
+                        s.link = LinkState::Revoked;
+                        s.last_error = Some(message.clone());
+                        s.connected_since = None;
+                    });
+                    return LinkExit::RejoinRequired(message);
+                }
+                Outcome::Failed { error, healthy } => {
+                    if healthy {
                         attempt = 0;
                     }
                     let delay = backoff(attempt, self.config.backoff_min, self.config.backoff_max);
@@ -157,8 +201,8 @@ impl Link {
                 return Outcome::Permanent(LinkExit::RejoinRequired(format!("{error:#}")));
             }
         };
-        if now_ms() >= state.certificate_not_after_ms {
-            tracing::info!(agent = %state.agent_id, "certificate expired; renewing by proof of key");
+        if self.force_renewal || now_ms() >= state.certificate_not_after_ms {
+            tracing::info!(agent = %state.agent_id, "renewing the certificate by proof of key");
             match join::renew_expired(&self.state_dir).await {
                 Ok(renewed) => state = renewed,
                 Err(error) => {
@@ -262,8 +306,11 @@ struct Session<'a> {
     window: usize,
     max_frame_len: usize,
     pending_renewal: Option<CertificateRequest>,
+    /// No renewal request before this (after a refusal).
+    renewal_not_before: Option<Instant>,
     come_back: Option<Duration>,
-    established: bool,
+    /// When the welcome arrived.
+    opened_at: Option<Instant>,
 }
 
 impl<'a> Session<'a> {
@@ -282,17 +329,31 @@ impl<'a> Session<'a> {
             in_flight: HashMap::new(),
             cursors: Cursors::default(),
             pending_renewal: None,
+            renewal_not_before: None,
             come_back: None,
-            established: false,
+            opened_at: None,
+        }
+    }
+
+    fn healthy(&self) -> bool {
+        self.opened_at
+            .is_some_and(|opened| opened.elapsed() >= HEALTHY_SESSION)
+    }
+
+    /// A write failed: if the connection was closed by the control plane, say why.
+    fn write_failed(&self, what: &str, error: String) -> Outcome {
+        match self.connection.close_reason() {
+            Some(reason) => outcome_of_close(&reason, self.come_back, self.healthy()),
+            None => failed(format!("{what}: {error}"), self.healthy()),
         }
     }
 
     fn lost(&self, error: ReadError) -> Outcome {
         match error {
             ReadError::Stream(quinn::ReadError::ConnectionLost(lost)) => {
-                outcome_of_close(&lost, self.come_back, self.established)
+                outcome_of_close(&lost, self.come_back, self.healthy())
             }
-            other => failed(other, self.established),
+            other => failed(other, self.healthy()),
         }
     }
 
@@ -301,7 +362,7 @@ impl<'a> Session<'a> {
         let error = tokio::time::timeout(Duration::from_secs(2), self.connection.closed())
             .await
             .unwrap_or(quinn::ConnectionError::TimedOut);
-        outcome_of_close(&error, self.come_back, self.established)
+        outcome_of_close(&error, self.come_back, self.healthy())
     }
 
     async fn send(
@@ -321,6 +382,12 @@ impl<'a> Session<'a> {
     }
 
     fn renewal_due(&self) -> bool {
+        if self
+            .renewal_not_before
+            .is_some_and(|not_before| Instant::now() < not_before)
+        {
+            return false;
+        }
         let issued = self.state.certificate_issued_ms;
         let lifetime = self.state.certificate_not_after_ms.saturating_sub(issued);
         let due = issued
@@ -398,7 +465,10 @@ impl<'a> Session<'a> {
         if welcome.max_in_flight > 0 {
             self.window = welcome.max_in_flight as usize;
         }
-        self.established = true;
+        if welcome.max_frame_len > 0 {
+            self.max_frame_len = (welcome.max_frame_len as usize).max(4096);
+        }
+        self.opened_at = Some(Instant::now());
         let connected_at = now_ms();
         self.link.status.update(|s| {
             s.link = LinkState::Connected;
@@ -432,29 +502,48 @@ impl<'a> Session<'a> {
                 let room = self.window - self.in_flight.len();
                 let batch = match self.link.outbox.next_batch(&mut self.cursors, room) {
                     Ok(batch) => batch,
-                    Err(error) => return failed(format!("reading the outbox: {error}"), true),
+                    Err(error) => {
+                        return failed(format!("reading the outbox: {error}"), self.healthy());
+                    }
                 };
                 if !batch.is_empty() {
                     // Written before sent: the records are on disk before they leave.
                     if let Err(error) = self.link.outbox.flush().await {
-                        return failed(format!("flushing the outbox: {error}"), true);
+                        return failed(format!("flushing the outbox: {error}"), self.healthy());
                     }
-                    let mut messages = Vec::with_capacity(batch.len());
+                    let mut buffer = BytesMut::new();
                     for pending in batch {
-                        self.in_flight.insert(pending.seq, pending.lane);
-                        messages.push(
-                            Report {
-                                seq: pending.seq,
-                                lane: pending.lane,
-                                kind: pending.record.kind,
-                                created_ms: pending.record.created_ms,
-                                body: pending.record.body,
+                        let message: AgentMessage = Report {
+                            seq: pending.seq,
+                            lane: pending.lane,
+                            kind: pending.record.kind,
+                            created_ms: pending.record.created_ms,
+                            body: pending.record.body,
+                        }
+                        .into();
+                        match message.encode(self.max_frame_len, &mut buffer) {
+                            Ok(()) => {
+                                self.in_flight.insert(pending.seq, pending.lane);
                             }
-                            .into(),
-                        );
+                            Err(error) => {
+                                // Larger than the control plane accepts: it can never be
+                                // delivered, so it must not block everything behind it.
+                                tracing::warn!(seq = pending.seq, %error, "record cannot be sent; dropped");
+                                if let Err(error) =
+                                    self.link.outbox.discard(pending.lane, pending.seq)
+                                {
+                                    return failed(
+                                        format!("dropping record {}: {error}", pending.seq),
+                                        self.healthy(),
+                                    );
+                                }
+                            }
+                        }
                     }
-                    if let Err(error) = self.send(&mut send, messages).await {
-                        return failed(format!("sending reports: {error}"), true);
+                    if !buffer.is_empty()
+                        && let Err(error) = wire::write_frames(&mut send, &buffer).await
+                    {
+                        return self.write_failed("sending reports", error.to_string());
                     }
                 }
             }
@@ -472,7 +561,7 @@ impl<'a> Session<'a> {
                         Ok(message) => message,
                         Err(error) => {
                             self.connection.close(quinn::VarInt::from_u32(error.error_code().code()), error.to_string().as_bytes());
-                            return failed(format!("bad frame from the control plane: {error}"), true);
+                            return failed(format!("bad frame from the control plane: {error}"), self.healthy());
                         }
                     };
                     if let Some(outcome) = self.handle(message, &mut send, &mut heartbeat).await {
@@ -487,14 +576,14 @@ impl<'a> Session<'a> {
                         link: self.link_stats(),
                     };
                     if let Err(error) = self.send(&mut send, vec![beat.into()]).await {
-                        return failed(format!("sending heartbeat: {error}"), true);
+                        return self.write_failed("sending heartbeat", error);
                     }
                 }
                 _ = renewal_check.tick() => {
                     if self.pending_renewal.is_none() && self.renewal_due()
                         && let Err(error) = self.start_renewal(&mut send).await
                     {
-                        return failed(error, true);
+                        return self.write_failed("requesting renewal", error);
                     }
                 }
                 _ = status_tick.tick() => self.refresh_status(),
@@ -534,7 +623,7 @@ impl<'a> Session<'a> {
         send: &mut quinn::SendStream,
         heartbeat: &mut tokio::time::Interval,
     ) -> Option<Outcome> {
-        let established = self.established;
+        let established = self.healthy();
         let result: Result<(), String> = match message {
             Decoded::Known(ServerMessage::Ack(ack)) => {
                 let Some(seqs) = ack.seqs(self.window * 4 + 64) else {
@@ -569,6 +658,10 @@ impl<'a> Session<'a> {
                     Some(request) => self.save_renewal(&request, renewed),
                     None => Err("unrequested certificate from the control plane".into()),
                 }
+            }
+            Decoded::Known(ServerMessage::RenewalRefused(refused)) => {
+                self.renewal_refused(&refused.message);
+                Ok(())
             }
             Decoded::Known(ServerMessage::ComeBackLater(later)) => {
                 self.come_back = Some(Duration::from_millis(later.after_ms));
@@ -618,6 +711,12 @@ impl<'a> Session<'a> {
                 )
                 .await
             }
+            Decoded::Known(ServerMessage::Unsupported(unsupported))
+                if unsupported.kind == "renew_certificate" =>
+            {
+                self.renewal_refused("the control plane does not renew over the session");
+                Ok(())
+            }
             Decoded::Known(ServerMessage::Unsupported(unsupported)) => {
                 tracing::info!(kind = %unsupported.kind, "the control plane does not support a message kind");
                 Ok(())
@@ -629,6 +728,19 @@ impl<'a> Session<'a> {
             }
         };
         result.err().map(|error| failed(error, established))
+    }
+
+    /// The current certificate stays; try again after a twentieth of its life (1 min … 1 h).
+    fn renewal_refused(&mut self, message: &str) {
+        self.pending_renewal = None;
+        let lifetime = Duration::from_millis(
+            self.state
+                .certificate_not_after_ms
+                .saturating_sub(self.state.certificate_issued_ms),
+        );
+        let wait = (lifetime / 20).clamp(Duration::from_secs(1), Duration::from_secs(3600));
+        tracing::warn!(%message, retry_in = ?wait, "certificate renewal refused");
+        self.renewal_not_before = Some(Instant::now() + wait);
     }
 
     fn save_renewal(

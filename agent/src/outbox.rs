@@ -76,8 +76,10 @@ struct Counters {
     records: [u64; 4],
     bytes: [u64; 4],
     dropped: LaneCounts,
-    /// Dropped since the last [`Outbox::take_drop_notice`].
+    /// Dropped since the last drop notice.
     unreported: LaneCounts,
+    /// The drop notice still in the outbox (its seq and the drops it reports), if any.
+    pending_notice: Option<(u64, LaneCounts)>,
 }
 
 /// Per-lane read positions of one session: the last sequence sent in each lane.
@@ -105,9 +107,14 @@ pub struct Outbox {
     db: sled::Db,
     tree: sled::Tree,
     limit_bytes: u64,
+    /// Larger bodies are refused at push (they could never be sent in one frame).
+    max_body_bytes: usize,
     counters: Mutex<Counters>,
     notify: Notify,
 }
+
+/// Default largest body: the default frame limit less room for the report's other fields.
+pub const DEFAULT_MAX_BODY: usize = bagui_protocol::DEFAULT_MAX_FRAME_LEN - 4096;
 
 impl std::fmt::Debug for Outbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -164,6 +171,7 @@ impl Outbox {
             db,
             tree,
             limit_bytes,
+            max_body_bytes: DEFAULT_MAX_BODY,
             counters: Mutex::new(counters),
             notify: Notify::new(),
         })
@@ -193,6 +201,12 @@ impl Outbox {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
+    /// Sets the largest body accepted (the control plane's frame limit less some room).
+    pub fn with_max_body(mut self, bytes: usize) -> Outbox {
+        self.max_body_bytes = bytes;
+        self
+    }
+
     /// Adds a record. It is in the outbox (not yet flushed to disk) when this returns.
     pub fn push(
         &self,
@@ -203,6 +217,19 @@ impl Outbox {
     ) -> Result<Pushed, OutboxError> {
         let size = OutboxRecord::size(kind, body);
         let mut counters = self.lock();
+        if body.len() > self.max_body_bytes {
+            tracing::warn!(
+                kind,
+                bytes = body.len(),
+                limit = self.max_body_bytes,
+                "record too large for one frame; dropped"
+            );
+            self.count_drop(&mut counters, lane)?;
+            return Ok(Pushed {
+                seq: None,
+                evicted: 0,
+            });
+        }
         match self.plan_evictions(&counters, lane, size)? {
             Some(victims) => {
                 let seq = counters.next_seq;
@@ -253,16 +280,28 @@ impl Outbox {
             None => {
                 // Only higher-priority records (or nothing big enough) stand in the way: the
                 // incoming record is the one dropped.
-                *counters.dropped.get_mut(lane) += 1;
-                *counters.unreported.get_mut(lane) += 1;
-                let dropped = rmp_serde::to_vec_named(&counters.dropped).unwrap_or_default();
-                self.tree.insert(DROPPED_KEY, dropped)?;
+                self.count_drop(&mut counters, lane)?;
                 Ok(Pushed {
                     seq: None,
                     evicted: 0,
                 })
             }
         }
+    }
+
+    fn count_drop(&self, counters: &mut Counters, lane: Lane) -> Result<(), OutboxError> {
+        *counters.dropped.get_mut(lane) += 1;
+        *counters.unreported.get_mut(lane) += 1;
+        let dropped = rmp_serde::to_vec_named(&counters.dropped).unwrap_or_default();
+        self.tree.insert(DROPPED_KEY, dropped)?;
+        Ok(())
+    }
+
+    /// Drops a stored record that can never be delivered, counting it like any other drop.
+    pub fn discard(&self, lane: Lane, seq: u64) -> Result<(), OutboxError> {
+        self.remove(lane, seq)?;
+        let mut counters = self.lock();
+        self.count_drop(&mut counters, lane)
     }
 
     /// The records to evict so that `size` more bytes of `lane` fit: lowest lane first, oldest
@@ -367,6 +406,13 @@ impl Outbox {
     /// Never hand out a sequence number at or below `seq` (the control plane has stored it).
     pub fn ensure_next_seq_above(&self, seq: u64) -> Result<(), OutboxError> {
         let mut counters = self.lock();
+        if seq >= u64::MAX / 2 {
+            tracing::error!(
+                seq,
+                "ignoring an absurd stored sequence number from the control plane"
+            );
+            return Ok(());
+        }
         if counters.next_seq <= seq {
             tracing::warn!(
                 next_seq = counters.next_seq,
@@ -397,19 +443,46 @@ impl Outbox {
         }
     }
 
-    /// Drops since the last call, as a report payload (`None` if there were none).
-    pub fn take_drop_notice(&self) -> Option<OutboxDrops> {
-        let mut counters = self.lock();
-        if counters.unreported.total() == 0 {
-            return None;
-        }
-        let notice = OutboxDrops {
-            dropped: counters.unreported,
-            dropped_total: counters.dropped,
-            limit_bytes: self.limit_bytes,
+    /// Records drops since the last notice as one `outbox_drops` report in the state lane.
+    /// At most one notice waits in the outbox at a time: a newer notice replaces an unsent
+    /// one and carries its counts, so notices cannot crowd out real state changes during a
+    /// long outage. Returns the notice's sequence number, or `None` if nothing was dropped.
+    pub fn push_drop_notice(&self, created_ms: u64) -> Result<Option<u64>, OutboxError> {
+        let notice = {
+            let mut counters = self.lock();
+            if counters.unreported.total() == 0 {
+                return Ok(None);
+            }
+            let mut dropped = std::mem::take(&mut counters.unreported);
+            if let Some((seq, carried)) = counters.pending_notice.take()
+                && let Some(old) = self.tree.remove(key(Lane::State, seq))?
+            {
+                let record: OutboxRecord = rmp_serde::from_slice(&old).unwrap_or_default();
+                let index = Lane::State as usize;
+                counters.records[index] = counters.records[index].saturating_sub(1);
+                counters.bytes[index] = counters.bytes[index]
+                    .saturating_sub(OutboxRecord::size(&record.kind, &record.body));
+                for lane in Lane::ALL {
+                    *dropped.get_mut(lane) += carried.get(lane);
+                }
+            }
+            OutboxDrops {
+                dropped,
+                dropped_total: counters.dropped,
+                limit_bytes: self.limit_bytes,
+            }
         };
-        counters.unreported = LaneCounts::default();
-        Some(notice)
+        let body = bagui_protocol::messages::payload::encode(&notice);
+        let pushed = self.push(
+            Lane::State,
+            bagui_protocol::messages::payload::OUTBOX_DROPS,
+            created_ms,
+            &body,
+        )?;
+        if let Some(seq) = pushed.seq {
+            self.lock().pending_notice = Some((seq, notice.dropped));
+        }
+        Ok(pushed.seq)
     }
 }
 
@@ -519,13 +592,6 @@ mod tests {
         assert_eq!(stats.records, 4);
         assert_eq!(stats.bytes, record * 4);
         assert_eq!(stats.dropped.metrics, 2);
-        let notice = outbox.take_drop_notice().unwrap();
-        assert_eq!(notice.dropped.metrics, 2);
-        assert!(
-            outbox.take_drop_notice().is_none(),
-            "a notice is given once"
-        );
-
         // Filled with findings (each evicting a metric), a metric has nowhere to go: it is
         // the one dropped.
         for index in 0..3 {
@@ -552,6 +618,51 @@ mod tests {
             None
         );
         assert_eq!(outbox.stats().dropped.security, 1);
+    }
+
+    #[test]
+    fn records_too_large_for_a_frame_are_refused_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(dir.path(), 1 << 20)
+            .unwrap()
+            .with_max_body(100);
+        assert_eq!(
+            outbox
+                .push(Lane::Security, "k", 1, &[0u8; 101])
+                .unwrap()
+                .seq,
+            None
+        );
+        assert_eq!(
+            outbox
+                .push(Lane::Security, "k", 1, &[0u8; 100])
+                .unwrap()
+                .seq,
+            Some(1)
+        );
+        outbox.discard(Lane::Security, 1).unwrap();
+        let stats = outbox.stats();
+        assert_eq!((stats.records, stats.dropped.security), (0, 2));
+    }
+
+    #[test]
+    fn only_one_drop_notice_waits_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(dir.path(), 1 << 20)
+            .unwrap()
+            .with_max_body(400);
+        outbox.push(Lane::Metrics, "k", 1, &[0u8; 401]).unwrap();
+        let first = outbox.push_drop_notice(1).unwrap().unwrap();
+        outbox.push(Lane::Metrics, "k", 1, &[0u8; 401]).unwrap();
+        let second = outbox.push_drop_notice(2).unwrap().unwrap();
+        assert_ne!(first, second);
+        let mut cursors = Cursors::default();
+        let waiting = outbox.next_batch(&mut cursors, 10).unwrap();
+        assert_eq!(waiting.len(), 1, "the second notice replaced the first");
+        let notice: OutboxDrops =
+            bagui_protocol::messages::payload::decode(&waiting[0].record.body).unwrap();
+        assert_eq!(notice.dropped.metrics, 2, "and carries its count");
+        assert_eq!(notice.dropped_total.metrics, 2);
     }
 
     #[test]

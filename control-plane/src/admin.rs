@@ -50,7 +50,9 @@ impl From<EnrollError> for AdminError {
                 AdminError::NotFound(error.to_string())
             }
             EnrollError::AgentRevoked(_) => AdminError::Conflict(error.to_string()),
-            EnrollError::Store(_) | EnrollError::Pki(_) => AdminError::Internal(error.to_string()),
+            EnrollError::Store(_) | EnrollError::Pki(_) | EnrollError::Internal(_) => {
+                AdminError::Internal(error.to_string())
+            }
         }
     }
 }
@@ -493,6 +495,7 @@ impl Admin {
             units::parse_duration(text).map_err(AdminError::BadRequest)
         };
         let detail;
+        let mut new_heartbeat = None;
         let build: Box<dyn Fn(u64) -> ServerMessage> = match request.kind.as_str() {
             "send_full_snapshot" => {
                 detail = String::new();
@@ -521,6 +524,7 @@ impl Admin {
                     ));
                 }
                 detail = format!("interval={}ms", interval.as_millis());
+                new_heartbeat = Some(interval);
                 Box::new(move |command_id| {
                     SetHeartbeatInterval {
                         command_id,
@@ -540,6 +544,10 @@ impl Admin {
             .audit
             .record(actor, &format!("command.{}", request.kind), id, detail)?;
         self.store.flush()?;
+        // The session's silence limit follows the new interval before the agent slows down.
+        if let Some(interval) = new_heartbeat {
+            sessions.set_heartbeat_interval(id, interval);
+        }
         sessions
             .send(id, build(entry.seq))
             .map_err(|error| AdminError::Conflict(error.to_string()))?;

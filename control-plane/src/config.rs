@@ -66,6 +66,10 @@ pub struct EnrollSection {
     pub grace_period: Duration,
     #[serde(with = "units::duration")]
     pub backdate: Duration,
+    /// Enrollment requests (joins and late renewals) served per second, all peers together;
+    /// the rest are refused `rate_limited` before any signature is checked.
+    pub join_rate_per_second: f64,
+    pub join_burst: f64,
 }
 
 impl Default for EnrollSection {
@@ -75,6 +79,8 @@ impl Default for EnrollSection {
             cert_lifetime: defaults.cert_lifetime,
             grace_period: defaults.grace_period,
             backdate: defaults.backdate,
+            join_rate_per_second: 100.0,
+            join_burst: 500.0,
         }
     }
 }

@@ -7,7 +7,7 @@
 //! value and returns decoded answers, and every refusal leaves the store as it was.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bagui_protocol::digest;
 use bagui_protocol::proof::{self, ProofPurpose};
@@ -22,7 +22,9 @@ use crate::audit::Audit;
 use crate::clock::{Clock, format_rfc3339};
 use crate::divisions::Divisions;
 use crate::pki::CertificateAuthority;
-use crate::store::{AgentRecord, CertRecord, Store, StoreError, TokenRecord};
+use crate::store::{
+    AgentRecord, CertRecord, CommitRefusal, Enrollment, Store, StoreError, TokenRecord,
+};
 
 /// How certificates are issued.
 #[derive(Debug, Clone)]
@@ -60,10 +62,28 @@ pub enum EnrollError {
     AgentRevoked(String),
     #[error("{0}")]
     Invalid(String),
+    #[error("{0}")]
+    Internal(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Pki(#[from] crate::pki::PkiError),
+}
+
+/// A certificate just issued, not yet committed.
+struct Issued {
+    cert: Vec<u8>,
+    fingerprint: String,
+    record: CertRecord,
+}
+
+impl Issued {
+    /// Records this certificate as the agent's current one.
+    fn apply(&self, agent: &mut AgentRecord) {
+        agent.certificate_fingerprint = self.fingerprint.clone();
+        agent.certificate_issued_ms = self.record.issued_ms;
+        agent.certificate_not_after_ms = self.record.not_after_ms;
+    }
 }
 
 /// A newly created token: its record and the `id.secret` string, shown once.
@@ -80,6 +100,8 @@ pub enum AuthError {
     Unknown,
     /// The certificate or its agent is revoked.
     Revoked,
+    /// The store could not be read; nothing is known about the agent (try again later).
+    Unavailable,
 }
 
 fn refuse(reason: JoinRefusal, message: impl Into<String>) -> JoinRejected {
@@ -213,15 +235,18 @@ impl Enroller {
         })
     }
 
-    /// Revokes a token; later joins with it are refused.
+    /// Revokes a token; later joins with it are refused (joins re-check it when they commit).
     pub fn revoke_token(&self, actor: &str, id: &str) -> Result<TokenRecord, EnrollError> {
-        let mut token = self
+        let now = self.clock.now_ms();
+        let mut newly = false;
+        let token = self
             .store
-            .token(id)?
+            .update_token(id, |token| {
+                newly = token.revoked_ms.is_none();
+                token.revoked_ms.get_or_insert(now);
+            })?
             .ok_or_else(|| EnrollError::UnknownToken(id.to_owned()))?;
-        if token.revoked_ms.is_none() {
-            token.revoked_ms = Some(self.clock.now_ms());
-            self.store.put_token(&token)?;
+        if newly {
             self.audit.record(actor, "token.revoke", id, "")?;
             self.store.flush()?;
         }
@@ -298,19 +323,13 @@ impl Enroller {
         Ok(agent)
     }
 
-    /// Issues a client certificate for `agent` from its request and records it on the agent;
-    /// returns the certificate and its store record (committed by the caller).
-    fn issue_into(
-        &self,
-        agent: &mut AgentRecord,
-        csr_der: &[u8],
-        now: u64,
-    ) -> Result<(Vec<u8>, CertRecord), JoinRejected> {
+    /// Issues a client certificate for `agent_id` from its request.
+    fn issue(&self, agent_id: &str, csr_der: &[u8], now: u64) -> Result<Issued, JoinRejected> {
         let not_after = now.saturating_add(self.config.cert_lifetime.as_millis() as u64);
         let not_before = now.saturating_sub(self.config.backdate.as_millis() as u64);
         let cert = match self
             .ca
-            .issue_client(csr_der, &agent.id, not_before, not_after)
+            .issue_client(csr_der, agent_id, not_before, not_after)
         {
             Ok(cert) => cert.to_vec(),
             Err(crate::pki::PkiError::BadRequest(message)) => {
@@ -321,34 +340,67 @@ impl Enroller {
             }
             Err(error) => return Err(internal(&error)),
         };
-        agent.certificate_fingerprint = digest::sm3_tagged(&cert);
-        agent.certificate_issued_ms = now;
-        agent.certificate_not_after_ms = not_after;
-        let record = CertRecord {
-            agent_id: agent.id.clone(),
-            issued_ms: now,
-            not_after_ms: not_after,
-            revoked: false,
-        };
-        Ok((cert, record))
+        Ok(Issued {
+            fingerprint: digest::sm3_tagged(&cert),
+            record: CertRecord {
+                agent_id: agent_id.to_owned(),
+                issued_ms: now,
+                not_after_ms: not_after,
+                revoked: false,
+            },
+            cert,
+        })
     }
 
-    /// Appends the outcome of an enrollment request to the audit log and flushes; a failure
-    /// to record turns the outcome into an internal error, so nothing happens unaudited.
+    /// Commits an enrollment; maps what the stored state refused to a join refusal.
+    fn commit(&self, enrollment: &Enrollment<'_>) -> Result<AgentRecord, JoinRejected> {
+        match self.store.commit_enrollment(enrollment) {
+            Ok(Ok(agent)) => Ok(agent),
+            Ok(Err(refusal)) => Err(match refusal {
+                CommitRefusal::AgentRevoked => refuse(
+                    JoinRefusal::AgentRevoked,
+                    format!("agent {} has been revoked", enrollment.agent_id),
+                ),
+                CommitRefusal::AgentMissing => refuse(
+                    JoinRefusal::BadIdentityProof,
+                    format!("agent {} does not exist", enrollment.agent_id),
+                ),
+                CommitRefusal::TokenMissing => {
+                    refuse(JoinRefusal::InvalidToken, "the join token is not valid")
+                }
+                CommitRefusal::TokenRevoked => {
+                    refuse(JoinRefusal::TokenRevoked, "the join token has been revoked")
+                }
+                CommitRefusal::TokenExpired => {
+                    refuse(JoinRefusal::TokenExpired, "the join token has expired")
+                }
+                CommitRefusal::TokenUsedUp => {
+                    refuse(JoinRefusal::TokenUsedUp, "the join token has been used up")
+                }
+            }),
+            Err(error) => Err(internal(&error)),
+        }
+    }
+
+    /// Appends the outcome of an enrollment request to the audit log. An accepted request
+    /// has already been committed (and flushed), so a failure to record it is logged and does
+    /// not turn it into a refusal; refusals are not flushed one by one, so that a flood of bad
+    /// requests cannot force a flood of fsyncs (the store's periodic flush covers them).
     fn audited<T>(
         &self,
         result: Result<T, JoinRejected>,
         entry: (&str, &str, &str, String),
     ) -> Result<T, JoinRejected> {
         let (actor, action, target, detail) = entry;
-        match self
-            .audit
-            .record(actor, action, target, detail)
-            .and_then(|_| self.store.flush())
-        {
-            Ok(()) => result,
-            Err(error) => Err(internal(&error)),
+        let recorded = self.audit.record(actor, action, target, detail);
+        let recorded = match (&result, recorded) {
+            (Ok(_), Ok(_)) => self.store.flush(),
+            (_, recorded) => recorded.map(|_| ()),
+        };
+        if let Err(error) = recorded {
+            tracing::error!(%error, action, target, "could not append to the audit log");
         }
+        result
     }
 
     fn accepted(&self, agent: &AgentRecord, cert: Vec<u8>, rejoined: bool) -> JoinAccepted {
@@ -369,18 +421,28 @@ impl Enroller {
     }
 
     /// Handles a join. `exporter` is the connection's TLS exporter value for
-    /// [`proof::EXPORTER_LABEL`]; `peer` names the remote address for the audit log.
+    /// [`proof::EXPORTER_LABEL`]; `peer` names the remote address for the audit log. A join
+    /// still waiting for its turn at `deadline` (the agent has given up) is refused rather than
+    /// committed, so a timed-out agent never leaves an orphan identity behind.
     pub fn join(
         &self,
         request: &JoinRequest,
         exporter: &[u8],
         peer: &str,
+        deadline: Instant,
     ) -> Result<JoinAccepted, JoinRejected> {
         let _guard = self
             .join_lock
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        let result = self.join_locked(request, exporter);
+        let result = if Instant::now() > deadline {
+            Err(refuse(
+                JoinRefusal::RateLimited,
+                "the control plane is busy; try again later",
+            ))
+        } else {
+            self.join_locked(request, exporter)
+        };
         let token_id = request
             .token
             .split_once('.')
@@ -420,7 +482,7 @@ impl Enroller {
         exporter: &[u8],
     ) -> Result<JoinAccepted, JoinRejected> {
         let now = self.clock.now_ms();
-        let mut token = self.check_token(&request.token, now)?;
+        let token = self.check_token(&request.token, now)?;
         let division = request
             .division
             .clone()
@@ -448,8 +510,9 @@ impl Enroller {
             ));
         }
 
-        // A re-join keeps the agent only with proof of its key; otherwise it is a new agent.
-        let previous = match &request.previous {
+        // A re-join keeps the agent only with proof of its key; otherwise it is a new agent,
+        // flagged when its machine instance enrolled before without that proof.
+        let (agent_id, template) = match &request.previous {
             Some(proof) => {
                 let agent = self.verify_proof(ProofPurpose::Rejoin, proof, exporter)?;
                 if agent.revoked_ms.is_some() {
@@ -458,26 +521,16 @@ impl Enroller {
                         format!("agent {} has been revoked; join as a new agent", agent.id),
                     ));
                 }
-                Some(agent)
+                (agent.id, None)
             }
-            None => None,
-        };
-        let rejoined = previous.is_some();
-        let mut agent = match previous {
-            Some(agent) => agent,
             None => {
                 let clone_of = if request.facts.machine_id.is_empty() {
                     None
                 } else {
                     self.store
-                        .agents()
+                        .agent_for_machine(&request.facts.machine_id, &request.instance_id)
                         .map_err(|error| internal(&error))?
-                        .into_iter()
-                        .find(|existing| {
-                            existing.revoked_ms.is_none()
-                                && existing.facts.machine_id == request.facts.machine_id
-                                && existing.instance_id == request.instance_id
-                        })
+                        .filter(|existing| existing.revoked_ms.is_none())
                         .map(|existing| existing.id)
                 };
                 let mut id = new_agent_id();
@@ -489,29 +542,36 @@ impl Enroller {
                 {
                     id = new_agent_id();
                 }
-                AgentRecord {
-                    id,
+                let template = AgentRecord {
+                    id: id.clone(),
                     created_ms: now,
                     possible_clone: clone_of.is_some(),
                     clone_of,
                     ..AgentRecord::default()
-                }
+                };
+                (id, Some(template))
             }
         };
-        let (cert, cert_record) = self.issue_into(&mut agent, &request.csr_der, now)?;
-        agent.division = division;
-        agent.role = token.role;
-        agent.instance_id = request.instance_id.clone();
-        agent.facts = request.facts.clone();
-        agent.sm2_public_key = request.sm2_public_key.clone();
-        agent.joined_ms = now;
-        agent.token_id = token.id.clone();
-        agent.agent_version = request.agent_version.clone();
-        token.uses += 1;
-        self.store
-            .commit_enrollment(&agent, &cert_record, Some(&token))
-            .map_err(|error| internal(&error))?;
-        Ok(self.accepted(&agent, cert, rejoined))
+        let issued = self.issue(&agent_id, &request.csr_der, now)?;
+        let change = |agent: &mut AgentRecord| {
+            issued.apply(agent);
+            agent.division = division.clone();
+            agent.role = token.role;
+            agent.instance_id = request.instance_id.clone();
+            agent.facts = request.facts.clone();
+            agent.sm2_public_key = request.sm2_public_key.clone();
+            agent.joined_ms = now;
+            agent.token_id = token.id.clone();
+            agent.agent_version = request.agent_version.clone();
+        };
+        let agent = self.commit(&Enrollment {
+            agent_id: &agent_id,
+            new_agent: template.as_ref(),
+            change: &change,
+            cert: &issued.record,
+            token: Some((&token.id, now)),
+        })?;
+        Ok(self.accepted(&agent, issued.cert, template.is_none()))
     }
 
     /// Renews an expired certificate within the grace period, by proof of the identity key.
@@ -527,7 +587,7 @@ impl Enroller {
             .unwrap_or_else(|poison| poison.into_inner());
         let result = (|| {
             let now = self.clock.now_ms();
-            let mut agent = self.verify_proof(ProofPurpose::Renew, &request.proof, exporter)?;
+            let agent = self.verify_proof(ProofPurpose::Renew, &request.proof, exporter)?;
             if agent.revoked_ms.is_some() {
                 return Err(refuse(
                     JoinRefusal::AgentRevoked,
@@ -548,11 +608,19 @@ impl Enroller {
                     ),
                 ));
             }
-            let (cert, cert_record) = self.issue_into(&mut agent, &request.csr_der, now)?;
-            agent.agent_version = request.agent_version.clone();
-            self.store
-                .commit_enrollment(&agent, &cert_record, None)
-                .map_err(|error| internal(&error))?;
+            let issued = self.issue(&agent.id, &request.csr_der, now)?;
+            let change = |agent: &mut AgentRecord| {
+                issued.apply(agent);
+                agent.agent_version = request.agent_version.clone();
+            };
+            let agent = self.commit(&Enrollment {
+                agent_id: &agent.id,
+                new_agent: None,
+                change: &change,
+                cert: &issued.record,
+                token: None,
+            })?;
+            let cert = issued.cert;
             Ok(self.accepted(&agent, cert, true))
         })();
         let entry = match &result {
@@ -573,31 +641,61 @@ impl Enroller {
         )
     }
 
-    /// Renews the certificate of an authenticated agent (over its session).
+    /// Renews the certificate of an authenticated agent (over its session). At most one
+    /// renewal per tenth of a certificate's life (and at least one a minute is allowed), so a
+    /// misbehaving agent cannot mint certificates in a loop.
     pub fn renew(&self, agent_id: &str, csr_der: &[u8]) -> Result<CertificateRenewed, EnrollError> {
         let _guard = self
             .join_lock
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
         let now = self.clock.now_ms();
-        let mut agent = self
+        let agent = self
             .store
             .agent(agent_id)?
             .ok_or_else(|| EnrollError::UnknownAgent(agent_id.to_owned()))?;
         if agent.revoked_ms.is_some() {
             return Err(EnrollError::AgentRevoked(agent_id.to_owned()));
         }
-        let (cert, cert_record) = self
-            .issue_into(&mut agent, csr_der, now)
-            .map_err(|rejected| EnrollError::Invalid(rejected.message))?;
-        self.store.commit_enrollment(&agent, &cert_record, None)?;
-        self.audit
-            .record(&format!("agent:{agent_id}"), "agent.renew", agent_id, "")?;
-        self.store.flush()?;
+        let spacing = (self.config.cert_lifetime / 10).min(std::time::Duration::from_secs(60));
+        if now
+            < agent
+                .certificate_issued_ms
+                .saturating_add(spacing.as_millis() as u64)
+        {
+            return Err(EnrollError::Invalid(format!(
+                "certificate renewed less than {}s ago",
+                spacing.as_secs_f32()
+            )));
+        }
+        let issued =
+            self.issue(agent_id, csr_der, now)
+                .map_err(|rejected| match rejected.reason {
+                    JoinRefusal::BadCertificateRequest => EnrollError::Invalid(rejected.message),
+                    _ => EnrollError::Internal(rejected.message),
+                })?;
+        let change = |agent: &mut AgentRecord| issued.apply(agent);
+        self.commit(&Enrollment {
+            agent_id,
+            new_agent: None,
+            change: &change,
+            cert: &issued.record,
+            token: None,
+        })
+        .map_err(|rejected| match rejected.reason {
+            JoinRefusal::AgentRevoked => EnrollError::AgentRevoked(agent_id.to_owned()),
+            _ => EnrollError::Internal(rejected.message),
+        })?;
+        if let Err(error) =
+            self.audit
+                .record(&format!("agent:{agent_id}"), "agent.renew", agent_id, "")
+        {
+            tracing::error!(%error, "could not append to the audit log");
+        }
         Ok(CertificateRenewed {
-            certificate_der: ByteBuf::from(cert),
+            certificate_der: ByteBuf::from(issued.cert),
             issued_ms: now,
-            not_after_ms: cert_record.not_after_ms,
+            not_after_ms: issued.record.not_after_ms,
         })
     }
 
@@ -606,7 +704,8 @@ impl Enroller {
         let fingerprint = digest::sm3_tagged(cert_der);
         let cert = match self.store.cert(&fingerprint) {
             Ok(Some(cert)) => cert,
-            Ok(None) | Err(_) => return Err(AuthError::Unknown),
+            Ok(None) => return Err(AuthError::Unknown),
+            Err(_) => return Err(AuthError::Unavailable),
         };
         if cert.revoked {
             return Err(AuthError::Revoked);
@@ -614,7 +713,8 @@ impl Enroller {
         match self.store.agent(&cert.agent_id) {
             Ok(Some(agent)) if agent.revoked_ms.is_some() => Err(AuthError::Revoked),
             Ok(Some(agent)) => Ok(agent),
-            Ok(None) | Err(_) => Err(AuthError::Unknown),
+            Ok(None) => Err(AuthError::Unknown),
+            Err(_) => Err(AuthError::Unavailable),
         }
     }
 }

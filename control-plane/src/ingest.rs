@@ -21,11 +21,11 @@ use bagui_agent::wire::ReadError;
 use bagui_protocol::proof::{EXPORTER_LABEL, EXPORTER_LEN};
 use bagui_protocol::{
     ALPN_JOIN, ALPN_SESSION, Ack, AgentMessage, ComeBackLater, Decoded, ErrorCode, Frame,
-    FrameDecoder, FrameError, Heartbeat, JoinClientMessage, JoinServerMessage, ServerMessage,
-    Unsupported, Welcome,
+    FrameDecoder, FrameError, Heartbeat, JoinClientMessage, JoinRefusal, JoinRejected,
+    JoinServerMessage, RenewalRefused, ServerMessage, Unsupported, Welcome,
 };
 use bytes::BytesMut;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::audit::Audit;
 use crate::clock::Clock;
@@ -72,6 +72,9 @@ fn close(connection: &quinn::Connection, code: ErrorCode, reason: &str) {
 // ---------------------------------------------------------------------------------------------
 // Admission control
 // ---------------------------------------------------------------------------------------------
+
+/// The furthest into the future a come-back slot is handed out.
+pub const MAX_COME_BACK: Duration = Duration::from_secs(300);
 
 /// Paces session admission: a token bucket, and for those turned away a schedule of return
 /// times spread at the admission rate, so that a fleet reconnecting at once (a control-plane
@@ -155,17 +158,57 @@ pub struct LiveSession {
     pub heartbeat: Option<Heartbeat>,
 }
 
-struct SessionEntry {
+/// Most messages queued to one session before it counts as not reading its stream.
+const OUTGOING_QUEUE: usize = 1024;
+
+/// How to reach one session's connection: its bounded outgoing queue, and the connection
+/// itself to close when the queue overflows (an agent that stops reading its stream must not
+/// make the control plane buffer without bound).
+#[derive(Clone)]
+pub struct SessionHandle {
+    pub session_id: u64,
     connection: quinn::Connection,
-    outgoing: mpsc::UnboundedSender<Outgoing>,
+    outgoing: mpsc::Sender<Outgoing>,
+    /// Longest silence tolerated before the session is dropped, in ms.
+    silence_ms: Arc<AtomicU64>,
+}
+
+impl SessionHandle {
+    /// Queues `item`; `false` if the session is gone or was closed for not reading.
+    fn send(&self, item: Outgoing) -> bool {
+        match self.outgoing.try_send(item) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                close(
+                    &self.connection,
+                    ErrorCode::Protocol,
+                    "agent is not reading its session stream",
+                );
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+struct SessionEntry {
+    handle: SessionHandle,
     live: LiveSession,
 }
 
 /// The open sessions, by agent id: what "online" means.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Sessions {
     inner: Arc<Mutex<HashMap<String, SessionEntry>>>,
     next_id: Arc<AtomicU64>,
+    /// Heartbeats an agent may miss before its session is dropped.
+    missed_heartbeats: u32,
+}
+
+impl Default for Sessions {
+    fn default() -> Sessions {
+        Sessions::new(IngestConfig::default().missed_heartbeats)
+    }
 }
 
 impl std::fmt::Debug for Sessions {
@@ -182,6 +225,14 @@ impl std::fmt::Debug for Sessions {
 pub struct NotConnected(pub String);
 
 impl Sessions {
+    pub fn new(missed_heartbeats: u32) -> Sessions {
+        Sessions {
+            inner: Arc::default(),
+            next_id: Arc::default(),
+            missed_heartbeats: missed_heartbeats.max(1),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionEntry>> {
         self.inner
             .lock()
@@ -212,7 +263,7 @@ impl Sessions {
     pub fn disconnect(&self, agent_id: &str, code: ErrorCode, reason: &str) -> bool {
         match self.lock().remove(agent_id) {
             Some(entry) => {
-                close(&entry.connection, code, reason);
+                close(&entry.handle.connection, code, reason);
                 true
             }
             None => false,
@@ -221,42 +272,45 @@ impl Sessions {
 
     /// Queues a message for an agent's session.
     pub fn send(&self, agent_id: &str, message: ServerMessage) -> Result<(), NotConnected> {
-        let sessions = self.lock();
-        let entry = sessions
+        let handle = self
+            .lock()
             .get(agent_id)
+            .map(|entry| entry.handle.clone())
             .ok_or_else(|| NotConnected(agent_id.to_owned()))?;
-        entry
-            .outgoing
-            .send(Outgoing::Message(message))
-            .map_err(|_| NotConnected(agent_id.to_owned()))
+        if handle.send(Outgoing::Message(message)) {
+            Ok(())
+        } else {
+            Err(NotConnected(agent_id.to_owned()))
+        }
     }
 
-    /// Every open session's outgoing queue (for shutdown).
-    fn all_outgoing(&self) -> Vec<(String, mpsc::UnboundedSender<Outgoing>)> {
+    /// Tells a session the agent's heartbeat interval changed, so that its silence limit
+    /// follows (three missed heartbeats plus a second).
+    pub fn set_heartbeat_interval(&self, agent_id: &str, interval: Duration) {
+        if let Some(entry) = self.lock().get(agent_id) {
+            let limit = interval * self.missed_heartbeats + Duration::from_secs(1);
+            entry
+                .handle
+                .silence_ms
+                .store(limit.as_millis() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Every open session (for shutdown).
+    fn handles(&self) -> Vec<SessionHandle> {
         self.lock()
-            .iter()
-            .map(|(id, entry)| (id.clone(), entry.outgoing.clone()))
+            .values()
+            .map(|entry| entry.handle.clone())
             .collect()
     }
 
-    fn register(
-        &self,
-        agent_id: &str,
-        connection: quinn::Connection,
-        outgoing: mpsc::UnboundedSender<Outgoing>,
-        live: LiveSession,
-    ) {
-        let previous = self.lock().insert(
-            agent_id.to_owned(),
-            SessionEntry {
-                connection,
-                outgoing,
-                live,
-            },
-        );
+    fn register(&self, agent_id: &str, handle: SessionHandle, live: LiveSession) {
+        let previous = self
+            .lock()
+            .insert(agent_id.to_owned(), SessionEntry { handle, live });
         if let Some(previous) = previous {
             close(
-                &previous.connection,
+                &previous.handle.connection,
                 ErrorCode::Replaced,
                 "a newer session of this agent replaced this one",
             );
@@ -291,15 +345,21 @@ impl Sessions {
 // ---------------------------------------------------------------------------------------------
 
 struct IngestItem {
-    session_id: u64,
     report: NewReport,
-    reply: mpsc::UnboundedSender<Outgoing>,
+    session: SessionHandle,
+    /// Bytes of the commit budget this report holds until it is committed.
+    _budget: OwnedSemaphorePermit,
 }
+
+/// Reports queued for the writer thread may hold at most this many bytes in all, so a burst
+/// of large reports slows the senders (QUIC flow control) instead of growing memory.
+const COMMIT_BUDGET_BYTES: usize = 64 << 20;
 
 /// Hands reports to the writer thread.
 #[derive(Clone)]
 pub struct Committer {
     queue: mpsc::Sender<IngestItem>,
+    budget: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for Committer {
@@ -329,55 +389,91 @@ impl Committer {
                             Err(_) => break,
                         }
                     }
-                    commit(&store, &metrics, &batch);
-                    batch.clear();
+                    commit(&store, &metrics, std::mem::take(&mut batch));
                 }
             })
             .expect("spawning the commit thread");
-        (Committer { queue }, thread)
+        (
+            Committer {
+                queue,
+                budget: Arc::new(Semaphore::new(COMMIT_BUDGET_BYTES)),
+            },
+            thread,
+        )
+    }
+
+    /// Queues a report, waiting while the commit budget is spent.
+    async fn submit(&self, report: NewReport, session: SessionHandle) -> Result<(), String> {
+        let cost = (report.report.body.len() + report.report.kind.len() + 64)
+            .min(COMMIT_BUDGET_BYTES) as u32;
+        let budget = self
+            .budget
+            .clone()
+            .acquire_many_owned(cost)
+            .await
+            .map_err(|_| "the commit budget is closed".to_owned())?;
+        self.queue
+            .send(IngestItem {
+                report,
+                session,
+                _budget: budget,
+            })
+            .await
+            .map_err(|_| "the commit thread has stopped".to_owned())
     }
 }
 
-fn commit(store: &Store, metrics: &Metrics, batch: &[IngestItem]) {
+fn commit(store: &Store, metrics: &Metrics, batch: Vec<IngestItem>) {
     let started = Instant::now();
-    let mut reports: Vec<NewReport> = batch.iter().map(|item| item.report.clone()).collect();
+    let count = batch.len();
+    let mut reports = Vec::with_capacity(count);
+    let mut senders = Vec::with_capacity(count);
+    for item in batch {
+        senders.push((
+            item.session,
+            item.report.seq,
+            item.report.report.late,
+            item._budget,
+        ));
+        reports.push(item.report);
+    }
     let result = store
         .insert_reports(&mut reports)
         .and_then(|fresh| store.flush().map(|()| fresh));
     metrics
         .commit_seconds
         .observe(started.elapsed().as_secs_f64());
-    metrics.commit_batch_reports.observe(batch.len() as f64);
+    metrics.commit_batch_reports.observe(count as f64);
     match result {
         Ok(fresh) => {
-            let mut acks: HashMap<u64, (mpsc::UnboundedSender<Outgoing>, Vec<u64>)> =
-                HashMap::new();
-            for (item, new) in batch.iter().zip(fresh) {
+            let mut acks: HashMap<u64, (SessionHandle, Vec<u64>)> = HashMap::new();
+            for ((session, seq, late, _budget), new) in senders.into_iter().zip(fresh) {
                 if new {
-                    if item.report.report.late {
+                    if late {
                         metrics.reports_late.inc();
                     }
                 } else {
                     metrics.reports_duplicate.inc();
                 }
-                acks.entry(item.session_id)
-                    .or_insert_with(|| (item.reply.clone(), Vec::new()))
+                acks.entry(session.session_id)
+                    .or_insert_with(|| (session, Vec::new()))
                     .1
-                    .push(item.report.seq);
+                    .push(seq);
             }
-            for (reply, seqs) in acks.into_values() {
+            for (session, seqs) in acks.into_values() {
                 // A closed session simply misses its ack; the agent resends and we de-duplicate.
-                let _ = reply.send(Outgoing::Message(Ack::from_seqs(seqs).into()));
+                session.send(Outgoing::Message(Ack::from_seqs(seqs).into()));
             }
         }
         Err(error) => {
             metrics.commit_errors.inc();
-            tracing::error!(%error, reports = batch.len(), "group commit failed; closing the affected sessions");
-            for item in batch.iter() {
-                let _ = item.reply.send(Outgoing::Close(
+            tracing::error!(%error, reports = count, "group commit failed; closing the affected sessions");
+            for (session, ..) in senders {
+                close(
+                    &session.connection,
                     ErrorCode::Internal,
-                    "the control plane could not store reports; reconnect later".into(),
-                ));
+                    "the control plane could not store reports; reconnect later",
+                );
             }
         }
     }
@@ -397,6 +493,8 @@ pub struct IngestContext {
     pub sessions: Sessions,
     pub committer: Committer,
     pub admission: Arc<Admission>,
+    /// Paces anonymous enrollment requests (each costs signature checks and store work).
+    pub join_limiter: Arc<Admission>,
     pub metrics: Metrics,
     pub config: IngestConfig,
 }
@@ -483,23 +581,23 @@ pub async fn serve(
         }
     }
     // Spread the fleet's return over time so the next start is not a storm.
-    let sessions = context.sessions.all_outgoing();
+    let sessions = context.sessions.handles();
     let spread_ms =
         ((sessions.len() as f64 / context.config.admission_rate.max(1.0)) * 1000.0) as u64;
-    for (_, outgoing) in &sessions {
+    for session in &sessions {
         let after_ms = if spread_ms == 0 {
             0
         } else {
             rand::random_range(0..=spread_ms)
         };
-        let _ = outgoing.send(Outgoing::Message(
+        session.send(Outgoing::Message(
             ComeBackLater {
                 after_ms,
                 reason: "control plane shutting down".into(),
             }
             .into(),
         ));
-        let _ = outgoing.send(Outgoing::Close(
+        session.send(Outgoing::Close(
             ErrorCode::ShuttingDown,
             "control plane shutting down".into(),
         ));
@@ -550,8 +648,19 @@ async fn handle_join(connection: quinn::Connection, context: IngestContext, remo
         let peer = remote.to_string();
         let enroller = context.enroller.clone();
         let answer: JoinServerMessage = match JoinClientMessage::decode(&frame)? {
+            Decoded::Known(JoinClientMessage::JoinRequest(_) | JoinClientMessage::RenewRequest(_))
+                if context.join_limiter.try_admit().is_err() =>
+            {
+                context.metrics.joins.with_label_values(&["rate_limited"]).inc();
+                JoinRejected {
+                    reason: JoinRefusal::RateLimited,
+                    message: "too many enrollment requests; try again in a few seconds".into(),
+                }
+                .into()
+            }
             Decoded::Known(JoinClientMessage::JoinRequest(request)) => {
-                let result = tokio::task::spawn_blocking(move || enroller.join(&request, &exporter, &peer))
+                let deadline = Instant::now() + Duration::from_secs(10);
+                let result = tokio::task::spawn_blocking(move || enroller.join(&request, &exporter, &peer, deadline))
                     .await
                     .map_err(|error| ReadFailure::Unexpected(error.to_string()))?;
                 match result {
@@ -628,24 +737,10 @@ async fn handle_session(connection: quinn::Connection, context: IngestContext, r
         );
         return;
     };
-    let agent = match context.enroller.authenticate(&certificate) {
+    let agent = match authenticate(&context, &certificate, remote) {
         Ok(agent) => agent,
-        Err(AuthError::Unknown) => {
-            tracing::warn!(%remote, "session with a certificate not issued to a known agent");
-            close(
-                &connection,
-                ErrorCode::Unauthenticated,
-                "certificate not issued to a known agent",
-            );
-            return;
-        }
-        Err(AuthError::Revoked) => {
-            tracing::warn!(%remote, "session attempt by a revoked agent or certificate");
-            close(
-                &connection,
-                ErrorCode::Revoked,
-                "agent or certificate revoked",
-            );
+        Err((code, reason)) => {
+            close(&connection, code, reason);
             return;
         }
     };
@@ -722,11 +817,30 @@ async fn handle_session(connection: quinn::Connection, context: IngestContext, r
         .unwrap_or(0);
     let session_id = context.sessions.next_id.fetch_add(1, Ordering::Relaxed) + 1;
     let now = context.clock.now_ms();
-    let (outgoing, mut outgoing_rx) = mpsc::unbounded_channel::<Outgoing>();
+    let silence_limit = context.config.heartbeat_interval * context.config.missed_heartbeats.max(1)
+        + Duration::from_secs(1);
+    let (outgoing, mut outgoing_rx) = mpsc::channel::<Outgoing>(OUTGOING_QUEUE);
+    let handle = SessionHandle {
+        session_id,
+        connection: connection.clone(),
+        outgoing,
+        silence_ms: Arc::new(AtomicU64::new(silence_limit.as_millis() as u64)),
+    };
+    // Welcome goes first, before anything another task may queue once the session is known.
+    handle.send(Outgoing::Message(
+        Welcome {
+            agent_id: agent_id.clone(),
+            server_time_ms: now,
+            heartbeat_interval_ms: context.config.heartbeat_interval.as_millis() as u64,
+            max_in_flight: context.config.max_in_flight,
+            last_stored_seq,
+            max_frame_len: context.config.max_frame_len as u32,
+        }
+        .into(),
+    ));
     context.sessions.register(
         &agent_id,
-        connection.clone(),
-        outgoing.clone(),
+        handle.clone(),
         LiveSession {
             session_id,
             connected_ms: now,
@@ -736,24 +850,28 @@ async fn handle_session(connection: quinn::Connection, context: IngestContext, r
             heartbeat: None,
         },
     );
+    // A revocation between authentication and registration found no session to close; check
+    // again now that the session is visible to revocation. (Revoke writes the store, then
+    // disconnects; register inserts, then re-checks: one of the two always sees the other.)
+    if let Err((code, reason)) = authenticate(&context, &certificate, remote) {
+        context.sessions.remove(&agent_id, session_id);
+        close(&connection, code, reason);
+        return;
+    }
     context.metrics.sessions.inc();
     context.metrics.sessions_opened.inc();
     tracing::info!(agent = %agent_id, %remote, version = %hello.agent_version, next_seq = hello.next_seq, "session open");
 
-    let welcome: ServerMessage = Welcome {
-        agent_id: agent_id.clone(),
-        server_time_ms: now,
-        heartbeat_interval_ms: context.config.heartbeat_interval.as_millis() as u64,
-        max_in_flight: context.config.max_in_flight,
-        last_stored_seq,
-    }
-    .into();
-    let _ = outgoing.send(Outgoing::Message(welcome));
-
-    // Writer: everything sent on the session stream goes through this one task.
+    // Writer: everything sent on the session stream goes through this one task. When it stops
+    // (write failure, close requested) the connection closes with it: a session that cannot
+    // deliver acks must not keep ingesting.
     let writer_connection = connection.clone();
     let max_frame_len = context.config.max_frame_len;
     let writer = tokio::spawn(async move {
+        let mut outcome = (
+            ErrorCode::Internal,
+            "could not write to the session stream".to_owned(),
+        );
         while let Some(first) = outgoing_rx.recv().await {
             let mut messages = Vec::new();
             let mut closing = None;
@@ -774,27 +892,20 @@ async fn handle_session(connection: quinn::Connection, context: IngestContext, r
             {
                 break;
             }
-            if let Some((code, reason)) = closing {
+            if let Some(requested) = closing {
                 let _ = send.finish();
                 // Let the last frames reach the agent before the close frame overtakes them.
                 let _ =
                     tokio::time::timeout(Duration::from_millis(300), writer_connection.closed())
                         .await;
-                close(&writer_connection, code, &reason);
+                outcome = requested;
                 break;
             }
         }
+        close(&writer_connection, outcome.0, &outcome.1);
     });
 
-    let outcome = session_loop(
-        &context,
-        &agent_id,
-        session_id,
-        &mut recv,
-        &mut decoder,
-        &outgoing,
-    )
-    .await;
+    let outcome = session_loop(&context, &agent_id, &handle, &mut recv, &mut decoder).await;
     let reason = match &outcome {
         Ok(()) => "finished".to_owned(),
         Err(error) => {
@@ -814,10 +925,39 @@ async fn handle_session(connection: quinn::Connection, context: IngestContext, r
         .sessions_closed
         .with_label_values(&[reason.as_str()])
         .inc();
-    drop(outgoing);
+    drop(handle);
     writer.abort();
     if let Some(live) = context.sessions.remove(&agent_id, session_id) {
         persist_last_seen(&context, &agent_id, live).await;
+    }
+}
+
+/// Maps a client certificate to its agent, or to the close code and reason to refuse with.
+fn authenticate(
+    context: &IngestContext,
+    certificate: &[u8],
+    remote: SocketAddr,
+) -> Result<crate::store::AgentRecord, (ErrorCode, &'static str)> {
+    match context.enroller.authenticate(certificate) {
+        Ok(agent) => Ok(agent),
+        Err(AuthError::Unknown) => {
+            tracing::warn!(%remote, "session with a certificate not issued to a known agent");
+            Err((
+                ErrorCode::Unauthenticated,
+                "certificate not issued to a known agent",
+            ))
+        }
+        Err(AuthError::Revoked) => {
+            tracing::warn!(%remote, "session attempt by a revoked agent or certificate");
+            Err((ErrorCode::Revoked, "agent or certificate revoked"))
+        }
+        Err(AuthError::Unavailable) => {
+            tracing::error!(%remote, "cannot read the store to authenticate a session");
+            Err((
+                ErrorCode::Internal,
+                "the control plane cannot check credentials now; try again later",
+            ))
+        }
     }
 }
 
@@ -842,15 +982,13 @@ async fn persist_last_seen(context: &IngestContext, agent_id: &str, live: LiveSe
 async fn session_loop(
     context: &IngestContext,
     agent_id: &str,
-    session_id: u64,
+    session: &SessionHandle,
     recv: &mut quinn::RecvStream,
     decoder: &mut FrameDecoder,
-    outgoing: &mpsc::UnboundedSender<Outgoing>,
 ) -> Result<(), ReadFailure> {
-    let silence_limit = context.config.heartbeat_interval * context.config.missed_heartbeats.max(1)
-        + Duration::from_secs(1);
-    let agent_id_shared: Arc<str> = Arc::from(agent_id);
+    let session_id = session.session_id;
     loop {
+        let silence_limit = Duration::from_millis(session.silence_ms.load(Ordering::Relaxed));
         let frame = match tokio::time::timeout(silence_limit, read_frame(recv, decoder)).await {
             Ok(result) => result?.ok_or(ReadFailure::Ended)?,
             Err(_) => return Err(ReadFailure::Timeout(silence_limit)),
@@ -867,28 +1005,24 @@ async fn session_loop(
                 }
                 let late = now.saturating_sub(report.created_ms)
                     > context.config.late_after.as_millis() as u64;
-                let item = IngestItem {
-                    session_id,
-                    report: NewReport {
-                        agent_id: agent_id_shared.to_string(),
-                        seq: report.seq,
-                        report: StoredReport {
-                            lane: report.lane,
-                            kind: report.kind,
-                            created_ms: report.created_ms,
-                            received_ms: now,
-                            late,
-                            arrival: 0,
-                            body: report.body,
-                        },
+                let report = NewReport {
+                    agent_id: agent_id.to_owned(),
+                    seq: report.seq,
+                    report: StoredReport {
+                        lane: report.lane,
+                        kind: report.kind,
+                        created_ms: report.created_ms,
+                        received_ms: now,
+                        late,
+                        arrival: 0,
+                        body: report.body,
                     },
-                    reply: outgoing.clone(),
                 };
-                if context.committer.queue.send(item).await.is_err() {
-                    return Err(ReadFailure::Unexpected(
-                        "the commit thread has stopped".into(),
-                    ));
-                }
+                context
+                    .committer
+                    .submit(report, session.clone())
+                    .await
+                    .map_err(ReadFailure::Unexpected)?;
             }
             Decoded::Known(AgentMessage::Heartbeat(heartbeat)) => {
                 context
@@ -903,18 +1037,22 @@ async fn session_loop(
                     tokio::task::spawn_blocking(move || enroller.renew(&id, &request.csr_der))
                         .await
                         .map_err(|error| ReadFailure::Unexpected(error.to_string()))?;
-                match result {
+                let answer: ServerMessage = match result {
                     Ok(renewed) => {
                         tracing::info!(agent = %agent_id, "certificate renewed over the session");
-                        let _ = outgoing.send(Outgoing::Message(renewed.into()));
+                        renewed.into()
                     }
                     Err(error) => {
+                        // Refused, not disconnected: the agent keeps its session and its
+                        // current certificate, and tries again later.
                         tracing::warn!(agent = %agent_id, %error, "certificate renewal refused");
-                        return Err(ReadFailure::Unexpected(format!(
-                            "certificate renewal refused: {error}"
-                        )));
+                        RenewalRefused {
+                            message: error.to_string(),
+                        }
+                        .into()
                     }
-                }
+                };
+                session.send(Outgoing::Message(answer));
             }
             Decoded::Known(AgentMessage::CommandResult(result)) => {
                 context.sessions.touch(agent_id, session_id, now, None);
@@ -940,7 +1078,7 @@ async fn session_loop(
             }
             Decoded::Unknown(kind) => {
                 tracing::debug!(agent = %agent_id, %kind, "unsupported message kind from agent");
-                let _ = outgoing.send(Outgoing::Message(Unsupported { kind }.into()));
+                session.send(Outgoing::Message(Unsupported { kind }.into()));
             }
         }
     }

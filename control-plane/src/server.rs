@@ -93,7 +93,7 @@ impl ControlPlane {
             data_dir.sm2_public_key()?,
         ));
         let ingest_config = config.ingest_config();
-        let sessions = Sessions::default();
+        let sessions = Sessions::new(ingest_config.missed_heartbeats);
         let (committer, commit_thread) = Committer::spawn(
             store.clone(),
             metrics.clone(),
@@ -137,6 +137,10 @@ impl ControlPlane {
             clock: clock.clone(),
             sessions: sessions.clone(),
             committer,
+            join_limiter: Arc::new(Admission::new(
+                config.enroll.join_rate_per_second,
+                config.enroll.join_burst,
+            )),
             admission: Arc::new(Admission::new(
                 ingest_config.admission_rate,
                 ingest_config.admission_burst,

@@ -147,6 +147,66 @@ pub struct NewReport {
     pub report: StoredReport,
 }
 
+/// An enrollment to commit (see [`Store::commit_enrollment`]).
+#[derive(Clone, Copy)]
+pub struct Enrollment<'a> {
+    pub agent_id: &'a str,
+    /// The record to start from when the agent does not exist yet; `None`: it must exist.
+    pub new_agent: Option<&'a AgentRecord>,
+    /// Applied to the current record inside the transaction (may run more than once).
+    pub change: &'a dyn Fn(&mut AgentRecord),
+    pub cert: &'a CertRecord,
+    /// A token to use once, checked at `now_ms`.
+    pub token: Option<(&'a str, u64)>,
+}
+
+/// Why the stored state refused an enrollment commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitRefusal {
+    AgentMissing,
+    AgentRevoked,
+    TokenMissing,
+    TokenRevoked,
+    TokenExpired,
+    TokenUsedUp,
+}
+
+enum TxAbort {
+    Refused(CommitRefusal),
+    Corrupt(String),
+}
+
+fn tx_refuse<T>(refusal: CommitRefusal) -> Result<T, ConflictableTransactionError<TxAbort>> {
+    Err(ConflictableTransactionError::Abort(TxAbort::Refused(
+        refusal,
+    )))
+}
+
+fn tx_decode<T: DeserializeOwned>(
+    tree: &'static str,
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<T, ConflictableTransactionError<TxAbort>> {
+    decode(tree, key, bytes)
+        .map_err(|error| ConflictableTransactionError::Abort(TxAbort::Corrupt(error.to_string())))
+}
+
+fn tx_encode<T: Serialize>(
+    tree: &'static str,
+    value: &T,
+) -> Result<Vec<u8>, ConflictableTransactionError<TxAbort>> {
+    encode(tree, value)
+        .map_err(|error| ConflictableTransactionError::Abort(TxAbort::Corrupt(error.to_string())))
+}
+
+fn machine_key(machine_id: &str, instance_id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(machine_id.len() + instance_id.len() + 1);
+    key.extend_from_slice(machine_id.as_bytes());
+    key.push(0);
+    key.extend_from_slice(instance_id.as_bytes());
+    key
+}
+
 fn encode<T: Serialize>(tree: &'static str, value: &T) -> Result<Vec<u8>, StoreError> {
     rmp_serde::to_vec_named(value).map_err(|source| StoreError::Encode { tree, source })
 }
@@ -195,6 +255,8 @@ pub struct Store {
     certs: sled::Tree,
     reports: sled::Tree,
     audit: sled::Tree,
+    /// `machine-id \0 instance-id` → the agent last enrolled new from that machine instance.
+    machines: sled::Tree,
 }
 
 impl std::fmt::Debug for Store {
@@ -225,6 +287,7 @@ impl Store {
             certs: db.open_tree("certs")?,
             reports: db.open_tree("reports")?,
             audit: db.open_tree("audit")?,
+            machines: db.open_tree("machines")?,
             db,
         })
     }
@@ -399,28 +462,105 @@ impl Store {
         Ok(Some(agent))
     }
 
-    /// Stores the outcome of a join or renewal in one transaction: the agent, its new
-    /// certificate and, for a join, the token's use.
+    /// Stores the outcome of a join or renewal in one serializable transaction that re-checks
+    /// what it depends on: the agent must not be revoked, and a token must still be usable
+    /// (not revoked, not expired, uses left), so a concurrent revocation can never be undone.
+    /// The change is applied to the agent record as it is *now*, so concurrent updates of other
+    /// fields (uplink, last seen) survive. Returns the stored agent, or why the state refused.
     pub fn commit_enrollment(
         &self,
-        agent: &AgentRecord,
-        cert: &CertRecord,
-        token: Option<&TokenRecord>,
-    ) -> Result<(), StoreError> {
-        let agent_bytes = encode("agents", agent)?;
-        let cert_bytes = encode("certs", cert)?;
-        let token_bytes = token.map(|t| encode("tokens", t)).transpose()?;
-        (&self.agents, &self.certs, &self.tokens)
-            .transaction(|(agents, certs, tokens)| {
-                agents.insert(agent.id.as_bytes(), agent_bytes.clone())?;
-                certs.insert(agent.certificate_fingerprint.as_bytes(), cert_bytes.clone())?;
-                if let (Some(token), Some(bytes)) = (token, &token_bytes) {
-                    tokens.insert(token.id.as_bytes(), bytes.clone())?;
+        enrollment: &Enrollment<'_>,
+    ) -> Result<Result<AgentRecord, CommitRefusal>, StoreError> {
+        let cert_bytes = encode("certs", enrollment.cert)?;
+        let outcome = (&self.agents, &self.certs, &self.tokens, &self.machines).transaction(
+            |(agents, certs, tokens, machines)| {
+                let id = enrollment.agent_id.as_bytes();
+                let existing = agents.get(id)?;
+                let created = existing.is_none();
+                let mut agent: AgentRecord = match existing {
+                    Some(bytes) => tx_decode("agents", id, &bytes)?,
+                    None => match enrollment.new_agent {
+                        Some(template) => template.clone(),
+                        None => return tx_refuse(CommitRefusal::AgentMissing),
+                    },
+                };
+                if agent.revoked_ms.is_some() {
+                    return tx_refuse(CommitRefusal::AgentRevoked);
                 }
-                Ok::<_, ConflictableTransactionError<()>>(())
-            })
-            .map_err(transaction_error)?;
-        self.flush()
+                (enrollment.change)(&mut agent);
+                if let Some((token_id, now_ms)) = enrollment.token {
+                    let Some(bytes) = tokens.get(token_id.as_bytes())? else {
+                        return tx_refuse(CommitRefusal::TokenMissing);
+                    };
+                    let mut token: TokenRecord = tx_decode("tokens", token_id.as_bytes(), &bytes)?;
+                    if token.revoked_ms.is_some() {
+                        return tx_refuse(CommitRefusal::TokenRevoked);
+                    }
+                    if now_ms >= token.expires_ms {
+                        return tx_refuse(CommitRefusal::TokenExpired);
+                    }
+                    if token.uses >= token.max_uses {
+                        return tx_refuse(CommitRefusal::TokenUsedUp);
+                    }
+                    token.uses += 1;
+                    tokens.insert(token_id.as_bytes(), tx_encode("tokens", &token)?)?;
+                }
+                agents.insert(id, tx_encode("agents", &agent)?)?;
+                certs.insert(agent.certificate_fingerprint.as_bytes(), cert_bytes.clone())?;
+                if created && !agent.facts.machine_id.is_empty() {
+                    machines
+                        .insert(machine_key(&agent.facts.machine_id, &agent.instance_id), id)?;
+                }
+                Ok(agent)
+            },
+        );
+        let result = match outcome {
+            Ok(agent) => Ok(agent),
+            Err(TransactionError::Abort(TxAbort::Refused(refusal))) => Err(refusal),
+            Err(TransactionError::Abort(TxAbort::Corrupt(message))) => {
+                return Err(StoreError::Conflict(message));
+            }
+            Err(TransactionError::Storage(error)) => return Err(StoreError::Sled(error)),
+        };
+        if result.is_ok() {
+            self.flush()?;
+        }
+        Ok(result)
+    }
+
+    /// The agent last enrolled new from this machine instance, if any.
+    pub fn agent_for_machine(
+        &self,
+        machine_id: &str,
+        instance_id: &str,
+    ) -> Result<Option<AgentRecord>, StoreError> {
+        match self.machines.get(machine_key(machine_id, instance_id))? {
+            Some(id) => self.agent(&String::from_utf8_lossy(&id)),
+            None => Ok(None),
+        }
+    }
+
+    /// Changes a token in place (compare-and-swap); `None` if there is no such token.
+    pub fn update_token(
+        &self,
+        id: &str,
+        mut change: impl FnMut(&mut TokenRecord),
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        loop {
+            let Some(current) = self.tokens.get(id.as_bytes())? else {
+                return Ok(None);
+            };
+            let mut token: TokenRecord = decode("tokens", id.as_bytes(), &current)?;
+            change(&mut token);
+            let updated = encode("tokens", &token)?;
+            if self
+                .tokens
+                .compare_and_swap(id.as_bytes(), Some(&current), Some(updated))?
+                .is_ok()
+            {
+                return Ok(Some(token));
+            }
+        }
     }
 
     // --- reports --------------------------------------------------------------------------
@@ -502,13 +642,6 @@ impl Store {
                 decode("audit", &key, &value)
             })
             .collect()
-    }
-}
-
-fn transaction_error(error: TransactionError<()>) -> StoreError {
-    match error {
-        TransactionError::Storage(error) => StoreError::Sled(error),
-        TransactionError::Abort(()) => StoreError::Conflict("transaction aborted".into()),
     }
 }
 
@@ -608,14 +741,17 @@ mod tests {
             )
             .unwrap();
         store
-            .commit_enrollment(
-                &agent,
-                &CertRecord {
+            .commit_enrollment(&Enrollment {
+                agent_id: "ag-1",
+                new_agent: Some(&agent),
+                change: &|_| {},
+                cert: &CertRecord {
                     agent_id: "ag-1".into(),
                     ..Default::default()
                 },
-                None,
-            )
+                token: None,
+            })
+            .unwrap()
             .unwrap();
         store
             .put_cert(
@@ -632,5 +768,106 @@ mod tests {
         assert!(store.cert("sm3:b").unwrap().unwrap().revoked);
         assert!(!store.cert("sm3:c").unwrap().unwrap().revoked);
         assert!(store.revoke_agent("ag-404", 1).unwrap().is_none());
+    }
+
+    #[test]
+    fn enrollment_commits_recheck_revocation_and_tokens_and_keep_other_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path()).unwrap();
+        let token = TokenRecord {
+            id: "tok".into(),
+            expires_ms: 1_000,
+            max_uses: 1,
+            ..Default::default()
+        };
+        store.put_token(&token).unwrap();
+        let cert = |n: &str| CertRecord {
+            agent_id: n.into(),
+            ..Default::default()
+        };
+        let template = AgentRecord {
+            id: "ag-1".into(),
+            facts: MachineFacts {
+                machine_id: "m".into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let set_fingerprint = |fingerprint: &'static str| {
+            move |agent: &mut AgentRecord| agent.certificate_fingerprint = fingerprint.into()
+        };
+        let first = set_fingerprint("sm3:1");
+        let enrollment = Enrollment {
+            agent_id: "ag-1",
+            new_agent: Some(&template),
+            change: &first,
+            cert: &cert("ag-1"),
+            token: Some(("tok", 10)),
+        };
+        assert!(store.commit_enrollment(&enrollment).unwrap().is_ok());
+        assert_eq!(store.token("tok").unwrap().unwrap().uses, 1);
+        assert_eq!(
+            store.agent_for_machine("m", "").unwrap().unwrap().id,
+            "ag-1"
+        );
+        // The token is used up now; expired for a later clock; missing when unknown.
+        assert_eq!(
+            store.commit_enrollment(&enrollment).unwrap(),
+            Err(CommitRefusal::TokenUsedUp)
+        );
+        store.update_token("tok", |t| t.max_uses = 5).unwrap();
+        let late = Enrollment {
+            token: Some(("tok", 5_000)),
+            ..enrollment
+        };
+        assert_eq!(
+            store.commit_enrollment(&late).unwrap(),
+            Err(CommitRefusal::TokenExpired)
+        );
+        let missing = Enrollment {
+            token: Some(("nope", 10)),
+            ..enrollment
+        };
+        assert_eq!(
+            store.commit_enrollment(&missing).unwrap(),
+            Err(CommitRefusal::TokenMissing)
+        );
+        store
+            .update_token("tok", |t| t.revoked_ms = Some(1))
+            .unwrap();
+        assert_eq!(
+            store.commit_enrollment(&enrollment).unwrap(),
+            Err(CommitRefusal::TokenRevoked)
+        );
+
+        // A renewal applies its change to the record as it is now: a concurrent uplink
+        // override survives, and a revocation in between refuses it.
+        store
+            .update_agent("ag-1", |a| a.uplink_override = Some("ag-gw".into()))
+            .unwrap();
+        let second = set_fingerprint("sm3:2");
+        let renewal = Enrollment {
+            agent_id: "ag-1",
+            new_agent: None,
+            change: &second,
+            cert: &cert("ag-1"),
+            token: None,
+        };
+        let renewed = store.commit_enrollment(&renewal).unwrap().unwrap();
+        assert_eq!(renewed.certificate_fingerprint, "sm3:2");
+        assert_eq!(renewed.uplink_override.as_deref(), Some("ag-gw"));
+        store.revoke_agent("ag-1", 99).unwrap();
+        assert_eq!(
+            store.commit_enrollment(&renewal).unwrap(),
+            Err(CommitRefusal::AgentRevoked)
+        );
+        let unknown = Enrollment {
+            agent_id: "ag-404",
+            ..renewal
+        };
+        assert_eq!(
+            store.commit_enrollment(&unknown).unwrap(),
+            Err(CommitRefusal::AgentMissing)
+        );
     }
 }

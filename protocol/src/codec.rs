@@ -10,7 +10,7 @@
 //! The kind travels outside the body so that a receiver can recognise a message it does not
 //! know, skip it whole and answer "unsupported" — the basis of version-skew tolerance. The
 //! length is checked against the receiver's maximum *before* any of the frame is buffered, so
-//! a hostile length prefix costs nothing.
+//! a hostile length prefix costs nothing: memory is spent only on bytes that arrive.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -161,7 +161,8 @@ impl FrameDecoder {
             }
         }
         if self.buffer.len() < LENGTH_PREFIX + len {
-            self.buffer.reserve(LENGTH_PREFIX + len - self.buffer.len());
+            // No reservation for the declared length: the buffer grows only with bytes that
+            // actually arrive, so a length prefix alone costs the receiver nothing.
             return Ok(None);
         }
         self.buffer.advance(LENGTH_PREFIX);

@@ -156,6 +156,7 @@ kinds! {
     Ack => "ack",
     ComeBackLater => "come_back_later",
     CertificateRenewed => "certificate_renewed",
+    RenewalRefused => "renewal_refused",
     SendFullSnapshot => "cmd.send_full_snapshot",
     Reconnect => "cmd.reconnect",
     RenewCertificateNow => "cmd.renew_certificate",
@@ -202,6 +203,7 @@ message_set! {
         Ack(Ack),
         ComeBackLater(ComeBackLater),
         CertificateRenewed(CertificateRenewed),
+        RenewalRefused(RenewalRefused),
         Unsupported(Unsupported),
         SendFullSnapshot(SendFullSnapshot),
         Reconnect(Reconnect),
@@ -561,6 +563,8 @@ pub struct Welcome {
     pub max_in_flight: u32,
     /// Highest sequence number durably stored for this agent (0 if none).
     pub last_stored_seq: u64,
+    /// Largest frame the control plane accepts now (0: as in the join parameters).
+    pub max_frame_len: u32,
 }
 
 /// One report from the agent's outbox.
@@ -661,6 +665,14 @@ pub struct CertificateRenewed {
     pub certificate_der: ByteBuf,
     pub issued_ms: u64,
     pub not_after_ms: u64,
+}
+
+/// The control plane refused an in-session renewal; the current certificate stays valid and
+/// the agent tries again later.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RenewalRefused {
+    pub message: String,
 }
 
 /// The receiver does not know a message kind it was sent.

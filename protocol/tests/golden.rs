@@ -176,6 +176,7 @@ fn samples() -> Vec<(&'static str, &'static str, BytesMut)> {
             heartbeat_interval_ms: 5000,
             max_in_flight: 256,
             last_stored_seq: 999,
+            max_frame_len: 1 << 20,
         }
         .into(),
         Ack::from_seqs(vec![998, 999, 1000, 1003]).into(),
@@ -188,6 +189,10 @@ fn samples() -> Vec<(&'static str, &'static str, BytesMut)> {
             certificate_der: ByteBuf::from(vec![0x30, 0x82, 0x02, 0x01]),
             issued_ms: 1_796_000_000_000,
             not_after_ms: 1_798_592_000_000,
+        }
+        .into(),
+        RenewalRefused {
+            message: "certificate renewed less than 60s ago".into(),
         }
         .into(),
         Unsupported {
