@@ -73,6 +73,28 @@ pub async fn resolve(server: &str) -> Result<(SocketAddr, String)> {
     Ok((address, host))
 }
 
+/// A UDP socket bound to `address` with large kernel buffers: mass connects and disconnects
+/// of thousands of connections overflow the 208 KiB default. The kernel caps the size at
+/// `net.core.{r,w}mem_max`; a smaller buffer still works.
+pub fn udp_socket(address: SocketAddr, buffer: usize) -> Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )
+    .context("creating a UDP socket")?;
+    if address.is_ipv6() {
+        let _ = socket.set_only_v6(false);
+    }
+    let _ = socket.set_recv_buffer_size(buffer);
+    let _ = socket.set_send_buffer_size(buffer);
+    socket
+        .bind(&address.into())
+        .with_context(|| format!("binding udp://{address}"))?;
+    Ok(socket.into())
+}
+
 /// A client endpoint suitable for reaching `address`.
 pub fn client_endpoint(address: SocketAddr) -> Result<quinn::Endpoint> {
     let bind: SocketAddr = if address.is_ipv6() {

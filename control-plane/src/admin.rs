@@ -179,6 +179,52 @@ pub struct ReportView {
     pub size: usize,
 }
 
+/// `POST /api/v1/agents/issue`: identities issued in bulk from operator-held keys.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct IssueRequest {
+    pub agents: Vec<IssueAgent>,
+}
+
+/// One identity of an [`IssueRequest`]; binary fields are hex.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct IssueAgent {
+    pub division: String,
+    /// `server`, `gateway` or `terminal`.
+    pub role: String,
+    pub instance_id: String,
+    pub hostname: String,
+    /// PKCS#10 request, DER, hex.
+    pub csr: String,
+    /// SEC1 SM2 public key, hex.
+    pub sm2_public_key: String,
+}
+
+/// The answer to an [`IssueRequest`], in request order.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct IssueResponse {
+    pub agents: Vec<IssuedAgent>,
+}
+
+/// One issued identity; binary fields are hex.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct IssuedAgent {
+    pub agent_id: String,
+    pub division: String,
+    pub division_path: String,
+    pub certificate: String,
+    pub certificate_issued_ms: u64,
+    pub certificate_not_after_ms: u64,
+    pub ca_certificate: String,
+    pub control_plane_sm2_public_key: String,
+    pub heartbeat_interval_ms: u64,
+    pub max_in_flight: u32,
+    pub max_frame_len: u32,
+}
+
+/// Largest batch one [`IssueRequest`] may carry.
+pub const MAX_ISSUE_BATCH: usize = 1_000;
+
 /// The operator interface.
 pub struct Admin {
     store: Store,
@@ -555,6 +601,59 @@ impl Admin {
             command_id: entry.seq,
             agent_id: id.to_owned(),
             kind: request.kind.clone(),
+        })
+    }
+
+    /// Issues identities in bulk (see [`Enroller::issue_bulk`]).
+    pub fn issue_bulk(
+        &self,
+        actor: &str,
+        request: &IssueRequest,
+    ) -> Result<IssueResponse, AdminError> {
+        use bagui_protocol::digest::{hex, unhex};
+        if request.agents.len() > MAX_ISSUE_BATCH {
+            return Err(AdminError::BadRequest(format!(
+                "at most {MAX_ISSUE_BATCH} agents per request, got {}",
+                request.agents.len()
+            )));
+        }
+        let requests = request
+            .agents
+            .iter()
+            .enumerate()
+            .map(|(index, agent)| {
+                let bad = |what: &str| {
+                    AdminError::BadRequest(format!("agents[{index}].{what} is not hex"))
+                };
+                Ok(crate::enroll::BulkRequest {
+                    division: agent.division.clone(),
+                    role: agent.role.parse().map_err(AdminError::BadRequest)?,
+                    instance_id: agent.instance_id.clone(),
+                    hostname: agent.hostname.clone(),
+                    csr_der: unhex(&agent.csr).ok_or_else(|| bad("csr"))?,
+                    sm2_public_key: unhex(&agent.sm2_public_key)
+                        .ok_or_else(|| bad("sm2_public_key"))?,
+                })
+            })
+            .collect::<Result<Vec<_>, AdminError>>()?;
+        let issued = self.enroller.issue_bulk(actor, &requests)?;
+        Ok(IssueResponse {
+            agents: issued
+                .into_iter()
+                .map(|accepted| IssuedAgent {
+                    agent_id: accepted.agent_id,
+                    division: accepted.division,
+                    division_path: accepted.division_path,
+                    certificate: hex(&accepted.certificate_der),
+                    certificate_issued_ms: accepted.certificate_issued_ms,
+                    certificate_not_after_ms: accepted.certificate_not_after_ms,
+                    ca_certificate: hex(&accepted.ca_certificate_der),
+                    control_plane_sm2_public_key: hex(&accepted.control_plane_sm2_public_key),
+                    heartbeat_interval_ms: accepted.params.heartbeat_interval_ms,
+                    max_in_flight: accepted.params.max_in_flight,
+                    max_frame_len: accepted.params.max_frame_len,
+                })
+                .collect(),
         })
     }
 

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use crate::admin::{Admin, AdminError, CommandRequest, CreateToken, SetUplink};
+use crate::admin::{Admin, AdminError, CommandRequest, CreateToken, IssueRequest, SetUplink};
 use crate::metrics::Metrics;
 
 /// Shared state of the API handlers.
@@ -123,6 +123,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/api/v1/agents", get(list_agents))
+        .route("/api/v1/agents/issue", post(issue_agents))
         .route("/api/v1/agents/{id}", get(show_agent))
         .route("/api/v1/agents/{id}/revoke", post(revoke_agent))
         .route("/api/v1/agents/{id}/uplink", put(set_uplink))
@@ -156,6 +157,14 @@ async fn list_agents(
     Query(filter): Query<AgentFilter>,
 ) -> Result<impl IntoResponse, ApiError> {
     blocking(move || state.admin.agents(filter.division.as_deref())).await
+}
+
+async fn issue_agents(
+    State(state): State<ApiState>,
+    Operator(actor): Operator,
+    Json(body): Json<IssueRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    blocking(move || state.admin.issue_bulk(&actor, &body)).await
 }
 
 async fn show_agent(

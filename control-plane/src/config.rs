@@ -20,7 +20,22 @@ pub struct ControlPlaneConfig {
     pub enroll: EnrollSection,
     pub session: SessionSection,
     pub admission: AdmissionSection,
+    pub store: StoreSection,
     pub log: LogSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSection {
+    /// Page cache of the embedded store. Ingest mostly writes, so a small cache serves it.
+    #[serde(with = "units::size")]
+    pub cache: u64,
+}
+
+impl Default for StoreSection {
+    fn default() -> StoreSection {
+        StoreSection { cache: 16 << 20 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -70,6 +70,17 @@ pub enum EnrollError {
     Pki(#[from] crate::pki::PkiError),
 }
 
+/// One identity to issue in bulk (see [`Enroller::issue_bulk`]).
+#[derive(Debug, Clone)]
+pub struct BulkRequest {
+    pub division: String,
+    pub role: Role,
+    pub instance_id: String,
+    pub hostname: String,
+    pub csr_der: Vec<u8>,
+    pub sm2_public_key: Vec<u8>,
+}
+
 /// A certificate just issued, not yet committed.
 struct Issued {
     cert: Vec<u8>,
@@ -354,7 +365,11 @@ impl Enroller {
 
     /// Commits an enrollment; maps what the stored state refused to a join refusal.
     fn commit(&self, enrollment: &Enrollment<'_>) -> Result<AgentRecord, JoinRejected> {
-        match self.store.commit_enrollment(enrollment) {
+        match self
+            .store
+            .commit_enrollment(enrollment)
+            .and_then(|result| self.store.flush().map(|()| result))
+        {
             Ok(Ok(agent)) => Ok(agent),
             Ok(Err(refusal)) => Err(match refusal {
                 CommitRefusal::AgentRevoked => refuse(
@@ -699,10 +714,94 @@ impl Enroller {
         })
     }
 
+    /// Issues identities in bulk for agents provisioned by an operator (imaging terminals
+    /// before shipping, the load simulator): the same checks, certificate issuance and
+    /// transactional commit as a join, authorised by the operator instead of a token, with one
+    /// flush and one audit entry for the whole batch.
+    pub fn issue_bulk(
+        &self,
+        actor: &str,
+        requests: &[BulkRequest],
+    ) -> Result<Vec<JoinAccepted>, EnrollError> {
+        let _guard = self
+            .join_lock
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let now = self.clock.now_ms();
+        // Everything is checked and every certificate issued before anything is committed,
+        // so a batch with one bad entry changes nothing.
+        let mut prepared = Vec::with_capacity(requests.len());
+        for (index, request) in requests.iter().enumerate() {
+            if self.divisions.get(&request.division).is_none() {
+                return Err(EnrollError::UnknownDivision(request.division.clone()));
+            }
+            if request.role == Role::Unknown {
+                return Err(EnrollError::Invalid(format!("entry {index}: unknown role")));
+            }
+            if sm2::PublicKey::from_sec1_bytes(&request.sm2_public_key).is_err() {
+                return Err(EnrollError::Invalid(format!(
+                    "entry {index}: the SM2 public key is not a valid SEC1 point"
+                )));
+            }
+            let mut id = new_agent_id();
+            while self.store.agent(&id)?.is_some() {
+                id = new_agent_id();
+            }
+            let certificate = self.issue(&id, &request.csr_der, now).map_err(|rejected| {
+                EnrollError::Invalid(format!("entry {index}: {}", rejected.message))
+            })?;
+            prepared.push((id, request, certificate));
+        }
+        let mut issued = Vec::with_capacity(prepared.len());
+        for (id, request, certificate) in prepared {
+            let template = AgentRecord {
+                id: id.clone(),
+                created_ms: now,
+                ..AgentRecord::default()
+            };
+            let change = |agent: &mut AgentRecord| {
+                certificate.apply(agent);
+                agent.division = request.division.clone();
+                agent.role = request.role;
+                agent.instance_id = request.instance_id.clone();
+                agent.facts.hostname = request.hostname.clone();
+                agent.sm2_public_key = ByteBuf::from(request.sm2_public_key.clone());
+                agent.joined_ms = now;
+                agent.token_id = format!("bulk:{actor}");
+            };
+            let agent = match self.store.commit_enrollment(&Enrollment {
+                agent_id: &id,
+                new_agent: Some(&template),
+                change: &change,
+                cert: &certificate.record,
+                token: None,
+            })? {
+                Ok(agent) => agent,
+                Err(refusal) => return Err(EnrollError::Internal(format!("{refusal:?}"))),
+            };
+            issued.push(self.accepted(&agent, certificate.cert, false));
+        }
+        self.audit.record(
+            actor,
+            "agent.issue_bulk",
+            &format!("{} agents", issued.len()),
+            issued
+                .first()
+                .map(|first| format!("first={}", first.agent_id))
+                .unwrap_or_default(),
+        )?;
+        self.store.flush()?;
+        Ok(issued)
+    }
+
     /// Maps a presented client certificate to its agent.
     pub fn authenticate(&self, cert_der: &[u8]) -> Result<AgentRecord, AuthError> {
-        let fingerprint = digest::sm3_tagged(cert_der);
-        let cert = match self.store.cert(&fingerprint) {
+        self.authenticate_fingerprint(&digest::sm3_tagged(cert_der))
+    }
+
+    /// Maps a client certificate's `sm3:` fingerprint to its agent.
+    pub fn authenticate_fingerprint(&self, fingerprint: &str) -> Result<AgentRecord, AuthError> {
+        let cert = match self.store.cert(fingerprint) {
             Ok(Some(cert)) => cert,
             Ok(None) => return Err(AuthError::Unknown),
             Err(_) => return Err(AuthError::Unavailable),

@@ -11,9 +11,9 @@
 //! every report that arrived while the previous fsync ran (group commit); acks therefore cost
 //! no flush each, and a kill -9 can lose only reports that were never acknowledged.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,7 +25,7 @@ use bagui_protocol::{
     JoinServerMessage, RenewalRefused, ServerMessage, Unsupported, Welcome,
 };
 use bytes::BytesMut;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::audit::Audit;
 use crate::clock::Clock;
@@ -161,6 +161,68 @@ pub struct LiveSession {
 /// Most messages queued to one session before it counts as not reading its stream.
 const OUTGOING_QUEUE: usize = 1024;
 
+/// One session's outgoing queue: bounded, and light when idle (an empty queue owns no
+/// buffer, where a channel keeps a block of slots per session — at 18,000 sessions that
+/// difference is tens of MiB).
+#[derive(Default)]
+struct OutgoingQueue {
+    items: Mutex<VecDeque<Outgoing>>,
+    ready: Notify,
+    closed: AtomicBool,
+}
+
+enum QueueRefusal {
+    Full,
+    Closed,
+}
+
+impl OutgoingQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Outgoing>> {
+        self.items
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn push(&self, item: Outgoing) -> Result<(), QueueRefusal> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(QueueRefusal::Closed);
+        }
+        let mut items = self.lock();
+        if items.len() >= OUTGOING_QUEUE {
+            return Err(QueueRefusal::Full);
+        }
+        items.push_back(item);
+        drop(items);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// Everything queued, waiting for at least one item; `None` once closed and empty.
+    async fn next_batch(&self) -> Option<Vec<Outgoing>> {
+        loop {
+            {
+                let mut items = self.lock();
+                if !items.is_empty() {
+                    let batch: Vec<Outgoing> = items.drain(..).collect();
+                    if items.capacity() > 64 {
+                        *items = VecDeque::new();
+                    }
+                    return Some(batch);
+                }
+                if self.closed.load(Ordering::Acquire) {
+                    return None;
+                }
+            }
+            self.ready.notified().await;
+        }
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.ready.notify_one();
+    }
+}
+
 /// How to reach one session's connection: its bounded outgoing queue, and the connection
 /// itself to close when the queue overflows (an agent that stops reading its stream must not
 /// make the control plane buffer without bound).
@@ -168,7 +230,7 @@ const OUTGOING_QUEUE: usize = 1024;
 pub struct SessionHandle {
     pub session_id: u64,
     connection: quinn::Connection,
-    outgoing: mpsc::Sender<Outgoing>,
+    outgoing: Arc<OutgoingQueue>,
     /// Longest silence tolerated before the session is dropped, in ms.
     silence_ms: Arc<AtomicU64>,
 }
@@ -176,9 +238,9 @@ pub struct SessionHandle {
 impl SessionHandle {
     /// Queues `item`; `false` if the session is gone or was closed for not reading.
     fn send(&self, item: Outgoing) -> bool {
-        match self.outgoing.try_send(item) {
+        match self.outgoing.push(item) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(QueueRefusal::Full) => {
                 close(
                     &self.connection,
                     ErrorCode::Protocol,
@@ -186,7 +248,7 @@ impl SessionHandle {
                 );
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(QueueRefusal::Closed) => false,
         }
     }
 }
@@ -629,8 +691,14 @@ async fn handle_incoming(incoming: quinn::Incoming, context: IngestContext) {
         .and_then(|data| data.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
         .and_then(|data| data.protocol);
     match alpn.as_deref() {
-        Some(ALPN_JOIN) => handle_join(connection, context, remote).await,
-        Some(ALPN_SESSION) => handle_session(connection, context, remote).await,
+        // Boxed: joins are rare and their state is large; unboxed it would sit inside every
+        // long-lived session task.
+        Some(ALPN_JOIN) => Box::pin(handle_join(connection, context, remote)).await,
+        // A task of its own, sized for the session alone: this task's state (which includes
+        // the handshake's) is freed now instead of being carried for the session's lifetime.
+        Some(ALPN_SESSION) => {
+            tokio::spawn(handle_session(connection, context, remote));
+        }
         _ => close(&connection, ErrorCode::Protocol, "unknown ALPN"),
     }
 }
@@ -737,7 +805,10 @@ async fn handle_session(connection: quinn::Connection, context: IngestContext, r
         );
         return;
     };
-    let agent = match authenticate(&context, &certificate, remote) {
+    // Only the fingerprint is kept for the session's lifetime, not the certificate.
+    let fingerprint = bagui_protocol::digest::sm3_tagged(&certificate);
+    drop(certificate);
+    let agent = match authenticate(&context, &fingerprint, remote) {
         Ok(agent) => agent,
         Err((code, reason)) => {
             close(&connection, code, reason);
@@ -819,11 +890,11 @@ async fn handle_session(connection: quinn::Connection, context: IngestContext, r
     let now = context.clock.now_ms();
     let silence_limit = context.config.heartbeat_interval * context.config.missed_heartbeats.max(1)
         + Duration::from_secs(1);
-    let (outgoing, mut outgoing_rx) = mpsc::channel::<Outgoing>(OUTGOING_QUEUE);
+    let outgoing = Arc::new(OutgoingQueue::default());
     let handle = SessionHandle {
         session_id,
         connection: connection.clone(),
-        outgoing,
+        outgoing: outgoing.clone(),
         silence_ms: Arc::new(AtomicU64::new(silence_limit.as_millis() as u64)),
     };
     // Welcome goes first, before anything another task may queue once the session is known.
@@ -853,7 +924,7 @@ async fn handle_session(connection: quinn::Connection, context: IngestContext, r
     // A revocation between authentication and registration found no session to close; check
     // again now that the session is visible to revocation. (Revoke writes the store, then
     // disconnects; register inserts, then re-checks: one of the two always sees the other.)
-    if let Err((code, reason)) = authenticate(&context, &certificate, remote) {
+    if let Err((code, reason)) = authenticate(&context, &fingerprint, remote) {
         context.sessions.remove(&agent_id, session_id);
         close(&connection, code, reason);
         return;
@@ -872,12 +943,10 @@ async fn handle_session(connection: quinn::Connection, context: IngestContext, r
             ErrorCode::Internal,
             "could not write to the session stream".to_owned(),
         );
-        while let Some(first) = outgoing_rx.recv().await {
+        while let Some(batch) = outgoing.next_batch().await {
             let mut messages = Vec::new();
             let mut closing = None;
-            for item in
-                std::iter::once(first).chain(std::iter::from_fn(|| outgoing_rx.try_recv().ok()))
-            {
+            for item in batch {
                 match item {
                     Outgoing::Message(message) => messages.push(message),
                     Outgoing::Close(code, reason) => {
@@ -925,6 +994,7 @@ async fn handle_session(connection: quinn::Connection, context: IngestContext, r
         .sessions_closed
         .with_label_values(&[reason.as_str()])
         .inc();
+    handle.outgoing.close();
     drop(handle);
     writer.abort();
     if let Some(live) = context.sessions.remove(&agent_id, session_id) {
@@ -935,10 +1005,10 @@ async fn handle_session(connection: quinn::Connection, context: IngestContext, r
 /// Maps a client certificate to its agent, or to the close code and reason to refuse with.
 fn authenticate(
     context: &IngestContext,
-    certificate: &[u8],
+    fingerprint: &str,
     remote: SocketAddr,
 ) -> Result<crate::store::AgentRecord, (ErrorCode, &'static str)> {
-    match context.enroller.authenticate(certificate) {
+    match context.enroller.authenticate_fingerprint(fingerprint) {
         Ok(agent) => Ok(agent),
         Err(AuthError::Unknown) => {
             tracing::warn!(%remote, "session with a certificate not issued to a known agent");

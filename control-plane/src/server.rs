@@ -48,27 +48,6 @@ impl std::fmt::Debug for ControlPlane {
     }
 }
 
-/// A UDP socket with large kernel buffers: mass connects and disconnects overflow the default.
-fn udp_socket(address: SocketAddr, buffer: usize) -> Result<std::net::UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(
-        Domain::for_address(address),
-        Type::DGRAM,
-        Some(Protocol::UDP),
-    )
-    .context("creating the QUIC socket")?;
-    if address.is_ipv6() {
-        let _ = socket.set_only_v6(false);
-    }
-    // The kernel caps these at net.core.{r,w}mem_max; a smaller buffer still works.
-    let _ = socket.set_recv_buffer_size(buffer);
-    let _ = socket.set_send_buffer_size(buffer);
-    socket
-        .bind(&address.into())
-        .with_context(|| format!("binding QUIC to udp://{address}"))?;
-    Ok(socket.into())
-}
-
 impl ControlPlane {
     /// Opens `data_dir` and starts serving.
     pub async fn start(
@@ -77,7 +56,11 @@ impl ControlPlane {
         clock: Arc<dyn Clock>,
     ) -> Result<ControlPlane> {
         let deployment = data_dir.deployment()?;
-        let store = Store::open_waiting(&data_dir.store_path(), Duration::from_secs(3))?;
+        let store = Store::open_waiting(
+            &data_dir.store_path(),
+            config.store.cache,
+            Duration::from_secs(3),
+        )?;
         let divisions = Arc::new(data_dir.divisions()?);
         let ca = Arc::new(data_dir.ca()?);
         let (chain, key) = data_dir.server_identity(&ca, clock.as_ref())?;
@@ -119,7 +102,10 @@ impl ControlPlane {
         endpoint_config.cid_generator(move || {
             Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
         });
-        let socket = udp_socket(config.server.quic_listen, config.server.udp_buffer as usize)?;
+        let socket = bagui_agent::wire::udp_socket(
+            config.server.quic_listen,
+            config.server.udp_buffer as usize,
+        )?;
         let endpoint = quinn::Endpoint::new(
             endpoint_config,
             Some(server_config),

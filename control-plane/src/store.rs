@@ -16,6 +16,9 @@ use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
+/// Page cache of a store opened without a configured size (CLI verbs).
+pub const DEFAULT_CACHE_BYTES: u64 = 16 << 20;
+
 /// Version of the stored layout. Recorded at `init`; a store of another version is refused.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -266,10 +269,10 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    fn open_db(path: &Path) -> Result<Store, StoreError> {
+    fn open_db(path: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
         let db = sled::Config::new()
             .path(path)
-            .cache_capacity(64 << 20)
+            .cache_capacity(cache_bytes)
             .flush_every_ms(Some(1000))
             .open()
             .map_err(|error| match &error {
@@ -294,7 +297,7 @@ impl Store {
 
     /// Creates a new store and records the schema version.
     pub fn create(path: &Path) -> Result<Store, StoreError> {
-        let store = Store::open_db(path)?;
+        let store = Store::open_db(path, DEFAULT_CACHE_BYTES)?;
         store
             .meta
             .insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
@@ -304,12 +307,17 @@ impl Store {
 
     /// Opens an existing store, refusing one of another schema version.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`Store::open`] with a given page-cache size.
+    pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
         if !path.join("conf").exists() {
             return Err(StoreError::Missing {
                 path: path.to_owned(),
             });
         }
-        let store = Store::open_db(path)?;
+        let store = Store::open_db(path, cache_bytes)?;
         let found = store
             .meta
             .get("schema_version")?
@@ -330,10 +338,14 @@ impl Store {
     /// go. sled releases its lock only when its last background write finishes, a moment
     /// after the previous owner dropped it (a restart in the same process, a quick systemd
     /// restart), so a server start should not fail on that moment.
-    pub fn open_waiting(path: &Path, patience: std::time::Duration) -> Result<Store, StoreError> {
+    pub fn open_waiting(
+        path: &Path,
+        cache_bytes: u64,
+        patience: std::time::Duration,
+    ) -> Result<Store, StoreError> {
         let deadline = std::time::Instant::now() + patience;
         loop {
-            match Store::open(path) {
+            match Store::open_with_cache(path, cache_bytes) {
                 Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
                     std::thread::sleep(std::time::Duration::from_millis(50));
                 }
@@ -467,6 +479,7 @@ impl Store {
     /// (not revoked, not expired, uses left), so a concurrent revocation can never be undone.
     /// The change is applied to the agent record as it is *now*, so concurrent updates of other
     /// fields (uplink, last seen) survive. Returns the stored agent, or why the state refused.
+    /// Not durable until [`Store::flush`] (callers flush once per request or per batch).
     pub fn commit_enrollment(
         &self,
         enrollment: &Enrollment<'_>,
@@ -522,9 +535,6 @@ impl Store {
             }
             Err(TransactionError::Storage(error)) => return Err(StoreError::Sled(error)),
         };
-        if result.is_ok() {
-            self.flush()?;
-        }
         Ok(result)
     }
 

@@ -42,6 +42,12 @@ pub fn server_transport(idle_timeout: Duration) -> quinn::TransportConfig {
         .receive_window((512u32 * 1024).into())
         .send_window(512 * 1024)
         .datagram_receive_buffer_size(None)
+        // Segmentation offload makes every connection keep a transmit buffer of ten datagrams
+        // (~13 KiB); agents send a few small packets a minute, so one datagram is plenty.
+        .enable_segmentation_offload(false)
+        // Reports are small: the 1,200-byte initial MTU carries them, and without discovery no
+        // probe packets are sent and each connection's transmit buffer stays that small.
+        .mtu_discovery_config(None)
         .max_idle_timeout(Some(idle_timeout.try_into().unwrap_or_else(|_| {
             quinn::IdleTimeout::from(quinn::VarInt::from_u32(60_000))
         })));

@@ -167,6 +167,11 @@ impl FrameDecoder {
         }
         self.buffer.advance(LENGTH_PREFIX);
         let mut frame = self.buffer.split_to(len).freeze();
+        if self.buffer.is_empty() {
+            // Idle sessions vastly outnumber busy ones: give the buffer back between bursts
+            // rather than keep a few KiB per connection forever.
+            self.buffer = BytesMut::new();
+        }
         let kind_len = frame.get_u8() as usize;
         let kind_bytes = frame.split_to(kind_len);
         let kind = std::str::from_utf8(&kind_bytes).map_err(|_| FrameError::BadKind)?;

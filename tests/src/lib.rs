@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod relay;
+pub mod sim;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,154 @@
+//! The fleet simulator and bulk issuance, small: every acknowledged report is stored, none
+//! twice, and identities are issued once and reused.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use bagui_control_plane::admin::{IssueAgent, IssueRequest};
+use bagui_tests::sim::{self, Fleet, FleetConfig, Target};
+use bagui_tests::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_fleet_reports_and_every_acknowledged_report_is_stored_once() {
+    let deployment = Deployment::init().unwrap();
+    let control_plane = deployment.start().await.unwrap();
+    let target = Target::open(deployment.data_dir.root()).unwrap();
+    let identities = sim::provision(&target.data_dir, &target.client, 60)
+        .await
+        .unwrap();
+    assert_eq!(identities.len(), 60);
+    // Cached: asking again issues nothing new.
+    let again = sim::provision(&target.data_dir, &target.client, 60)
+        .await
+        .unwrap();
+    assert_eq!(
+        identities.iter().map(|i| &i.agent_id).collect::<Vec<_>>(),
+        again.iter().map(|i| &i.agent_id).collect::<Vec<_>>()
+    );
+    let agents = control_plane.admin.agents(None).unwrap();
+    assert_eq!(agents.len(), 60);
+    // Spread over townships and villages, as the province case is.
+    assert!(agents.iter().any(|a| a.role.as_str() == "gateway"));
+    assert!(agents.iter().any(|a| a.role.as_str() == "terminal"));
+
+    let fleet = Fleet::start(
+        identities,
+        target.ca.clone(),
+        FleetConfig {
+            server: target.server,
+            interval: Duration::from_millis(200),
+            sockets: 2,
+            ramp: Duration::from_millis(500),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(1),
+            samples_per_report: 5,
+        },
+    )
+    .unwrap();
+    let stats = fleet.stats.clone();
+    wait_until(
+        Duration::from_secs(20),
+        "all 60 simulated agents to connect",
+        || stats.connected.load(std::sync::atomic::Ordering::Relaxed) == 60,
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let latencies = fleet.take_latencies();
+    let ledgers = fleet.stop(Duration::from_secs(1)).await;
+    assert_eq!(ledgers.len(), 60);
+    assert!(!latencies.is_empty());
+    let mut acked_total = 0;
+    for ledger in &ledgers {
+        let stored: BTreeSet<u64> = control_plane
+            .admin
+            .reports(&ledger.agent_id, 0, 100_000)
+            .unwrap()
+            .into_iter()
+            .map(|report| report.seq)
+            .collect();
+        let acked: BTreeSet<u64> = ledger.acked.iter().copied().collect();
+        assert_eq!(
+            acked.len(),
+            ledger.acked.len(),
+            "an ack counted twice for {}",
+            ledger.agent_id
+        );
+        assert!(
+            acked.is_subset(&stored),
+            "{}: acknowledged but not stored",
+            ledger.agent_id
+        );
+        assert!(
+            stored.iter().all(|seq| *seq >= 1 && *seq < ledger.next_seq),
+            "{}: stored something never sent",
+            ledger.agent_id
+        );
+        acked_total += acked.len();
+    }
+    assert!(
+        acked_total >= 60 * 5,
+        "only {acked_total} reports acknowledged"
+    );
+    control_plane.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_issuance_validates_every_entry_and_changes_nothing_on_refusal() {
+    let deployment = Deployment::init().unwrap();
+    let control_plane = deployment.start().await.unwrap();
+    let target = Target::open(deployment.data_dir.root()).unwrap();
+    let request = bagui_agent::identity::certificate_request("bulk").unwrap();
+    let sm2 = bagui_agent::identity::generate_sm2_key().unwrap();
+    let entry = |division: &str| IssueAgent {
+        division: division.into(),
+        role: "terminal".into(),
+        instance_id: "bulk".into(),
+        hostname: "bulk".into(),
+        csr: bagui_protocol::digest::hex(&request.csr_der),
+        sm2_public_key: bagui_protocol::digest::hex(&bagui_agent::identity::sm2_public_key(&sm2)),
+    };
+    for (agents, expected) in [
+        (
+            vec![entry(VILLAGE), entry("450199999999")],
+            "unknown division",
+        ),
+        (
+            vec![IssueAgent {
+                csr: "zz".into(),
+                ..entry(VILLAGE)
+            }],
+            "not hex",
+        ),
+        (
+            vec![IssueAgent {
+                role: "satellite".into(),
+                ..entry(VILLAGE)
+            }],
+            "unknown role",
+        ),
+        ((0..1001).map(|_| entry(VILLAGE)).collect(), "at most 1000"),
+    ] {
+        let error = target
+            .client
+            .post::<_, serde_json::Value>("/api/v1/agents/issue", &IssueRequest { agents })
+            .await
+            .unwrap_err();
+        assert!(format!("{error:#}").contains(expected), "{error:#}");
+    }
+    // The first entry of the first batch was valid, but a batch is all or nothing.
+    assert!(control_plane.admin.agents(None).unwrap().is_empty());
+    let anonymous =
+        bagui_control_plane::client::ApiClient::new(&control_plane.api_url, "", None).unwrap();
+    let error = anonymous
+        .post::<_, serde_json::Value>(
+            "/api/v1/agents/issue",
+            &IssueRequest {
+                agents: vec![entry(VILLAGE)],
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(format!("{error:#}").contains("401"), "{error:#}");
+    control_plane.shutdown().await.unwrap();
+}
