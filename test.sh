@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test Bagui has, installing first what the tests need. `.ci/run` calls this too.
 #
-#   ./test.sh                 build, unit + end-to-end tests, fuzz smoke run
-#   BAGUI_FUZZ_SECONDS=600 ./test.sh    a longer fuzz run
+#   ./test.sh                            build, unit + end-to-end tests, fuzz smoke runs
+#   BAGUI_FUZZ_SECONDS=600 ./test.sh     longer fuzz runs (seconds per target)
+#   BAGUI_LONG_TESTS=1 ./test.sh         the long fault tests too (10-minute partition, 20
+#                                        SIGKILLs of each side)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -22,7 +24,20 @@ rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly -
 cargo build --workspace --all-targets --locked
 cargo nextest run --workspace --locked --no-fail-fast
 
-# Fuzz smoke run of the frame/message decoder (bounded).
-seconds="${BAGUI_FUZZ_SECONDS:-30}"
-(cd fuzz && cargo +nightly fuzz run frame_decoder -- -max_total_time="$seconds" -rss_limit_mb=1024 2>&1 | tail -n 3)
-echo "fuzz: frame_decoder ran ${seconds}s without a finding"
+# Fuzz smoke run of every decoder (bounded: BAGUI_FUZZ_SECONDS each, 15 by default).
+seconds="${BAGUI_FUZZ_SECONDS:-15}"
+(
+    cd fuzz
+    cargo +nightly fuzz build
+    for target in $(cargo +nightly fuzz list); do
+        log="../target/fuzz-$target.log"
+        if ! cargo +nightly fuzz run "$target" -- -max_total_time="$seconds" -rss_limit_mb=1024 \
+            >"$log" 2>&1; then
+            tail -n 40 "$log" >&2
+            echo "fuzz: $target failed; the input is in fuzz/artifacts/$target" >&2
+            exit 1
+        fi
+        echo "fuzz: $target: $(grep -E '^Done' "$log" | tail -n 1)"
+    done
+)
+echo "fuzz: every target ran ${seconds}s without a finding"

@@ -489,6 +489,7 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn seqs(batch: &[Pending]) -> Vec<(Lane, u64)> {
         batch
@@ -541,7 +542,8 @@ mod tests {
             assert_eq!(outbox.stats().records, 0);
             futures_flush(&outbox);
         }
-        let outbox = Outbox::open(dir.path(), 1 << 20).unwrap();
+        // sled lets go of its lock a moment after the last handle is dropped.
+        let outbox = Outbox::open_waiting(dir.path(), 1 << 20, Duration::from_secs(5)).unwrap();
         assert_eq!(outbox.next_seq(), 6);
         assert_eq!(
             outbox.push(Lane::Metrics, "metrics", 9, b"y").unwrap().seq,
@@ -674,7 +676,7 @@ mod tests {
             outbox.push(Lane::Metrics, "k", 2, &[0u8; 60]).unwrap();
             futures_flush(&outbox);
         }
-        let outbox = Outbox::open(dir.path(), 100).unwrap();
+        let outbox = Outbox::open_waiting(dir.path(), 100, Duration::from_secs(5)).unwrap();
         assert_eq!(outbox.stats().dropped.metrics, 1);
         assert_eq!(outbox.stats().records, 1);
     }

@@ -708,14 +708,16 @@ mod tests {
                 .unwrap();
             store.flush().unwrap();
         }
-        let store = Store::open(dir.path()).unwrap();
+        // sled lets go of its lock a moment after the last handle is dropped.
+        let patience = std::time::Duration::from_secs(5);
+        let store = Store::open_waiting(dir.path(), DEFAULT_CACHE_BYTES, patience).unwrap();
         assert_eq!(store.token("abcdef").unwrap().unwrap().id, "abcdef");
         store
             .meta
             .insert("schema_version", &99u32.to_be_bytes())
             .unwrap();
         drop(store);
-        let error = Store::open(dir.path()).unwrap_err();
+        let error = Store::open_waiting(dir.path(), DEFAULT_CACHE_BYTES, patience).unwrap_err();
         assert!(
             matches!(error, StoreError::Schema { found: 99, .. }),
             "{error}"

@@ -321,3 +321,150 @@ async fn garbage_on_the_join_alpn_is_closed_and_changes_nothing() {
     fixture.good.shutdown().await.unwrap();
     fixture.control_plane.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extra_streams_and_stream_floods_get_nowhere() {
+    let fixture = fixture().await;
+    let endpoint = quic::endpoint();
+    let connection = quic::connect_as(&endpoint, fixture.control_plane.quic_addr, &fixture.hostile)
+        .await
+        .unwrap();
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    send.write_all(&hello(&fixture.hostile_id)).await.unwrap();
+    // A second stream is allowed by the transport (limit 2) but never read: writing into it
+    // stops at its flow-control window instead of growing the control plane's memory.
+    // (Waits stay under the session's 2.5 s silence limit, with a heartbeat in between.)
+    let (mut flood, _) = connection.open_bi().await.unwrap();
+    let blocked = tokio::time::timeout(
+        Duration::from_millis(1200),
+        flood.write_all(&vec![0u8; 4 << 20]),
+    )
+    .await;
+    assert!(
+        blocked.is_err(),
+        "4 MiB into an unread stream must block on flow control"
+    );
+    send.write_all(&frame(bagui_protocol::Heartbeat::default().into()))
+        .await
+        .unwrap();
+    // A third concurrent stream is not granted at all; thousands more get nowhere either.
+    let third = tokio::time::timeout(Duration::from_millis(300), connection.open_bi()).await;
+    assert!(third.is_err(), "the third stream must not be granted");
+    let uni = tokio::time::timeout(Duration::from_millis(300), connection.open_uni()).await;
+    assert!(uni.is_err(), "no unidirectional streams at all");
+    assert!(
+        connection.close_reason().is_none(),
+        "the session itself is still open"
+    );
+    // The session itself still works, and so does everyone else.
+    send.write_all(&frame(
+        Report {
+            seq: 1,
+            kind: "test".into(),
+            ..Default::default()
+        }
+        .into(),
+    ))
+    .await
+    .unwrap();
+    let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_LEN);
+    loop {
+        let frame = tokio::time::timeout(
+            Duration::from_secs(5),
+            bagui_agent::wire::read_frame(&mut recv, &mut decoder),
+        )
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+        if let Decoded::Known(ServerMessage::Ack(ack)) = ServerMessage::decode(&frame).unwrap() {
+            assert_eq!(ack.seqs(10).unwrap(), [1]);
+            break;
+        }
+    }
+    good_agent_still_served(&fixture).await;
+    connection.close(0u32.into(), b"");
+    fixture.good.shutdown().await.unwrap();
+    fixture.control_plane.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_client_certificate_is_refused_in_the_handshake() {
+    let mut deployment = Deployment::init().unwrap();
+    deployment.config.enroll.cert_lifetime = Duration::from_secs(1);
+    deployment.config.enroll.backdate = Duration::ZERO;
+    let control_plane = deployment.start().await.unwrap();
+    let token = create_token(&control_plane, VILLAGE, "server", 1).unwrap();
+    let state_dir = deployment.state_dir("expired");
+    join(&deployment, &state_dir, &token.token, "expired")
+        .await
+        .unwrap();
+    // X.509 validity has whole seconds: wait until the expiry second has surely passed.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let endpoint = quic::endpoint();
+    match quic::connect_as(&endpoint, control_plane.quic_addr, &state_dir).await {
+        Err(error) => assert!(format!("{error:#}").contains("certificate"), "{error:#}"),
+        Ok(connection) => {
+            let error = tokio::time::timeout(Duration::from_secs(5), connection.closed())
+                .await
+                .unwrap();
+            assert!(
+                format!("{error}").to_lowercase().contains("certificate"),
+                "{error}"
+            );
+        }
+    }
+    assert!(control_plane.sessions.is_empty());
+    control_plane.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_token_guessing_is_rate_limited_and_audited() {
+    let mut deployment = Deployment::init().unwrap();
+    deployment.config.enroll.join_rate_per_second = 1.0;
+    deployment.config.enroll.join_burst = 5.0;
+    let control_plane = deployment.start().await.unwrap();
+    let mut rate_limited = 0;
+    let mut invalid = 0;
+    let started = std::time::Instant::now();
+    for attempt in 0..40 {
+        let guess = format!("{:06x}.{:016x}", attempt, rand::random::<u64>());
+        let state_dir = deployment.state_dir(&format!("guess-{attempt}"));
+        let error = join(&deployment, &state_dir, &guess, "guess")
+            .await
+            .unwrap_err();
+        match error
+            .downcast_ref::<bagui_agent::join::Refused>()
+            .map(|refused| refused.reason)
+        {
+            Some(bagui_protocol::JoinRefusal::RateLimited) => rate_limited += 1,
+            Some(bagui_protocol::JoinRefusal::InvalidToken) => invalid += 1,
+            other => panic!("unexpected {other:?}: {error:#}"),
+        }
+    }
+    // At most the burst plus one per elapsed second were checked; the rest were turned away
+    // before any signature check.
+    let allowed = 5 + started.elapsed().as_secs() as usize + 1;
+    assert!(invalid >= 5, "the burst is served: {invalid}");
+    assert!(
+        invalid <= allowed,
+        "{invalid} checked, at most {allowed} allowed"
+    );
+    assert_eq!(rate_limited + invalid, 40);
+    let audited = control_plane
+        .admin
+        .audit_entries(0, 10_000)
+        .unwrap()
+        .into_iter()
+        .filter(|entry| entry.action == "agent.join.refused")
+        .count();
+    assert_eq!(
+        audited, invalid,
+        "every checked guess is on the audit record"
+    );
+    assert!(control_plane.metrics.render().contains(&format!(
+        "bagui_joins_total{{result=\"rate_limited\"}} {rate_limited}"
+    )));
+    assert!(control_plane.admin.agents(None).unwrap().is_empty());
+    control_plane.shutdown().await.unwrap();
+}

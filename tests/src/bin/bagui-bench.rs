@@ -25,6 +25,12 @@ use bytes::BytesMut;
 use tokio::sync::Semaphore;
 
 struct Args {
+    /// Sections to run: `foundation`, `scale`.
+    sections: Vec<String>,
+    /// Measured seconds per fleet run in the scale section.
+    scale_seconds: u64,
+    /// Fleet sizes tried for the ceiling, ascending.
+    ceiling: Vec<usize>,
     agents: usize,
     seconds: u64,
     /// Total reports/s of the paced run.
@@ -34,6 +40,9 @@ struct Args {
 
 fn args() -> Result<Args> {
     let mut parsed = Args {
+        sections: vec!["foundation".into(), "scale".into()],
+        scale_seconds: 120,
+        ceiling: vec![17_965, 35_000, 50_000, 70_000],
         agents: 100,
         seconds: 15,
         rate: 5000,
@@ -48,6 +57,14 @@ fn args() -> Result<Args> {
             "--agents" => parsed.agents = value.parse()?,
             "--seconds" => parsed.seconds = value.parse::<u64>()?.clamp(1, 600),
             "--rate" => parsed.rate = value.parse::<u64>()?.max(1),
+            "--sections" => parsed.sections = value.split(',').map(str::to_owned).collect(),
+            "--scale-seconds" => parsed.scale_seconds = value.parse::<u64>()?.clamp(10, 3600),
+            "--ceiling" => {
+                parsed.ceiling = value
+                    .split(',')
+                    .map(|n| n.trim().parse::<usize>())
+                    .collect::<Result<_, _>>()?
+            }
             "--write" => parsed.write = Some(value.into()),
             other => {
                 bail!("unknown flag {other} (--agents N, --seconds S, --rate R, --write FILE)")
@@ -358,12 +375,21 @@ async fn ingest_load(
     })
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> Result<()> {
-    let args = args()?;
-    let control_plane_binary = release_binary("bagui-cp")?;
-    let agent_binary = release_binary("bagui-agent")?;
-    let mut out = String::new();
+/// Writes `text` between this section's markers in `path` (appending the section if absent).
+fn write_section(path: &Path, section: &str, text: &str) -> Result<()> {
+    let begin = format!("<!-- bagui-bench:{section}:begin -->");
+    let end = format!("<!-- bagui-bench:{section}:end -->");
+    let existing = std::fs::read_to_string(path).unwrap_or_default();
+    let updated = match (existing.find(&begin), existing.find(&end)) {
+        (Some(start), Some(stop)) if stop > start => {
+            format!("{}{begin}\n{text}{}", &existing[..start], &existing[stop..])
+        }
+        _ => format!("{existing}\n{begin}\n{text}{end}\n"),
+    };
+    std::fs::write(path, updated).with_context(|| format!("writing {}", path.display()))
+}
+
+fn machine_line(command: &str) -> String {
     let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|text| {
@@ -385,13 +411,41 @@ async fn main() -> Result<()> {
         })
         .unwrap_or(0.0)
         / 1048576.0;
-    out.push_str(&format!(
-        "Measured {} on {} cores ({cpu_model}), {memory_gib:.0} GiB, by `target/release/bagui-bench --agents {} --seconds {}`.\n\n",
+    format!(
+        "Measured {} on {} cores ({cpu_model}), {memory_gib:.0} GiB, by `{command}`.\n\n",
         bagui_protocol::units::format_rfc3339(bagui_agent::join::now_ms()),
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        args.agents,
-        args.seconds
-    ));
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+    )
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let args = args()?;
+    for section in args.sections.clone() {
+        let text = match section.as_str() {
+            "foundation" => foundation(&args).await?,
+            "scale" => scale(&args).await?,
+            other => bail!("unknown section {other:?} (foundation, scale)"),
+        };
+        print!("{text}");
+        if let Some(path) = &args.write {
+            write_section(path, &section, &text)?;
+            eprintln!("wrote the {section} section of {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+async fn foundation(args: &Args) -> Result<String> {
+    let control_plane_binary = release_binary("bagui-cp")?;
+    let agent_binary = release_binary("bagui-agent")?;
+    let mut out = String::new();
+    out.push_str(&machine_line(&format!(
+        "target/release/bagui-bench --sections foundation --agents {} --seconds {} --rate {}",
+        args.agents, args.seconds, args.rate
+    )));
 
     // Binary sizes.
     out.push_str("### Release binaries (stripped, opt-level s, thin LTO, panic=abort)\n\n| binary | size |\n|---|---|\n");
@@ -574,20 +628,268 @@ async fn main() -> Result<()> {
         ));
     }
     drop(control_plane);
+    Ok(out)
+}
 
-    print!("{out}");
-    if let Some(path) = args.write {
-        let begin = "<!-- bagui-bench:begin -->";
-        let end = "<!-- bagui-bench:end -->";
-        let existing = std::fs::read_to_string(&path).unwrap_or_default();
-        let updated = match (existing.find(begin), existing.find(end)) {
-            (Some(start), Some(stop)) if stop > start => {
-                format!("{}{begin}\n{out}{}", &existing[..start], &existing[stop..])
-            }
-            _ => format!("{existing}\n{begin}\n{out}{end}\n"),
-        };
-        std::fs::write(&path, updated).with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("wrote {}", path.display());
+/// One fleet's steady-state figures.
+struct FleetFigures {
+    agents: usize,
+    all_connected_after: Option<Duration>,
+    reports_per_second: f64,
+    samples_per_second: f64,
+    ack_ms: (f64, f64, f64),
+    cp_cpu_percent: f64,
+    cp_rss_kib: u64,
+    errors: u64,
+}
+
+/// Starts a fleet, waits until every agent is connected (or `connect_limit` passes), then
+/// measures `measure`. Returns the figures and the still-running fleet.
+async fn run_fleet(
+    cp_pid: u32,
+    target: &bagui_tests::sim::Target,
+    identities: Vec<bagui_tests::sim::SimIdentity>,
+    measure: Duration,
+) -> Result<(FleetFigures, bagui_tests::sim::Fleet)> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let agents = identities.len();
+    let ramp = Duration::from_millis(agents as u64).min(Duration::from_secs(60));
+    let fleet = bagui_tests::sim::Fleet::start(
+        identities,
+        target.ca.clone(),
+        bagui_tests::sim::FleetConfig {
+            server: target.server,
+            interval: Duration::from_secs(15),
+            sockets: 8,
+            ramp,
+            backoff_min: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(30),
+            samples_per_report: 20,
+        },
+    )?;
+    let connect_limit = ramp + Duration::from_secs(240);
+    let mut all_connected_after = None;
+    while fleet.elapsed() < connect_limit {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if fleet.stats.connected.load(Relaxed) >= agents {
+            all_connected_after = Some(fleet.elapsed());
+            break;
+        }
     }
-    Ok(())
+    // Settle, then measure a steady window.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let _ = fleet.take_latencies();
+    let acked_before = fleet.stats.reports_acked.load(Relaxed);
+    let samples_before = fleet.stats.samples_sent.load(Relaxed);
+    let cpu_before = cpu_seconds(cp_pid);
+    let started = Instant::now();
+    tokio::time::sleep(measure).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut latencies = fleet.take_latencies();
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let figures = FleetFigures {
+        agents,
+        all_connected_after,
+        reports_per_second: (fleet.stats.reports_acked.load(Relaxed) - acked_before) as f64
+            / elapsed,
+        samples_per_second: (fleet.stats.samples_sent.load(Relaxed) - samples_before) as f64
+            / elapsed,
+        ack_ms: (
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.99),
+            percentile(&latencies, 1.0),
+        ),
+        cp_cpu_percent: (cpu_seconds(cp_pid) - cpu_before) / elapsed * 100.0,
+        cp_rss_kib: proc_status_kib(cp_pid, "VmRSS"),
+        errors: fleet.stats.errors.load(Relaxed),
+    };
+    Ok((figures, fleet))
+}
+
+fn fleet_row(figures: &FleetFigures, baseline_kib: u64) -> String {
+    format!(
+        "| {} | {} | {:.0} | {:.0} | {:.1} ms | {:.1} ms | {:.1} ms | {:.0} % | {:.0} MiB | {:.1} KiB | {} |\n",
+        figures.agents,
+        figures
+            .all_connected_after
+            .map_or("not all".into(), |after| format!(
+                "{:.0} s",
+                after.as_secs_f64()
+            )),
+        figures.reports_per_second,
+        figures.samples_per_second,
+        figures.ack_ms.0,
+        figures.ack_ms.1,
+        figures.ack_ms.2,
+        figures.cp_cpu_percent,
+        figures.cp_rss_kib as f64 / 1024.0,
+        figures.cp_rss_kib.saturating_sub(baseline_kib) as f64 / figures.agents.max(1) as f64,
+        figures.errors,
+    )
+}
+
+const FLEET_HEADER: &str = "| agents | all connected after | reports/s | samples/s | ack p50 | ack p99 | ack max | control-plane CPU (of one core) | control-plane RSS | RSS per agent | errors |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
+
+async fn scale(args: &Args) -> Result<String> {
+    let control_plane_binary = release_binary("bagui-cp")?;
+    let mut out = machine_line(&format!(
+        "target/release/bagui-bench --sections scale --scale-seconds {} --ceiling {}",
+        args.scale_seconds,
+        args.ceiling
+            .iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    ));
+    let temporary = tempfile::tempdir()?;
+    let data_dir = DataDir::new(temporary.path().join("cp"));
+    let quic_port = bagui_tests::free_udp_port();
+    data_dir.init(&format!("127.0.0.1:{quic_port}"), &[], &SystemClock)?;
+    // Production defaults (heartbeat 5 s, admission 500/s) on loopback addresses.
+    let cp_config = temporary.path().join("cp.toml");
+    std::fs::write(
+        &cp_config,
+        format!(
+            "[server]\nquic_listen = \"127.0.0.1:{quic_port}\"\nhttp_listen = \"127.0.0.1:0\"\n"
+        ),
+    )?;
+    let (mut control_plane, _) =
+        ControlPlaneProcess::start(&control_plane_binary, &data_dir, &cp_config).await?;
+    let target = bagui_tests::sim::Target::open(data_dir.root())?;
+    let levels = data_dir.divisions()?.level_counts();
+    let province = levels[3] + levels[4];
+    eprintln!("bench: provisioning {province} identities");
+    let identities =
+        bagui_tests::sim::provision(&target.data_dir, &target.client, province).await?;
+    let baseline_kib = proc_status_kib(control_plane.pid(), "VmRSS");
+
+    // Province scale: one agent per township and village, metrics every 15 s.
+    eprintln!("bench: province-scale fleet of {province}");
+    let measure = Duration::from_secs(args.scale_seconds);
+    let (figures, fleet) = run_fleet(control_plane.pid(), &target, identities, measure).await?;
+    out.push_str(&format!(
+        "### Province scale: {province} simulated agents (every township and village), metrics every 15 s\n\nEach agent is `bagui-sim`'s: its own identity and mTLS QUIC connection (8 client UDP sockets), a heartbeat every 5 s, a 20-sample metrics report every 15 s, an asset change (1 %) or security finding (0.1 %) now and then. The control plane runs with production defaults (`bagui-cp run`, release) and shares the 2 cores with the simulator. {} s measured after every agent connected; \"RSS per agent\" is (RSS − {:.0} MiB idle) ÷ agents. Goals: p99 ack < 200 ms, RSS < 1 GiB.\n\n{FLEET_HEADER}{}",
+        args.scale_seconds,
+        baseline_kib as f64 / 1024.0,
+        fleet_row(&figures, baseline_kib)
+    ));
+
+    // Reconnect storm: SIGKILL under the full fleet, restart, wait for everyone.
+    eprintln!("bench: reconnect storm");
+    use std::sync::atomic::Ordering::Relaxed;
+    control_plane.kill();
+    let killed_at = Instant::now();
+    while fleet.stats.connected.load(Relaxed) > 0 && killed_at.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let noticed = killed_at.elapsed();
+    let (restarted, ready_at) =
+        ControlPlaneProcess::start(&control_plane_binary, &data_dir, &cp_config).await?;
+    control_plane = restarted;
+    let mut peak_cpu = 0.0f64;
+    let mut last_cpu = cpu_seconds(control_plane.pid());
+    let mut last_at = Instant::now();
+    let mut back_after = None;
+    while ready_at.elapsed() < Duration::from_secs(300) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let cpu = cpu_seconds(control_plane.pid());
+        peak_cpu = peak_cpu.max((cpu - last_cpu) / last_at.elapsed().as_secs_f64() * 100.0);
+        last_cpu = cpu;
+        last_at = Instant::now();
+        if fleet.stats.connected.load(Relaxed) >= province {
+            back_after = Some(ready_at.elapsed());
+            break;
+        }
+    }
+    let hints = fleet.stats.come_back_hints.load(Relaxed);
+    // Let the outboxes drain, then stop and account for every report.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let ledgers = fleet.stop(Duration::from_secs(3)).await;
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(control_plane.pid().to_string())
+        .status();
+    let _ = control_plane.child.wait();
+    let store = bagui_control_plane::store::Store::open_waiting(
+        &data_dir.store_path(),
+        16 << 20,
+        Duration::from_secs(10),
+    )?;
+    let (mut acked, mut lost, mut stored_total, mut unknown) = (0u64, 0u64, 0u64, 0u64);
+    for ledger in &ledgers {
+        let stored: std::collections::BTreeSet<u64> = store
+            .reports(&ledger.agent_id, 0, usize::MAX)?
+            .into_iter()
+            .map(|(seq, _)| seq)
+            .collect();
+        stored_total += stored.len() as u64;
+        acked += ledger.acked.len() as u64;
+        lost += ledger
+            .acked
+            .iter()
+            .filter(|seq| !stored.contains(seq))
+            .count() as u64;
+        unknown += stored
+            .iter()
+            .filter(|seq| **seq == 0 || **seq >= ledger.next_seq)
+            .count() as u64;
+    }
+    drop(store);
+    out.push_str(&format!(
+        "\n### Reconnect storm: the control plane SIGKILLed under the full fleet and restarted\n\n| agents | noticed the kill | all back after restart | peak control-plane CPU | come-back hints | reports acknowledged | acknowledged but not stored | stored but never sent |\n|---|---|---|---|---|---|---|---|\n| {province} | {:.1} s | {} | {:.0} % of one core | {hints} | {acked} | {lost} | {unknown} |\n\nAccounting: each simulated agent keeps the exact set of sequence numbers the control plane acknowledged; after the run the store is opened offline and every acknowledged (agent, seq) must be in it ({stored_total} reports stored in all; the store's key makes storing one twice impossible). The restarted control plane paces re-admission at 500 sessions/s and tells each agent turned away when to come back.\n",
+        noticed.as_secs_f64(),
+        back_after.map_or("not within 300 s".into(), |after| format!("{:.0} s", after.as_secs_f64())),
+        peak_cpu,
+    ));
+
+    // Ceiling: larger fleets until p99 ack reaches 200 ms (or not everyone gets in).
+    out.push_str(&format!(
+        "\n### Ceiling: the largest fleet holding p99 ack < 200 ms\n\nSame setup, a fresh control plane per size, {} s measured per size.\n\n{FLEET_HEADER}",
+        args.scale_seconds / 2
+    ));
+    let mut ceiling = None;
+    for &agents in &args.ceiling {
+        let data_dir = DataDir::new(temporary.path().join(format!("cp-{agents}")));
+        let quic_port = bagui_tests::free_udp_port();
+        data_dir.init(&format!("127.0.0.1:{quic_port}"), &[], &SystemClock)?;
+        let cp_config = temporary.path().join(format!("cp-{agents}.toml"));
+        std::fs::write(
+            &cp_config,
+            format!(
+                "[server]\nquic_listen = \"127.0.0.1:{quic_port}\"\nhttp_listen = \"127.0.0.1:0\"\n"
+            ),
+        )?;
+        let (control_plane, _) =
+            ControlPlaneProcess::start(&control_plane_binary, &data_dir, &cp_config).await?;
+        let target = bagui_tests::sim::Target::open(data_dir.root())?;
+        eprintln!("bench: ceiling step {agents}: provisioning");
+        let identities =
+            bagui_tests::sim::provision(&target.data_dir, &target.client, agents).await?;
+        let baseline_kib = proc_status_kib(control_plane.pid(), "VmRSS");
+        eprintln!("bench: ceiling step {agents}: running");
+        let (figures, fleet) =
+            run_fleet(control_plane.pid(), &target, identities, measure / 2).await?;
+        fleet.stop(Duration::from_secs(1)).await;
+        drop(control_plane);
+        out.push_str(&fleet_row(&figures, baseline_kib));
+        let holds = figures.all_connected_after.is_some()
+            && figures.ack_ms.1 < 200.0
+            && figures.errors == 0;
+        if !holds {
+            break;
+        }
+        ceiling = Some(agents);
+    }
+    out.push_str(&format!(
+        "\nCeiling on this machine: {} (the largest size tried that held; sizes tried: {}).\n",
+        ceiling.map_or("below the smallest size tried".into(), |n| format!(
+            "at least {n} agents"
+        )),
+        args.ceiling
+            .iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    Ok(out)
 }
