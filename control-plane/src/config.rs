@@ -113,6 +113,10 @@ pub struct SessionSection {
     pub late_after: Duration,
     #[serde(with = "units::duration")]
     pub idle_timeout: Duration,
+    /// A group commit waits this long for more reports after the first, so that a fleet
+    /// reporting at random moments shares fsyncs; it adds at most this much ack latency.
+    #[serde(with = "units::duration")]
+    pub commit_window: Duration,
 }
 
 impl Default for SessionSection {
@@ -125,6 +129,7 @@ impl Default for SessionSection {
             max_frame: defaults.max_frame_len as u64,
             late_after: defaults.late_after,
             idle_timeout: Duration::from_secs(60),
+            commit_window: defaults.commit_window,
         }
     }
 }
@@ -225,6 +230,7 @@ impl ControlPlaneConfig {
             late_after: self.session.late_after,
             admission_rate: self.admission.rate_per_second,
             admission_burst: self.admission.burst,
+            commit_window: self.session.commit_window,
             ..IngestConfig::default()
         }
     }

@@ -48,6 +48,8 @@ pub struct IngestConfig {
     pub admission_burst: f64,
     /// Largest number of reports in one group commit.
     pub max_commit_batch: usize,
+    /// How long a group commit waits for more reports after the first (0: no wait).
+    pub commit_window: Duration,
 }
 
 impl Default for IngestConfig {
@@ -61,6 +63,7 @@ impl Default for IngestConfig {
             admission_rate: 500.0,
             admission_burst: 500.0,
             max_commit_batch: 8192,
+            commit_window: Duration::from_millis(5),
         }
     }
 }
@@ -76,62 +79,183 @@ fn close(connection: &quinn::Connection, code: ErrorCode, reason: &str) {
 /// The furthest into the future a come-back slot is handed out.
 pub const MAX_COME_BACK: Duration = Duration::from_secs(300);
 
-/// Paces session admission: a token bucket, and for those turned away a schedule of return
-/// times spread at the admission rate, so that a fleet reconnecting at once (a control-plane
-/// restart) comes back as a steady stream instead of a storm.
+/// How long a connection attempt may be held before its handshake starts. Agents wait 10 s
+/// for a handshake by default; holding well below that keeps every held attempt alive.
+pub const MAX_HOLD: Duration = Duration::from_secs(4);
+
+/// What to do with one connection attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Handshake now.
+    Now,
+    /// Hold the attempt (the client keeps retransmitting its first packet) and handshake after
+    /// this long: its reserved slot.
+    Hold(Duration),
+    /// Beyond the hold window: handshake, then tell the agent to come back after this long.
+    ComeBack(Duration),
+    /// Beyond the hold window, and already telling as many as the rate allows: refuse at once,
+    /// without a handshake (the agent's own backoff spreads it out).
+    Refuse,
+}
+
+/// Paces how fast agents get in, so that a fleet reconnecting at once (a control-plane restart)
+/// arrives as a steady stream instead of a storm of handshakes.
+///
+/// Admissions are slots reserved at the admission rate, `burst` of them available at once.
+/// An attempt whose slot is within [`MAX_HOLD`] is simply held until its slot, so it costs
+/// exactly one handshake. Later ones are handshaken only to be told when to come back — those
+/// return times are spread at the same rate — and only as fast as the rate allows; the rest
+/// are refused before any cryptography.
 #[derive(Debug)]
 pub struct Admission {
-    rate_per_ms: f64,
-    burst: f64,
+    interval: Duration,
+    burst: u32,
     state: Mutex<AdmissionState>,
 }
 
 #[derive(Debug)]
 struct AdmissionState {
-    tokens: f64,
-    last: Instant,
-    /// Next return slot handed out, relative to `last`'s clock.
-    schedule: Instant,
+    /// The next free admission slot.
+    next_slot: Instant,
+    /// The next come-back time to promise.
+    next_promise: Instant,
+    /// The next moment a come-back handshake may be spent.
+    next_telling: Instant,
 }
 
 impl Admission {
     pub fn new(rate_per_second: f64, burst: f64) -> Admission {
         let now = Instant::now();
-        let burst = burst.max(1.0);
         Admission {
-            rate_per_ms: (rate_per_second / 1000.0).max(1e-6),
-            burst,
+            interval: Duration::from_secs_f64(1.0 / rate_per_second.max(1e-3)),
+            burst: burst.max(1.0) as u32,
             state: Mutex::new(AdmissionState {
-                tokens: burst,
-                last: now,
-                schedule: now,
+                next_slot: now,
+                next_promise: now,
+                next_telling: now,
             }),
         }
     }
 
-    /// `Ok` to admit now, or `Err(wait)`: come back after `wait`.
-    pub fn try_admit(&self) -> Result<(), Duration> {
-        self.try_admit_at(Instant::now())
+    /// Decides what to do with a connection attempt arriving now.
+    pub fn admit(&self) -> Admit {
+        self.admit_at(Instant::now())
     }
 
-    fn try_admit_at(&self, now: Instant) -> Result<(), Duration> {
+    fn admit_at(&self, now: Instant) -> Admit {
         let mut state = self
             .state
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        let elapsed_ms = now.saturating_duration_since(state.last).as_secs_f64() * 1000.0;
-        state.tokens = (state.tokens + elapsed_ms * self.rate_per_ms).min(self.burst);
-        state.last = now;
-        if state.tokens >= 1.0 {
-            state.tokens -= 1.0;
-            return Ok(());
+        // Up to `burst` slots may lie in the past: that is the credit an idle period earns.
+        let earliest = now.checked_sub(self.interval * self.burst).unwrap_or(now);
+        let slot = state.next_slot.max(earliest);
+        let wait = slot.saturating_duration_since(now);
+        if wait <= MAX_HOLD {
+            state.next_slot = slot + self.interval;
+            return if wait.is_zero() {
+                Admit::Now
+            } else {
+                Admit::Hold(wait)
+            };
         }
-        let until_token = Duration::from_secs_f64((1.0 - state.tokens) / self.rate_per_ms / 1000.0);
-        let slot = state.schedule.max(now + until_token);
-        state.schedule = slot + Duration::from_secs_f64(1.0 / self.rate_per_ms / 1000.0);
-        Err(slot
-            .saturating_duration_since(now)
-            .max(Duration::from_millis(1)))
+        if state.next_telling > now {
+            return Admit::Refuse;
+        }
+        state.next_telling = state.next_telling.max(earliest) + self.interval;
+        let promise = state.next_promise.max(slot);
+        state.next_promise = promise + self.interval;
+        let after = promise.saturating_duration_since(now);
+        if after > MAX_COME_BACK {
+            // Never promise beyond the horizon; spread those over the horizon's second half.
+            return Admit::ComeBack(MAX_COME_BACK.mul_f64(0.5 + 0.5 * rand::random::<f64>()));
+        }
+        Admit::ComeBack(after)
+    }
+}
+
+/// How late the async runtime runs a timer, smoothed: the most direct sign that the control
+/// plane is overloaded (CPU starved, or its socket backing up). Admission stops letting new
+/// sessions in while it is high, so a fleet arriving faster than the machine can take it slows
+/// down instead of collapsing into timeouts and reconnects.
+#[derive(Debug, Default)]
+pub struct LoadMonitor {
+    lag_us: AtomicU64,
+}
+
+/// Runtime lag above which no new session is admitted.
+pub const OVERLOAD_LAG: Duration = Duration::from_millis(20);
+
+impl LoadMonitor {
+    /// Starts measuring (every 50 ms) until `shutdown`.
+    pub fn spawn(
+        self: &Arc<Self>,
+        metrics: Metrics,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let monitor = self.clone();
+        tokio::spawn(async move {
+            let period = Duration::from_millis(50);
+            let mut smoothed = 0.0f64;
+            loop {
+                let started = Instant::now();
+                tokio::select! {
+                    _ = tokio::time::sleep(period) => {}
+                    _ = stopped(&mut shutdown) => return,
+                }
+                let lag = started.elapsed().saturating_sub(period).as_secs_f64() * 1e6;
+                smoothed = 0.8 * smoothed + 0.2 * lag;
+                monitor.lag_us.store(smoothed as u64, Ordering::Relaxed);
+                metrics.runtime_lag_seconds.set(smoothed / 1e6);
+            }
+        })
+    }
+
+    pub fn lag(&self) -> Duration {
+        Duration::from_micros(self.lag_us.load(Ordering::Relaxed))
+    }
+
+    pub fn overloaded(&self) -> bool {
+        self.lag() > OVERLOAD_LAG
+    }
+}
+
+/// A plain token bucket: `rate` per second, `burst` at once.
+#[derive(Debug)]
+pub struct TokenBucket {
+    rate_per_second: f64,
+    burst: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl TokenBucket {
+    pub fn new(rate_per_second: f64, burst: f64) -> TokenBucket {
+        let burst = burst.max(1.0);
+        TokenBucket {
+            rate_per_second: rate_per_second.max(1e-3),
+            burst,
+            state: Mutex::new((burst, Instant::now())),
+        }
+    }
+
+    /// Takes one token if there is one.
+    pub fn try_acquire(&self) -> bool {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let now = Instant::now();
+        let (tokens, last) = *state;
+        let tokens = (tokens
+            + now.saturating_duration_since(last).as_secs_f64() * self.rate_per_second)
+            .min(self.burst);
+        if tokens >= 1.0 {
+            *state = (tokens - 1.0, now);
+            true
+        } else {
+            *state = (tokens, now);
+            false
+        }
     }
 }
 
@@ -437,6 +561,7 @@ impl Committer {
         store: Store,
         metrics: Metrics,
         max_batch: usize,
+        window: Duration,
     ) -> (Committer, std::thread::JoinHandle<()>) {
         let (queue, mut receiver) = mpsc::channel::<IngestItem>(max_batch.max(1) * 4);
         let thread = std::thread::Builder::new()
@@ -445,6 +570,12 @@ impl Committer {
                 let mut batch = Vec::with_capacity(max_batch);
                 while let Some(first) = receiver.blocking_recv() {
                     batch.push(first);
+                    // Give reports arriving right behind the first a moment to join it: a
+                    // fleet reporting every 15 s otherwise gets one fsync per report. The
+                    // window costs each report at most a few ms of ack latency.
+                    if !window.is_zero() {
+                        std::thread::sleep(window);
+                    }
                     while batch.len() < max_batch {
                         match receiver.try_recv() {
                             Ok(item) => batch.push(item),
@@ -556,7 +687,9 @@ pub struct IngestContext {
     pub committer: Committer,
     pub admission: Arc<Admission>,
     /// Paces anonymous enrollment requests (each costs signature checks and store work).
-    pub join_limiter: Arc<Admission>,
+    pub join_limiter: Arc<TokenBucket>,
+    /// Runtime lag: no new sessions while the control plane is overloaded.
+    pub load: Arc<LoadMonitor>,
     pub metrics: Metrics,
     pub config: IngestConfig,
 }
@@ -637,7 +770,31 @@ pub async fn serve(
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
                 let context = context.clone();
-                tokio::spawn(async move { handle_incoming(incoming, context).await });
+                let decision = if context.load.overloaded() {
+                    Admit::Refuse
+                } else {
+                    context.admission.admit()
+                };
+                match decision {
+                    Admit::Now => {
+                        tokio::spawn(handle_incoming(incoming, context, None));
+                    }
+                    Admit::Hold(wait) => {
+                        context.metrics.admission_held.inc();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(wait).await;
+                            handle_incoming(incoming, context, None).await;
+                        });
+                    }
+                    Admit::ComeBack(after) => {
+                        context.metrics.admission_deferred.inc();
+                        tokio::spawn(handle_incoming(incoming, context, Some(after)));
+                    }
+                    Admit::Refuse => {
+                        context.metrics.admission_refused.inc();
+                        incoming.refuse();
+                    }
+                }
             }
             _ = stopped(&mut shutdown) => break,
         }
@@ -676,7 +833,12 @@ pub async fn serve(
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
 }
 
-async fn handle_incoming(incoming: quinn::Incoming, context: IngestContext) {
+/// Handles one admitted connection attempt; `come_back` set: tell a session to come back then.
+async fn handle_incoming(
+    incoming: quinn::Incoming,
+    context: IngestContext,
+    come_back: Option<Duration>,
+) {
     let remote = incoming.remote_address();
     let connection = match incoming.await {
         Ok(connection) => connection,
@@ -697,7 +859,7 @@ async fn handle_incoming(incoming: quinn::Incoming, context: IngestContext) {
         // A task of its own, sized for the session alone: this task's state (which includes
         // the handshake's) is freed now instead of being carried for the session's lifetime.
         Some(ALPN_SESSION) => {
-            tokio::spawn(handle_session(connection, context, remote));
+            tokio::spawn(handle_session(connection, context, remote, come_back));
         }
         _ => close(&connection, ErrorCode::Protocol, "unknown ALPN"),
     }
@@ -717,7 +879,7 @@ async fn handle_join(connection: quinn::Connection, context: IngestContext, remo
         let enroller = context.enroller.clone();
         let answer: JoinServerMessage = match JoinClientMessage::decode(&frame)? {
             Decoded::Known(JoinClientMessage::JoinRequest(_) | JoinClientMessage::RenewRequest(_))
-                if context.join_limiter.try_admit().is_err() =>
+                if !context.join_limiter.try_acquire() =>
             {
                 context.metrics.joins.with_label_values(&["rate_limited"]).inc();
                 JoinRejected {
@@ -788,7 +950,12 @@ async fn handle_join(connection: quinn::Connection, context: IngestContext, remo
     }
 }
 
-async fn handle_session(connection: quinn::Connection, context: IngestContext, remote: SocketAddr) {
+async fn handle_session(
+    connection: quinn::Connection,
+    context: IngestContext,
+    remote: SocketAddr,
+    come_back: Option<Duration>,
+) {
     let certificate = connection
         .peer_identity()
         .and_then(|identity| {
@@ -864,8 +1031,7 @@ async fn handle_session(connection: quinn::Connection, context: IngestContext, r
         );
         return;
     }
-    if let Err(wait) = context.admission.try_admit() {
-        context.metrics.admission_deferred.inc();
+    if let Some(wait) = come_back {
         let message: ServerMessage = ComeBackLater {
             after_ms: wait.as_millis() as u64,
             reason: "admission paced".into(),
@@ -1159,30 +1325,53 @@ mod tests {
     use super::*;
 
     #[test]
-    fn admission_admits_the_burst_then_spreads_returns_at_the_rate() {
+    fn admission_holds_within_the_window_then_tells_then_refuses() {
+        // 100 per second: one slot every 10 ms; a burst of 10.
         let admission = Admission::new(100.0, 10.0);
-        let start = Instant::now();
-        for _ in 0..10 {
-            assert!(admission.try_admit_at(start).is_ok());
+        let start = Instant::now() + Duration::from_secs(60);
+        // The burst's ten slots lie in the past, plus the present one.
+        for _ in 0..11 {
+            assert_eq!(admission.admit_at(start), Admit::Now);
         }
-        let waits: Vec<Duration> = (0..50)
-            .map(|_| admission.try_admit_at(start).unwrap_err())
-            .collect();
-        // Return slots are handed out 10 ms apart (100/s), strictly increasing.
-        for pair in waits.windows(2) {
-            assert!(pair[1] > pair[0], "{waits:?}");
-            let gap = pair[1] - pair[0];
-            assert!(
-                gap >= Duration::from_millis(9) && gap <= Duration::from_millis(11),
-                "{gap:?}"
-            );
+        // The next 400 slots fall within the 4 s hold window, 10 ms apart.
+        let mut last = Duration::ZERO;
+        for index in 0..400 {
+            match admission.admit_at(start) {
+                Admit::Hold(wait) => {
+                    assert!(wait > last || index == 0, "slots increase");
+                    assert!(wait <= MAX_HOLD);
+                    last = wait;
+                }
+                other => panic!("attempt {index}: {other:?}"),
+            }
         }
-        assert!(waits[49] >= Duration::from_millis(490), "{:?}", waits[49]);
-        // After a quiet second the bucket is full again.
+        assert!(last >= Duration::from_millis(3_900), "{last:?}");
+        // Beyond the window: some are told when to come back (after the held ones), as many
+        // as the rate and its burst allow; the rest are refused before any handshake.
+        let mut told = Vec::new();
+        loop {
+            match admission.admit_at(start) {
+                Admit::ComeBack(after) => told.push(after),
+                Admit::Refuse => break,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(told.len(), 11, "{told:?}");
+        assert!(told.iter().all(|after| *after > MAX_HOLD));
         assert!(
-            admission
-                .try_admit_at(start + Duration::from_secs(2))
-                .is_ok()
+            told.windows(2).all(|pair| pair[1] > pair[0]),
+            "promises are spread"
+        );
+        assert_eq!(admission.admit_at(start), Admit::Refuse);
+        // As time passes, the hold window moves on: the next attempt 10 ms later is held.
+        assert!(matches!(
+            admission.admit_at(start + Duration::from_millis(10)),
+            Admit::Hold(_)
+        ));
+        // After a quiet minute the burst is available again.
+        assert_eq!(
+            admission.admit_at(start + Duration::from_secs(120)),
+            Admit::Now
         );
     }
 }

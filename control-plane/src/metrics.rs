@@ -20,6 +20,9 @@ pub struct Metrics {
     pub sessions_closed: IntCounterVec,
     pub joins: IntCounterVec,
     pub admission_deferred: IntCounter,
+    pub admission_held: IntCounter,
+    pub runtime_lag_seconds: prometheus::Gauge,
+    pub admission_refused: IntCounter,
     pub handshake_failures: IntCounter,
 }
 
@@ -121,6 +124,27 @@ impl Metrics {
                 &registry,
                 "bagui_admission_deferred_total",
                 "Sessions told to come back later by admission control",
+            ),
+            runtime_lag_seconds: {
+                let gauge = prometheus::Gauge::new(
+                    "bagui_runtime_lag_seconds",
+                    "How late the async runtime runs timers (smoothed); admission pauses above 20 ms",
+                )
+                .expect("valid metric name");
+                registry
+                    .register(Box::new(gauge.clone()))
+                    .expect("metric registered once");
+                gauge
+            },
+            admission_held: counter(
+                &registry,
+                "bagui_admission_held_total",
+                "Connection attempts held until their admission slot before the handshake",
+            ),
+            admission_refused: counter(
+                &registry,
+                "bagui_admission_refused_total",
+                "Connection attempts refused before the handshake (beyond the admission horizon)",
             ),
             handshake_failures: counter(
                 &registry,

@@ -17,7 +17,9 @@ use crate::clock::Clock;
 use crate::config::{ControlPlaneConfig, HttpTls};
 use crate::datadir::{ApiInfo, DataDir, split_host_port};
 use crate::enroll::Enroller;
-use crate::ingest::{self, Admission, Committer, IngestContext, Sessions};
+use crate::ingest::{
+    self, Admission, Committer, IngestContext, LoadMonitor, Sessions, TokenBucket,
+};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::tls;
@@ -36,6 +38,7 @@ pub struct ControlPlane {
     ingest_task: JoinHandle<()>,
     http_task: JoinHandle<()>,
     housekeeping_task: JoinHandle<()>,
+    load_task: JoinHandle<()>,
     commit_thread: std::thread::JoinHandle<()>,
 }
 
@@ -81,6 +84,7 @@ impl ControlPlane {
             store.clone(),
             metrics.clone(),
             ingest_config.max_commit_batch,
+            ingest_config.commit_window,
         );
 
         // QUIC.
@@ -116,6 +120,8 @@ impl ControlPlane {
         let quic_addr = endpoint.local_addr()?;
 
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let load = Arc::new(LoadMonitor::default());
+        let load_task = load.spawn(metrics.clone(), shutdown_rx.clone());
         let context = IngestContext {
             enroller: enroller.clone(),
             store: store.clone(),
@@ -123,7 +129,8 @@ impl ControlPlane {
             clock: clock.clone(),
             sessions: sessions.clone(),
             committer,
-            join_limiter: Arc::new(Admission::new(
+            load: load.clone(),
+            join_limiter: Arc::new(TokenBucket::new(
                 config.enroll.join_rate_per_second,
                 config.enroll.join_burst,
             )),
@@ -239,6 +246,7 @@ impl ControlPlane {
             ingest_task,
             http_task,
             housekeeping_task,
+            load_task,
             commit_thread,
         })
     }
@@ -248,6 +256,7 @@ impl ControlPlane {
     pub async fn shutdown(self) -> Result<()> {
         let _ = self.shutdown.send(true);
         self.housekeeping_task.abort();
+        self.load_task.abort();
         let _ = self.ingest_task.await;
         let _ = tokio::time::timeout(Duration::from_secs(5), self.http_task).await;
         // The commit thread ends once every session task has dropped its queue handle.

@@ -152,3 +152,64 @@ async fn bulk_issuance_validates_every_entry_and_changes_nothing_on_refusal() {
     assert!(format!("{error:#}").contains("401"), "{error:#}");
     control_plane.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crowd_arriving_at_once_is_paced_in_not_turned_into_a_storm() {
+    let mut deployment = Deployment::init().unwrap();
+    // Two sessions a second: twelve agents arriving together need about six seconds.
+    deployment.config.admission.rate_per_second = 2.0;
+    deployment.config.admission.burst = 1.0;
+    let control_plane = deployment.start().await.unwrap();
+    let target = Target::open(deployment.data_dir.root()).unwrap();
+    let identities = sim::provision(&target.data_dir, &target.client, 12)
+        .await
+        .unwrap();
+    let fleet = Fleet::start(
+        identities,
+        target.ca.clone(),
+        FleetConfig {
+            server: target.server,
+            interval: Duration::from_secs(1),
+            sockets: 1,
+            ramp: Duration::ZERO,
+            backoff_min: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(2),
+            samples_per_report: 1,
+        },
+    )
+    .unwrap();
+    let stats = fleet.stats.clone();
+    let started = std::time::Instant::now();
+    wait_until(Duration::from_secs(40), "all twelve to be admitted", || {
+        stats.connected.load(std::sync::atomic::Ordering::Relaxed) == 12
+    })
+    .await
+    .unwrap();
+    // Not faster than the rate allows…
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    let metrics = control_plane.metrics.render();
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // …and mostly by holding attempts until their slot (one handshake each), the rest told
+    // when to come back or refused before any handshake.
+    assert!(value("bagui_admission_held_total") >= 5.0, "{metrics}");
+    assert!(
+        value("bagui_admission_deferred_total") + value("bagui_admission_refused_total") >= 1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        value("bagui_sessions_opened_total"),
+        12.0,
+        "every admitted session stayed"
+    );
+    fleet.stop(Duration::from_millis(500)).await;
+    control_plane.shutdown().await.unwrap();
+}
