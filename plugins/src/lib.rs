@@ -7,7 +7,10 @@
 //! than reading the host; they never talk to the network or the outbox.
 #![forbid(unsafe_code)]
 
+pub mod checks;
 pub mod host;
+pub mod inventory;
+pub mod packages;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -12,6 +12,7 @@
 //! - [`ErrorCode`]: why a connection or stream was closed, as a QUIC application code.
 #![forbid(unsafe_code)]
 
+pub mod assets;
 pub mod codec;
 pub mod digest;
 pub mod error;

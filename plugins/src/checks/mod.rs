@@ -1,0 +1,1 @@
+//! Checks: external plugins (Nagios and JSON-lines conventions) and built-in probes.

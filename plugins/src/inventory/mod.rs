@@ -1,0 +1,1 @@
+//! Asset inventory sections: OS, hardware, listening ports, accounts, services.

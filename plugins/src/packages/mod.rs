@@ -1,0 +1,1 @@
+//! Installed packages: the dpkg status file and the rpm database (sqlite and Berkeley DB).
