@@ -69,6 +69,11 @@ pub struct CollectorsSection {
     pub host_facts_interval: Duration,
     #[serde(with = "units::duration")]
     pub metrics_interval: Duration,
+    /// Whether to send the asset inventory at all.
+    pub assets_enabled: bool,
+    /// How often the asset inventory is read and diffed (changes are sent as events).
+    #[serde(with = "units::duration")]
+    pub assets_interval: Duration,
 }
 
 impl Default for CollectorsSection {
@@ -76,6 +81,8 @@ impl Default for CollectorsSection {
         CollectorsSection {
             host_facts_interval: Duration::from_secs(3600),
             metrics_interval: Duration::from_secs(15),
+            assets_enabled: true,
+            assets_interval: Duration::from_secs(60),
         }
     }
 }
@@ -125,6 +132,10 @@ impl AgentConfig {
         anyhow::ensure!(
             config.collectors.metrics_interval >= Duration::from_millis(100),
             "collectors.metrics_interval must be at least 100ms"
+        );
+        anyhow::ensure!(
+            config.collectors.assets_interval >= Duration::from_millis(100),
+            "collectors.assets_interval must be at least 100ms"
         );
         Ok(config)
     }

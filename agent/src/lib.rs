@@ -3,6 +3,7 @@
 //! agents in-process through [`Agent`].
 #![forbid(unsafe_code)]
 
+pub mod assets;
 pub mod config;
 pub mod identity;
 pub mod join;
@@ -91,19 +92,31 @@ impl Agent {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (snapshot_tx, snapshot_rx) = mpsc::channel(4);
         let collectors = &options.config.collectors;
+        let mut scheduled = vec![
+            scheduler::Scheduled {
+                collector: Arc::new(HostFactsCollector::new(options.host_root.clone())),
+                interval: collectors.host_facts_interval,
+                run_at_start: true,
+            },
+            scheduler::Scheduled {
+                collector: Arc::new(BasicMetricsCollector::new(options.host_root.clone())),
+                interval: collectors.metrics_interval,
+                run_at_start: false,
+            },
+        ];
+        if collectors.assets_enabled {
+            scheduled.push(scheduler::Scheduled {
+                collector: Arc::new(assets::AssetsCollector::new(
+                    options.host_root.clone(),
+                    options.state_dir.assets_baseline_path(),
+                    collectors.assets_interval,
+                )),
+                interval: collectors.assets_interval,
+                run_at_start: true,
+            });
+        }
         let mut tasks = scheduler::spawn(
-            vec![
-                scheduler::Scheduled {
-                    collector: Arc::new(HostFactsCollector::new(options.host_root.clone())),
-                    interval: collectors.host_facts_interval,
-                    run_at_start: true,
-                },
-                scheduler::Scheduled {
-                    collector: Arc::new(BasicMetricsCollector::new(options.host_root.clone())),
-                    interval: collectors.metrics_interval,
-                    run_at_start: false,
-                },
-            ],
+            scheduled,
             outbox.clone(),
             status.clone(),
             snapshot_rx,

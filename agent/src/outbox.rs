@@ -1,17 +1,80 @@
 //! The durable outbox: every report is written here before it is sent and deleted only when
 //! the control plane has acknowledged it.
 //!
-//! Records are keyed `[lane][seq]`, so a scan in key order yields the highest-priority lane
-//! first and each lane oldest first. The next sequence number lives in the same tree and is
-//! written in the same atomic batch as the record that used it: after any crash, a sequence
-//! number the control plane may have stored is never handed out again (reusing one would make
-//! the control plane discard the new report as a duplicate).
+//! # Semantics
+//!
+//! Records are kept per lane, so a scan yields the highest-priority lane first and each lane
+//! oldest (lowest sequence number) first. A record is on disk (synced) when [`Outbox::push`]
+//! returns, and a sequence number, once handed out, is never handed out again, whatever
+//! crashes happen: reusing one would make the control plane discard the new report as a
+//! duplicate of the old.
 //!
 //! The outbox is bounded. Under pressure it drops the oldest record of the lowest-priority lane
 //! that is not above the incoming record's lane; if only higher-priority records remain, the
 //! incoming record itself is dropped. Every drop is counted per lane (persisted) and reported.
 //! Lane, sequence and size stay outside the payload, so payloads can be encrypted at rest
-//! without changing any of this. Only this module knows sled.
+//! without changing any of this.
+//!
+//! # On disk
+//!
+//! A purpose-built append-only log (it replaced sled, whose page cache and threads cost the
+//! agent ~21 MiB of its memory). Everything lives in `OUTBOX/log/`:
+//!
+//! ```text
+//! lock                 held with an exclusive lock (flock) while an agent has the outbox open
+//! 0000000001.seg       segments, appended to in order; the highest number is the open one
+//! 0000000002.seg
+//!
+//! segment  = "BGOUTLG\x01" frame*                     (8-byte header; last byte = version)
+//! frame    = magic[4] = BA 61 0B E5
+//!            len u32 LE                                 (payload bytes, 1..=256 MiB)
+//!            crc u32 LE                                 (CRC-32/IEEE of len bytes ++ payload)
+//!            payload[len]
+//! payload  = 1 lane u8  seq u64  created_ms u64  kind_len u16  kind  body   push
+//!          | 2 lane u8  seq u64                                              remove (tombstone)
+//!          | 3 next_seq u64  dropped u64 × 4 (security, state, inventory, metrics)   meta
+//! ```
+//!
+//! All integers are little-endian. A segment is closed at 4 MiB and every segment starts with
+//! a meta entry (a checkpoint of the high-water mark and the drop counters). Only an index
+//! (`lane → seq → segment, offset, length`, ~30 bytes a record) is kept in memory; bodies are
+//! read back from disk when sent, so a 64 MiB backlog does not cost 64 MiB of memory.
+//!
+//! Opening replays the segments in order: a push enters the index (a later copy of the same
+//! record replaces an earlier one), a tombstone takes it out, the newest meta gives the drop
+//! counters, and the high-water mark is the largest of every meta's `next_seq` and every
+//! pushed `seq + 1`. An older sled outbox in `OUTBOX/` is not migrated (no release ever
+//! shipped it); a warning says so.
+//!
+//! Space comes back two ways. A segment with no live record left is deleted — only from the
+//! oldest end, because a tombstone refers to a record in its own or an older segment: deleting
+//! in order can never resurrect a removed record. When dead bytes outweigh live ones (and a
+//! slack of 8 MiB), the live records of the oldest segment are copied, frame for frame, to the
+//! end of the log and synced; the segment is then dead and deleted. A crash in between leaves
+//! two identical copies, and replay keeps the later one.
+//!
+//! # Why a crash loses nothing
+//!
+//! * A push is one write of `[tombstones of evicted records][meta with the drop counters][the
+//!   record]`, then `fdatasync`, before `push` returns. The record carries its own sequence
+//!   number, so the high-water mark is durable with the record that used it.
+//! * [`Outbox::ensure_next_seq_above`] writes a meta entry and syncs it.
+//! * A new segment is written (header and checkpoint), synced, and its directory synced before
+//!   anything is appended to it; the newest segment is never deleted, and on every open a meta
+//!   entry is appended to it. So the newest segment always holds the high-water mark (its
+//!   checkpoint) or something higher (its pushes and metas): deleting older segments never
+//!   lowers it.
+//! * A crash in the middle of an append leaves a torn tail: a frame cut short or whose
+//!   checksum fails, with no valid frame after it. Recovery cuts it off; it was never
+//!   acknowledged to a caller (or it was an unsynced tombstone, whose record merely comes back
+//!   and is de-duplicated by the control plane).
+//! * Damage in the middle of a segment (bit rot) is reported and skipped: recovery resumes at
+//!   the next valid frame (where the damaged frame's length points, else the next frame
+//!   marker that starts a frame with a valid checksum). One bad record never stops the agent.
+//!   A record found damaged later, when read for sending, is dropped and counted.
+//! * Tombstones and drop counters are written without a sync of their own (the next push or
+//!   [`Outbox::flush`] syncs them): losing one brings back a record the control plane already
+//!   has, or a slightly low drop count.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -22,20 +85,28 @@ use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use tokio::sync::Notify;
 
-const NEXT_SEQ_KEY: &[u8] = b"\xffnext_seq";
-const DROPPED_KEY: &[u8] = b"\xffdropped";
-/// Bytes counted per record on top of its kind and body (key, framing, sled overhead).
-const RECORD_OVERHEAD: u64 = 32;
+mod crc;
+mod format;
+mod store;
+
+use store::{NewRecord, Store};
+
+/// Bytes counted per record on top of its kind and body: its framing on disk.
+const RECORD_OVERHEAD: u64 = format::PUSH_OVERHEAD as u64;
 
 /// An outbox operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
-    #[error("outbox: {0}")]
-    Sled(#[from] sled::Error),
+    #[error("outbox: {context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("outbox at {path} is in use by another process (is the agent already running?)")]
     Locked { path: String },
-    #[error("outbox record {key:?} is corrupt: {message}")]
-    Corrupt { key: Vec<u8>, message: String },
+    #[error("outbox {what} is corrupt: {message}")]
+    Corrupt { what: String, message: String },
 }
 
 /// A stored record.
@@ -70,46 +141,47 @@ pub struct Pushed {
     pub evicted: u64,
 }
 
-#[derive(Debug, Default)]
-struct Counters {
-    next_seq: u64,
-    records: [u64; 4],
-    bytes: [u64; 4],
-    dropped: LaneCounts,
+/// The store and what is only remembered in memory.
+#[derive(Debug)]
+struct State {
+    store: Store,
     /// Dropped since the last drop notice.
     unreported: LaneCounts,
     /// The drop notice still in the outbox (its seq and the drops it reports), if any.
     pending_notice: Option<(u64, LaneCounts)>,
 }
 
+impl State {
+    /// Counts a dropped record, in the persisted counters and for the next notice.
+    fn count_drop(&mut self, lane: Lane) -> Result<(), OutboxError> {
+        let mut meta = self.store.meta();
+        *meta.dropped.get_mut(lane) += 1;
+        *self.unreported.get_mut(lane) += 1;
+        self.store.set_meta(meta, false)
+    }
+
+    /// Takes drops the store made on its own (damaged records) into the next notice.
+    fn absorb_lost(&mut self) {
+        let lost = self.store.take_lost();
+        for lane in Lane::ALL {
+            *self.unreported.get_mut(lane) += lost.get(lane);
+        }
+    }
+
+    fn total_bytes(&self) -> u64 {
+        Lane::ALL.iter().map(|lane| self.store.bytes(*lane)).sum()
+    }
+}
+
 /// Per-lane read positions of one session: the last sequence sent in each lane.
 pub type Cursors = [Option<u64>; 4];
 
-fn key(lane: Lane, seq: u64) -> [u8; 9] {
-    let mut key = [0u8; 9];
-    key[0] = lane as u8;
-    key[1..].copy_from_slice(&seq.to_be_bytes());
-    key
-}
-
-fn parse_key(key: &[u8]) -> Option<(Lane, u64)> {
-    if key.len() != 9 || key[0] > 3 {
-        return None;
-    }
-    Some((
-        Lane::from(key[0]),
-        u64::from_be_bytes(key[1..].try_into().ok()?),
-    ))
-}
-
 /// The outbox.
 pub struct Outbox {
-    db: sled::Db,
-    tree: sled::Tree,
+    state: Mutex<State>,
     limit_bytes: u64,
     /// Larger bodies are refused at push (they could never be sent in one frame).
     max_body_bytes: usize,
-    counters: Mutex<Counters>,
     notify: Notify,
 }
 
@@ -127,58 +199,31 @@ impl std::fmt::Debug for Outbox {
 impl Outbox {
     /// Opens (or creates) the outbox at `path`, holding at most `limit_bytes`.
     pub fn open(path: &Path, limit_bytes: u64) -> Result<Outbox, OutboxError> {
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(4 << 20)
-            .flush_every_ms(Some(500))
-            .open()
-            .map_err(|error| match &error {
-                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-                    OutboxError::Locked {
-                        path: path.display().to_string(),
-                    }
-                }
-                _ => OutboxError::Sled(error),
-            })?;
-        let tree = db.open_tree("records")?;
-        let mut counters = Counters::default();
-        let mut max_seq = 0;
-        for item in tree.range(..[0xffu8].as_slice()) {
-            let (key, value) = item?;
-            let (lane, seq) = parse_key(&key).ok_or_else(|| OutboxError::Corrupt {
-                key: key.to_vec(),
-                message: "malformed key".into(),
-            })?;
-            let record: OutboxRecord =
-                rmp_serde::from_slice(&value).map_err(|error| OutboxError::Corrupt {
-                    key: key.to_vec(),
-                    message: error.to_string(),
-                })?;
-            counters.records[lane as usize] += 1;
-            counters.bytes[lane as usize] += OutboxRecord::size(&record.kind, &record.body);
-            max_seq = max_seq.max(seq);
-        }
-        let stored_next = tree
-            .get(NEXT_SEQ_KEY)?
-            .and_then(|bytes| <[u8; 8]>::try_from(&bytes[..]).ok())
-            .map(u64::from_be_bytes)
-            .unwrap_or(1);
-        counters.next_seq = stored_next.max(max_seq + 1).max(1);
-        if let Some(bytes) = tree.get(DROPPED_KEY)? {
-            counters.dropped = rmp_serde::from_slice(&bytes).unwrap_or_default();
-        }
+        Outbox::open_with_segments(path, limit_bytes, store::SEGMENT_TARGET)
+    }
+
+    fn open_with_segments(
+        path: &Path,
+        limit_bytes: u64,
+        segment_bytes: u64,
+    ) -> Result<Outbox, OutboxError> {
+        let mut state = State {
+            store: Store::open(path, segment_bytes)?,
+            unreported: LaneCounts::default(),
+            pending_notice: None,
+        };
+        state.absorb_lost();
         Ok(Outbox {
-            db,
-            tree,
+            state: Mutex::new(state),
             limit_bytes,
             max_body_bytes: DEFAULT_MAX_BODY,
-            counters: Mutex::new(counters),
             notify: Notify::new(),
         })
     }
 
-    /// Like [`Outbox::open`], but waits up to `patience` for a previous holder's lock to go
-    /// (sled releases it a moment after the last handle is dropped, e.g. an in-process restart).
+    /// Like [`Outbox::open`], but waits up to `patience` for a previous holder's lock to go.
+    /// The lock goes with the last handle to the previous [`Outbox`]; in an in-process restart
+    /// (tests, the simulator) a task of the previous agent may still hold one for a moment.
     pub fn open_waiting(
         path: &Path,
         limit_bytes: u64,
@@ -195,8 +240,8 @@ impl Outbox {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Counters> {
-        self.counters
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
     }
@@ -207,7 +252,7 @@ impl Outbox {
         self
     }
 
-    /// Adds a record. It is in the outbox (not yet flushed to disk) when this returns.
+    /// Adds a record. It is on disk (synced) when this returns.
     pub fn push(
         &self,
         lane: Lane,
@@ -216,130 +261,78 @@ impl Outbox {
         body: &[u8],
     ) -> Result<Pushed, OutboxError> {
         let size = OutboxRecord::size(kind, body);
-        let mut counters = self.lock();
-        if body.len() > self.max_body_bytes {
+        let mut state = self.lock();
+        if body.len() > self.max_body_bytes.min(format::MAX_BODY) || kind.len() > format::MAX_KIND {
             tracing::warn!(
                 kind,
                 bytes = body.len(),
                 limit = self.max_body_bytes,
                 "record too large for one frame; dropped"
             );
-            self.count_drop(&mut counters, lane)?;
+            state.count_drop(lane)?;
             return Ok(Pushed {
                 seq: None,
                 evicted: 0,
             });
         }
-        match self.plan_evictions(&counters, lane, size)? {
-            Some(victims) => {
-                let seq = counters.next_seq;
-                let record = OutboxRecord {
-                    kind: kind.to_owned(),
-                    created_ms,
-                    body: ByteBuf::from(body.to_vec()),
-                };
-                let encoded =
-                    rmp_serde::to_vec_named(&record).map_err(|error| OutboxError::Corrupt {
-                        key: key(lane, seq).to_vec(),
-                        message: error.to_string(),
-                    })?;
-                let mut dropped = counters.dropped;
-                for (victim, _, _) in &victims {
-                    *dropped.get_mut(*victim) += 1;
-                }
-                let mut batch = sled::Batch::default();
-                for (_, victim_key, _) in &victims {
-                    batch.remove(victim_key.as_slice());
-                }
-                batch.insert(key(lane, seq).to_vec(), encoded);
-                batch.insert(NEXT_SEQ_KEY, (seq + 1).to_be_bytes().to_vec());
-                if !victims.is_empty() {
-                    batch.insert(
-                        DROPPED_KEY,
-                        rmp_serde::to_vec_named(&dropped).unwrap_or_default(),
-                    );
-                }
-                self.tree.apply_batch(batch)?;
-                for (victim, _, victim_size) in &victims {
-                    let index = *victim as usize;
-                    counters.records[index] -= 1;
-                    counters.bytes[index] = counters.bytes[index].saturating_sub(*victim_size);
-                    *counters.unreported.get_mut(*victim) += 1;
-                }
-                counters.dropped = dropped;
-                counters.next_seq = seq + 1;
-                counters.records[lane as usize] += 1;
-                counters.bytes[lane as usize] += size;
-                drop(counters);
-                self.notify.notify_one();
-                Ok(Pushed {
-                    seq: Some(seq),
-                    evicted: victims.len() as u64,
-                })
-            }
-            None => {
-                // Only higher-priority records (or nothing big enough) stand in the way: the
-                // incoming record is the one dropped.
-                self.count_drop(&mut counters, lane)?;
-                Ok(Pushed {
-                    seq: None,
-                    evicted: 0,
-                })
-            }
+        let Some(victims) = self.plan_evictions(&state, lane, size) else {
+            // Only higher-priority records (or nothing big enough) stand in the way: the
+            // incoming record is the one dropped.
+            state.count_drop(lane)?;
+            return Ok(Pushed {
+                seq: None,
+                evicted: 0,
+            });
+        };
+        let seq = state.store.meta().next_seq;
+        let mut dropped = state.store.meta().dropped;
+        for (victim, _) in &victims {
+            *dropped.get_mut(*victim) += 1;
         }
-    }
-
-    fn count_drop(&self, counters: &mut Counters, lane: Lane) -> Result<(), OutboxError> {
-        *counters.dropped.get_mut(lane) += 1;
-        *counters.unreported.get_mut(lane) += 1;
-        let dropped = rmp_serde::to_vec_named(&counters.dropped).unwrap_or_default();
-        self.tree.insert(DROPPED_KEY, dropped)?;
-        Ok(())
+        let record = NewRecord {
+            lane,
+            seq,
+            created_ms,
+            kind,
+            body,
+        };
+        state.store.push(record, &victims, dropped)?;
+        for (victim, _) in &victims {
+            *state.unreported.get_mut(*victim) += 1;
+        }
+        drop(state);
+        self.notify.notify_one();
+        Ok(Pushed {
+            seq: Some(seq),
+            evicted: victims.len() as u64,
+        })
     }
 
     /// Drops a stored record that can never be delivered, counting it like any other drop.
     pub fn discard(&self, lane: Lane, seq: u64) -> Result<(), OutboxError> {
-        self.remove(lane, seq)?;
-        let mut counters = self.lock();
-        self.count_drop(&mut counters, lane)
+        let mut state = self.lock();
+        state.store.remove(lane, seq)?;
+        state.count_drop(lane)
     }
 
     /// The records to evict so that `size` more bytes of `lane` fit: lowest lane first, oldest
     /// first, never a lane above `lane`. `None` if they cannot be made to fit.
-    #[allow(clippy::type_complexity)]
-    fn plan_evictions(
-        &self,
-        counters: &Counters,
-        lane: Lane,
-        size: u64,
-    ) -> Result<Option<Vec<(Lane, Vec<u8>, u64)>>, OutboxError> {
+    fn plan_evictions(&self, state: &State, lane: Lane, size: u64) -> Option<Vec<(Lane, u64)>> {
         if size > self.limit_bytes {
-            return Ok(None);
+            return None;
         }
-        let mut excess =
-            (counters.bytes.iter().sum::<u64>() + size).saturating_sub(self.limit_bytes);
+        let mut excess = (state.total_bytes() + size).saturating_sub(self.limit_bytes);
         let mut victims = Vec::new();
-        for victim in Lane::ALL
-            .iter()
-            .rev()
-            .copied()
-            .filter(|victim| *victim >= lane)
-        {
-            if excess == 0 {
-                break;
-            }
-            for item in self.tree.range(key(victim, 0)..=key(victim, u64::MAX)) {
+        for victim in Lane::ALL.iter().rev().filter(|victim| **victim >= lane) {
+            for (seq, old_size) in state.store.oldest(*victim) {
                 if excess == 0 {
                     break;
                 }
-                let (victim_key, value) = item?;
-                let old: OutboxRecord = rmp_serde::from_slice(&value).unwrap_or_default();
-                let old_size = OutboxRecord::size(&old.kind, &old.body);
                 excess = excess.saturating_sub(old_size);
-                victims.push((victim, victim_key.to_vec(), old_size));
+                victims.push((*victim, seq));
             }
         }
-        Ok((excess == 0).then_some(victims))
+        (excess == 0).then_some(victims)
     }
 
     /// Waits until a record is pushed (or a wake-up is pending).
@@ -347,65 +340,63 @@ impl Outbox {
         self.notify.notified().await
     }
 
-    /// Makes every record pushed so far durable.
+    /// Makes everything written so far durable. Pushes already are when they return; this
+    /// syncs tombstones and drop counters (before sending, and at shutdown).
     pub async fn flush(&self) -> Result<(), OutboxError> {
-        self.db.flush_async().await?;
-        Ok(())
+        self.sync()
+    }
+
+    fn sync(&self) -> Result<(), OutboxError> {
+        self.lock().store.sync()
     }
 
     /// Up to `max` records not yet sent in this session, highest lane first, oldest first;
-    /// advances `cursors` past them.
+    /// advances `cursors` past them. A record whose bytes on disk turn out to be damaged is
+    /// dropped (logged and counted), not returned, so it cannot block the queue.
     pub fn next_batch(
         &self,
         cursors: &mut Cursors,
         max: usize,
     ) -> Result<Vec<Pending>, OutboxError> {
+        let mut state = self.lock();
         let mut out = Vec::new();
+        let mut damaged = Vec::new();
         for lane in Lane::ALL {
-            if out.len() >= max {
-                break;
-            }
-            let start = key(
-                lane,
-                cursors[lane as usize].map_or(0, |seq| seq.saturating_add(1)),
-            );
-            let end = key(lane, u64::MAX);
-            for item in self.tree.range(start..=end) {
+            let cursor = &mut cursors[lane as usize];
+            for seq in state.store.seqs_after(lane, *cursor) {
                 if out.len() >= max {
                     break;
                 }
-                let (raw_key, value) = item?;
-                let Some((_, seq)) = parse_key(&raw_key) else {
-                    continue;
-                };
-                let record: OutboxRecord =
-                    rmp_serde::from_slice(&value).map_err(|error| OutboxError::Corrupt {
-                        key: raw_key.to_vec(),
-                        message: error.to_string(),
-                    })?;
-                cursors[lane as usize] = Some(seq);
-                out.push(Pending { lane, seq, record });
+                *cursor = Some(seq);
+                match state.store.read(lane, seq) {
+                    Ok(Some(record)) => out.push(Pending { lane, seq, record }),
+                    Ok(None) => {}
+                    Err(OutboxError::Corrupt { what, message }) => {
+                        tracing::error!(%what, %message, ?lane, seq, "outbox record damaged on disk; dropped");
+                        damaged.push((lane, seq));
+                    }
+                    Err(error) => return Err(error),
+                }
             }
         }
+        for (lane, seq) in damaged {
+            state.store.lose(lane, seq)?;
+        }
+        state.absorb_lost();
         Ok(out)
     }
 
     /// Deletes an acknowledged record (no-op if it was already dropped).
     pub fn remove(&self, lane: Lane, seq: u64) -> Result<(), OutboxError> {
-        let mut counters = self.lock();
-        if let Some(old) = self.tree.remove(key(lane, seq))? {
-            let record: OutboxRecord = rmp_serde::from_slice(&old).unwrap_or_default();
-            let index = lane as usize;
-            counters.records[index] = counters.records[index].saturating_sub(1);
-            counters.bytes[index] = counters.bytes[index]
-                .saturating_sub(OutboxRecord::size(&record.kind, &record.body));
-        }
-        Ok(())
+        let mut state = self.lock();
+        let removed = state.store.remove(lane, seq).map(drop);
+        state.absorb_lost();
+        removed
     }
 
     /// Never hand out a sequence number at or below `seq` (the control plane has stored it).
     pub fn ensure_next_seq_above(&self, seq: u64) -> Result<(), OutboxError> {
-        let mut counters = self.lock();
+        let mut state = self.lock();
         if seq >= u64::MAX / 2 {
             tracing::error!(
                 seq,
@@ -413,21 +404,21 @@ impl Outbox {
             );
             return Ok(());
         }
-        if counters.next_seq <= seq {
+        let mut meta = state.store.meta();
+        if meta.next_seq <= seq {
             tracing::warn!(
-                next_seq = counters.next_seq,
+                next_seq = meta.next_seq,
                 stored = seq,
                 "the control plane holds sequence numbers this outbox would reuse; skipping ahead"
             );
-            counters.next_seq = seq + 1;
-            self.tree
-                .insert(NEXT_SEQ_KEY, (seq + 1).to_be_bytes().to_vec())?;
+            meta.next_seq = seq + 1;
+            state.store.set_meta(meta, true)?;
         }
         Ok(())
     }
 
     pub fn next_seq(&self) -> u64 {
-        self.lock().next_seq
+        self.lock().store.meta().next_seq
     }
 
     pub fn limit_bytes(&self) -> u64 {
@@ -435,11 +426,14 @@ impl Outbox {
     }
 
     pub fn stats(&self) -> OutboxStats {
-        let counters = self.lock();
+        let state = self.lock();
         OutboxStats {
-            records: counters.records.iter().sum(),
-            bytes: counters.bytes.iter().sum(),
-            dropped: counters.dropped,
+            records: Lane::ALL
+                .iter()
+                .map(|lane| state.store.records(*lane))
+                .sum(),
+            bytes: state.total_bytes(),
+            dropped: state.store.meta().dropped,
         }
     }
 
@@ -449,26 +443,21 @@ impl Outbox {
     /// long outage. Returns the notice's sequence number, or `None` if nothing was dropped.
     pub fn push_drop_notice(&self, created_ms: u64) -> Result<Option<u64>, OutboxError> {
         let notice = {
-            let mut counters = self.lock();
-            if counters.unreported.total() == 0 {
+            let mut state = self.lock();
+            if state.unreported.total() == 0 {
                 return Ok(None);
             }
-            let mut dropped = std::mem::take(&mut counters.unreported);
-            if let Some((seq, carried)) = counters.pending_notice.take()
-                && let Some(old) = self.tree.remove(key(Lane::State, seq))?
+            let mut dropped = std::mem::take(&mut state.unreported);
+            if let Some((seq, carried)) = state.pending_notice.take()
+                && state.store.remove(Lane::State, seq)?
             {
-                let record: OutboxRecord = rmp_serde::from_slice(&old).unwrap_or_default();
-                let index = Lane::State as usize;
-                counters.records[index] = counters.records[index].saturating_sub(1);
-                counters.bytes[index] = counters.bytes[index]
-                    .saturating_sub(OutboxRecord::size(&record.kind, &record.body));
                 for lane in Lane::ALL {
                     *dropped.get_mut(lane) += carried.get(lane);
                 }
             }
             OutboxDrops {
                 dropped,
-                dropped_total: counters.dropped,
+                dropped_total: state.store.meta().dropped,
                 limit_bytes: self.limit_bytes,
             }
         };
@@ -542,7 +531,7 @@ mod tests {
             assert_eq!(outbox.stats().records, 0);
             futures_flush(&outbox);
         }
-        // sled lets go of its lock a moment after the last handle is dropped.
+        // The lock goes with the last handle (waiting is for in-process restarts).
         let outbox = Outbox::open_waiting(dir.path(), 1 << 20, Duration::from_secs(5)).unwrap();
         assert_eq!(outbox.next_seq(), 6);
         assert_eq!(
@@ -557,7 +546,7 @@ mod tests {
     }
 
     fn futures_flush(outbox: &Outbox) {
-        outbox.db.flush().unwrap();
+        outbox.sync().unwrap();
     }
 
     #[test]
@@ -679,5 +668,368 @@ mod tests {
         let outbox = Outbox::open_waiting(dir.path(), 100, Duration::from_secs(5)).unwrap();
         assert_eq!(outbox.stats().dropped.metrics, 1);
         assert_eq!(outbox.stats().records, 1);
+    }
+
+    // --- The log: crashes, damage, space -----------------------------------------------------
+
+    fn all(outbox: &Outbox) -> Vec<Pending> {
+        outbox
+            .next_batch(&mut Cursors::default(), usize::MAX)
+            .unwrap()
+    }
+
+    fn bodies(batch: &[Pending]) -> Vec<Vec<u8>> {
+        batch
+            .iter()
+            .map(|pending| pending.record.body.to_vec())
+            .collect()
+    }
+
+    fn segment_files(dir: &Path) -> Vec<std::path::PathBuf> {
+        let mut files: Vec<_> = std::fs::read_dir(dir.join(store::LOG_DIR))
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
+            .collect();
+        files.sort();
+        files
+    }
+
+    /// The offset of every frame in a segment file, in order.
+    fn frame_offsets(bytes: &[u8]) -> Vec<(usize, usize)> {
+        let mut offsets = Vec::new();
+        format::scan(bytes, |offset, len, _| offsets.push((offset, len)));
+        offsets
+    }
+
+    fn five_records(dir: &Path) -> Vec<Vec<u8>> {
+        let bodies: Vec<Vec<u8>> = (0..5u8)
+            .map(|index| vec![index + 1; 10 + 7 * index as usize])
+            .collect();
+        let outbox = Outbox::open(dir, 1 << 20).unwrap();
+        for (index, body) in bodies.iter().enumerate() {
+            outbox
+                .push(Lane::Inventory, "k", index as u64, body)
+                .unwrap();
+        }
+        bodies
+    }
+
+    #[test]
+    fn a_torn_tail_at_any_byte_loses_only_the_record_being_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let written = five_records(dir.path());
+        let [segment] = segment_files(dir.path()).try_into().unwrap();
+        let full = std::fs::read(&segment).unwrap();
+        let last = OutboxRecord::size("k", &written[4]) as usize;
+        for cut in full.len() - last..full.len() {
+            // Cut short, or the right length with the tail never written (zeros).
+            for zeros in [false, true] {
+                let mut bytes = full[..cut].to_vec();
+                if zeros {
+                    bytes.resize(full.len(), 0);
+                }
+                std::fs::write(&segment, &bytes).unwrap();
+                let outbox = Outbox::open(dir.path(), 1 << 20).unwrap();
+                let kept = all(&outbox);
+                assert_eq!(bodies(&kept), written[..4], "cut at {cut}, zeros {zeros}");
+                assert_eq!(outbox.next_seq(), 5, "cut at {cut}, zeros {zeros}");
+            }
+        }
+        // After the repair the log takes new records and keeps them.
+        {
+            let outbox = Outbox::open(dir.path(), 1 << 20).unwrap();
+            assert_eq!(
+                outbox.push(Lane::Inventory, "k", 9, b"new").unwrap().seq,
+                Some(5)
+            );
+        }
+        let outbox = Outbox::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(all(&outbox).len(), 5);
+        assert_eq!(outbox.next_seq(), 6);
+    }
+
+    #[test]
+    fn a_damaged_record_in_the_middle_is_skipped_and_the_rest_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let written = five_records(dir.path());
+        let [segment] = segment_files(dir.path()).try_into().unwrap();
+        let full = std::fs::read(&segment).unwrap();
+        // Frames: the checkpoint, then the five pushes.
+        let (third, len) = frame_offsets(&full)[3];
+        // The marker, the length, the checksum, the header of the payload, the body.
+        for at in [0, 5, 9, 13, 20, len - 1] {
+            let mut bytes = full.clone();
+            bytes[third + at] ^= 0x10;
+            std::fs::write(&segment, &bytes).unwrap();
+            for _ in 0..2 {
+                let outbox = Outbox::open(dir.path(), 1 << 20).unwrap();
+                let kept = all(&outbox);
+                let expected = [&written[..2], &written[3..]].concat();
+                assert_eq!(
+                    bodies(&kept),
+                    expected,
+                    "bit flipped at byte {at} of the frame"
+                );
+                assert_eq!(outbox.next_seq(), 6);
+            }
+        }
+    }
+
+    #[test]
+    fn a_record_damaged_after_opening_is_dropped_when_read_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(dir.path(), 1 << 20).unwrap();
+        for index in 0..5u8 {
+            outbox.push(Lane::Metrics, "k", 0, &[index; 40]).unwrap();
+        }
+        let [segment] = segment_files(dir.path()).try_into().unwrap();
+        let mut bytes = std::fs::read(&segment).unwrap();
+        let (third, len) = frame_offsets(&bytes)[3];
+        bytes[third + len - 1] ^= 1;
+        std::fs::write(&segment, &bytes).unwrap();
+        let kept = all(&outbox);
+        assert_eq!(seqs(&kept), [1, 2, 4, 5].map(|seq| (Lane::Metrics, seq)));
+        assert_eq!(outbox.stats().records, 4);
+        assert_eq!(outbox.stats().dropped.metrics, 1);
+        assert!(
+            outbox.push_drop_notice(1).unwrap().is_some(),
+            "and reported"
+        );
+    }
+
+    #[test]
+    fn sequence_numbers_survive_when_the_segments_that_used_them_are_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let outbox = Outbox::open_with_segments(dir.path(), 1 << 20, 4096).unwrap();
+            for index in 0..50 {
+                outbox
+                    .push(Lane::Metrics, "metrics", index, &[1; 500])
+                    .unwrap();
+            }
+            assert!(segment_files(dir.path()).len() > 5);
+            for seq in 1..=50 {
+                outbox.remove(Lane::Metrics, seq).unwrap();
+            }
+            assert_eq!(
+                segment_files(dir.path()).len(),
+                1,
+                "dead segments are deleted"
+            );
+        }
+        let outbox = Outbox::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(outbox.next_seq(), 51);
+        assert_eq!(
+            outbox.push(Lane::Metrics, "metrics", 9, b"y").unwrap().seq,
+            Some(51)
+        );
+    }
+
+    #[test]
+    fn compaction_keeps_exactly_the_live_records_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let segment = 4096;
+        let mut live = Vec::new();
+        {
+            let outbox = Outbox::open_with_segments(dir.path(), 1 << 30, segment).unwrap();
+            for index in 0..2000u64 {
+                let lane = Lane::from((index % 4) as u8);
+                let body = index.to_le_bytes().repeat(20);
+                let seq = outbox.push(lane, "k", index, &body).unwrap().seq.unwrap();
+                if index % 7 == 0 {
+                    live.push((lane, seq, body));
+                } else {
+                    outbox.remove(lane, seq).unwrap();
+                }
+                let stats = outbox.stats();
+                let disk = outbox.lock().store.disk_bytes();
+                assert!(
+                    disk <= 2 * stats.bytes + 4 * segment,
+                    "{disk} bytes on disk for {} live",
+                    stats.bytes
+                );
+            }
+        }
+        live.sort_by_key(|(lane, seq, _)| (*lane, *seq));
+        let outbox = Outbox::open(dir.path(), 1 << 30).unwrap();
+        let kept: Vec<_> = all(&outbox)
+            .into_iter()
+            .map(|pending| (pending.lane, pending.seq, pending.record.body.to_vec()))
+            .collect();
+        assert_eq!(kept, live);
+        assert_eq!(outbox.next_seq(), 2001);
+    }
+
+    #[test]
+    fn a_second_process_is_locked_out_until_the_first_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Outbox::open(dir.path(), 1 << 20).unwrap();
+        let error = Outbox::open(dir.path(), 1 << 20).unwrap_err();
+        assert!(matches!(error, OutboxError::Locked { .. }), "{error}");
+        assert!(error.to_string().contains("in use by another process"));
+        drop(first);
+        Outbox::open(dir.path(), 1 << 20).unwrap();
+    }
+
+    /// A deterministic xorshift generator: the model test must replay identically.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, bound: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % bound
+        }
+    }
+
+    /// What the outbox should hold, kept the obvious way.
+    #[derive(Default)]
+    struct Model {
+        records: std::collections::BTreeMap<(Lane, u64), (u64, Vec<u8>)>,
+        next_seq: u64,
+        dropped: LaneCounts,
+        limit: u64,
+        max_body: usize,
+    }
+
+    impl Model {
+        fn bytes(&self) -> u64 {
+            self.records
+                .values()
+                .map(|(_, body)| OutboxRecord::size("k", body))
+                .sum()
+        }
+
+        fn push(&mut self, lane: Lane, created_ms: u64, body: &[u8]) -> Pushed {
+            let size = OutboxRecord::size("k", body);
+            let mut excess = (self.bytes() + size).saturating_sub(self.limit);
+            let mut victims = Vec::new();
+            for (key, (_, old)) in &self.records {
+                // Keys sort by lane, highest priority first: walk the lanes lowest first.
+                let _ = (key, old);
+            }
+            for victim in Lane::ALL.iter().rev().filter(|victim| **victim >= lane) {
+                for ((_, seq), (_, old)) in self.records.range((*victim, 0)..=(*victim, u64::MAX)) {
+                    if excess == 0 {
+                        break;
+                    }
+                    excess = excess.saturating_sub(OutboxRecord::size("k", old));
+                    victims.push((*victim, *seq));
+                }
+            }
+            if body.len() > self.max_body || size > self.limit || excess > 0 {
+                *self.dropped.get_mut(lane) += 1;
+                return Pushed {
+                    seq: None,
+                    evicted: 0,
+                };
+            }
+            for victim in &victims {
+                self.records.remove(victim);
+                *self.dropped.get_mut(victim.0) += 1;
+            }
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.records
+                .insert((lane, seq), (created_ms, body.to_vec()));
+            Pushed {
+                seq: Some(seq),
+                evicted: victims.len() as u64,
+            }
+        }
+    }
+
+    #[test]
+    fn random_operations_match_a_model_across_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let (limit, max_body, segment) = (16 << 10, 2000, 1024);
+        let open = || {
+            Outbox::open_with_segments(dir.path(), limit, segment)
+                .unwrap()
+                .with_max_body(max_body)
+        };
+        let mut model = Model {
+            next_seq: 1,
+            limit,
+            max_body,
+            ..Model::default()
+        };
+        let mut rng = Rng(0x5EED_BA61_0B0C_0001);
+        let mut outbox = open();
+        let mut most_on_disk = 0;
+        for step in 0..3000u64 {
+            match rng.below(100) {
+                0..45 => {
+                    let lane = Lane::from(rng.below(4) as u8);
+                    let len = if rng.below(50) == 0 {
+                        max_body + 1 + rng.below(100) as usize
+                    } else {
+                        rng.below(700) as usize
+                    };
+                    let body: Vec<u8> = (0..len).map(|_| rng.below(256) as u8).collect();
+                    let expected = model.push(lane, step, &body);
+                    assert_eq!(outbox.push(lane, "k", step, &body).unwrap(), expected);
+                }
+                45..75 if !model.records.is_empty() => {
+                    let nth = rng.below(model.records.len() as u64) as usize;
+                    let (lane, seq) = *model.records.keys().nth(nth).unwrap();
+                    model.records.remove(&(lane, seq));
+                    if rng.below(5) == 0 {
+                        outbox.discard(lane, seq).unwrap();
+                        *model.dropped.get_mut(lane) += 1;
+                    } else {
+                        outbox.remove(lane, seq).unwrap();
+                    }
+                }
+                75..80 => {
+                    // Removing what is not there changes nothing.
+                    let lane = Lane::from(rng.below(4) as u8);
+                    let seq = model.next_seq + rng.below(3);
+                    outbox.remove(lane, seq).unwrap();
+                }
+                80..86 => {
+                    drop(outbox);
+                    outbox = open();
+                }
+                86..89 => {
+                    let above = model.next_seq + rng.below(4);
+                    outbox.ensure_next_seq_above(above).unwrap();
+                    model.next_seq = model.next_seq.max(above + 1);
+                }
+                _ => {
+                    let held: Vec<_> = all(&outbox)
+                        .into_iter()
+                        .map(|pending| {
+                            let record = pending.record;
+                            (
+                                (pending.lane, pending.seq),
+                                (record.created_ms, record.body.to_vec()),
+                            )
+                        })
+                        .collect();
+                    let expected: Vec<_> = model
+                        .records
+                        .iter()
+                        .map(|(key, value)| (*key, value.clone()))
+                        .collect();
+                    assert_eq!(held, expected, "step {step}");
+                }
+            }
+            let stats = outbox.stats();
+            assert_eq!(stats.records, model.records.len() as u64, "step {step}");
+            assert_eq!(stats.bytes, model.bytes(), "step {step}");
+            assert_eq!(stats.dropped, model.dropped, "step {step}");
+            assert_eq!(outbox.next_seq(), model.next_seq, "step {step}");
+            let disk = outbox.lock().store.disk_bytes();
+            most_on_disk = most_on_disk.max(disk);
+            assert!(
+                disk <= 2 * stats.bytes + 8 * segment + 2 * max_body as u64,
+                "step {step}: {disk} bytes on disk for {} live",
+                stats.bytes
+            );
+        }
+        assert!(most_on_disk > 0);
     }
 }

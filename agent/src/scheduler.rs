@@ -51,11 +51,20 @@ async fn run_once(
     };
     match tokio::time::timeout(collector.deadline(), task).await {
         Ok(Ok(Ok(outputs))) => {
+            let mut stored = true;
             for output in outputs {
-                if let Err(error) = outbox.push(output.lane, output.kind, now_ms(), &output.body) {
-                    tracing::error!(collector = name, %error, "writing to the outbox");
-                    status.update(|s| s.collector_errors += 1);
+                match outbox.push(output.lane, output.kind, now_ms(), &output.body) {
+                    Ok(pushed) if pushed.seq.is_some() => {}
+                    Ok(_) => stored = false,
+                    Err(error) => {
+                        tracing::error!(collector = name, %error, "writing to the outbox");
+                        status.update(|s| s.collector_errors += 1);
+                        stored = false;
+                    }
                 }
+            }
+            if stored {
+                collector.committed();
             }
         }
         Ok(Ok(Err(error))) => {
@@ -73,7 +82,8 @@ async fn run_once(
     }
 }
 
-/// Starts one task per collector. `snapshots` asks for an immediate run of `host_facts`.
+/// Starts one task per collector. `snapshots` asks for an immediate full run of `assets`
+/// (and of `host_facts`).
 pub fn spawn(
     scheduled: Vec<Scheduled>,
     outbox: Arc<Outbox>,
@@ -82,11 +92,11 @@ pub fn spawn(
     shutdown: watch::Receiver<bool>,
 ) -> Vec<JoinHandle<()>> {
     let mut tasks = Vec::new();
-    let mut snapshot_collector = None;
+    let mut snapshot_collectors = Vec::new();
     for item in scheduled {
         let running = Arc::new(AtomicBool::new(false));
-        if item.collector.name() == "host_facts" {
-            snapshot_collector = Some((item.collector.clone(), running.clone()));
+        if matches!(item.collector.name(), "host_facts" | "assets") {
+            snapshot_collectors.push((item.collector.clone(), running.clone()));
         }
         let outbox = outbox.clone();
         let status = status.clone();
@@ -120,7 +130,8 @@ pub fn spawn(
                     if request.is_none() {
                         return;
                     }
-                    if let Some((collector, running)) = &snapshot_collector {
+                    for (collector, running) in &snapshot_collectors {
+                        collector.request_full();
                         run_once(collector, running, &outbox, &status).await;
                     }
                 }

@@ -109,6 +109,11 @@ impl StateDir {
     pub fn outbox_path(&self) -> PathBuf {
         self.root.join("outbox")
     }
+    /// The last asset snapshot sent to the control plane (the baseline changes are diffed to).
+    pub fn assets_baseline_path(&self) -> PathBuf {
+        self.root.join("assets.last")
+    }
+
     pub fn status_path(&self) -> PathBuf {
         self.root.join("status.json")
     }

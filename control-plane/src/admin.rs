@@ -4,6 +4,7 @@
 //! [`Admin`]; the CLI's remote mode calls the API and gets the same view types back as JSON.
 //! So there is one implementation of every action, and every one is audited here.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use crate::clock::{Clock, format_rfc3339};
 use crate::divisions::Divisions;
 use crate::enroll::{EnrollError, Enroller};
 use crate::ingest::{LiveSession, Sessions};
+use crate::inventory::{AssetView, ChangeView, CheckView, FindRow, HealthView};
 use crate::store::{AgentRecord, AuditEntry, Store, StoreError, TokenRecord};
 use crate::topology;
 
@@ -156,6 +158,53 @@ pub struct CommandRequest {
     pub after: Option<String>,
     /// For `set_heartbeat_interval`: `15s`, …
     pub interval: Option<String>,
+}
+
+/// What `asset changes` asks for.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ChangesQuery {
+    /// RFC 3339 time or a duration back from now (`24h`, `7d`).
+    pub since: Option<String>,
+    pub division: Option<String>,
+    pub agent: Option<String>,
+    pub section: Option<String>,
+    pub limit: Option<usize>,
+}
+
+/// What `asset find` asks for; every given criterion must hold.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FindQuery {
+    pub package: Option<String>,
+    pub version_below: Option<String>,
+    pub version_at_least: Option<String>,
+    pub port: Option<u16>,
+    pub os: Option<String>,
+    pub division: Option<String>,
+    pub online: Option<bool>,
+}
+
+/// Orders two versions the way the package's own manager does.
+fn version_order(source: &str, version: &str, bound: &str) -> std::cmp::Ordering {
+    use bagui_plugins::packages::version;
+    match source {
+        "rpm" => version::compare_rpm(version, bound),
+        _ => version::compare_dpkg(version, bound),
+    }
+}
+
+/// `--since`: an RFC 3339 time, or a duration back from `now_ms` (`90m`, `24h`, `7d`).
+fn parse_since(text: &str, now_ms: u64) -> Result<u64, AdminError> {
+    if let Ok(ms) = units::parse_rfc3339(text) {
+        return Ok(ms);
+    }
+    let duration = units::parse_duration(text).map_err(|_| {
+        AdminError::BadRequest(format!(
+            "--since {text:?}: expected an RFC 3339 time or a duration such as 24h or 7d"
+        ))
+    })?;
+    Ok(now_ms.saturating_sub(duration.as_millis() as u64))
 }
 
 /// A command that was audited and queued to an agent.
@@ -515,6 +564,313 @@ impl Admin {
                 size: report.body.len(),
             })
             .collect())
+    }
+
+    // --- assets (资产在线) and health ------------------------------------------------------
+
+    /// The current asset record of an agent.
+    pub fn asset(&self, id: &str) -> Result<AssetView, AdminError> {
+        let agent = self.agent(id)?;
+        let record = self.store.asset(id)?.ok_or_else(|| {
+            AdminError::NotFound(format!("agent {id} has not sent an asset snapshot yet"))
+        })?;
+        Ok(AssetView::new(&agent, record))
+    }
+
+    /// Asset changes since `since_ms`, oldest first, optionally within a division subtree or
+    /// of one agent.
+    pub fn asset_changes(&self, query: &ChangesQuery) -> Result<Vec<ChangeView>, AdminError> {
+        let agents: HashMap<String, AgentView> = self
+            .agents(query.division.as_deref())?
+            .into_iter()
+            .map(|agent| (agent.id.clone(), agent))
+            .collect();
+        if let Some(id) = &query.agent
+            && !agents.contains_key(id)
+        {
+            return Err(AdminError::NotFound(format!(
+                "unknown agent {id} in that scope"
+            )));
+        }
+        let since_ms = match &query.since {
+            Some(text) => parse_since(text, self.clock.now_ms())?,
+            None => 0,
+        };
+        let limit = query.limit.unwrap_or(1000).clamp(1, 100_000);
+        let records = self.store.asset_changes(
+            since_ms,
+            |change| {
+                agents.contains_key(&change.agent_id)
+                    && query.agent.as_ref().is_none_or(|id| *id == change.agent_id)
+                    && query
+                        .section
+                        .as_ref()
+                        .is_none_or(|section| *section == change.change.section)
+            },
+            limit,
+        )?;
+        Ok(records
+            .into_iter()
+            .map(|record| {
+                let agent = &agents[&record.agent_id];
+                let (hostname, division) = (agent.hostname.clone(), agent.division.clone());
+                ChangeView::new(record, &hostname, &division)
+            })
+            .collect())
+    }
+
+    /// Agents matching every given criterion: a package (optionally below / at least a
+    /// version, in the package manager's own ordering), an open port, an OS, a division
+    /// subtree, online state.
+    pub fn asset_find(&self, query: &FindQuery) -> Result<Vec<FindRow>, AdminError> {
+        if query.package.is_none()
+            && (query.version_below.is_some() || query.version_at_least.is_some())
+        {
+            return Err(AdminError::BadRequest(
+                "--version-below/--version-at-least need --package".into(),
+            ));
+        }
+        let agents = self.agents(query.division.as_deref())?;
+        let holders: Option<HashMap<String, Vec<bagui_protocol::assets::Package>>> =
+            match &query.package {
+                Some(name) => {
+                    let mut map: HashMap<String, Vec<_>> = HashMap::new();
+                    for (agent, arch, entry) in self.store.package_holders(name)? {
+                        let keep = query.version_below.as_ref().is_none_or(|bound| {
+                            version_order(&entry.source, &entry.version, bound).is_lt()
+                        }) && query.version_at_least.as_ref().is_none_or(|bound| {
+                            version_order(&entry.source, &entry.version, bound).is_ge()
+                        });
+                        if keep {
+                            map.entry(agent)
+                                .or_default()
+                                .push(bagui_protocol::assets::Package {
+                                    name: name.clone(),
+                                    version: entry.version,
+                                    arch,
+                                    source: entry.source,
+                                });
+                        }
+                    }
+                    Some(map)
+                }
+                None => None,
+            };
+        let mut rows = Vec::new();
+        for agent in agents {
+            if query.online.is_some_and(|online| online != agent.online) {
+                continue;
+            }
+            let packages = match &holders {
+                Some(map) => match map.get(&agent.id) {
+                    Some(packages) => packages.clone(),
+                    None => continue,
+                },
+                None => Vec::new(),
+            };
+            let needs_record = query.port.is_some() || query.os.is_some();
+            let record = if needs_record {
+                match self.store.asset(&agent.id)? {
+                    Some(record) => Some(record),
+                    None => continue,
+                }
+            } else {
+                None
+            };
+            let mut listening = Vec::new();
+            if let (Some(port), Some(record)) = (query.port, &record) {
+                listening = record
+                    .snapshot
+                    .listening
+                    .iter()
+                    .filter(|socket| socket.port == port)
+                    .cloned()
+                    .collect();
+                if listening.is_empty() {
+                    continue;
+                }
+            }
+            if let (Some(os), Some(record)) = (&query.os, &record) {
+                let info = &record.snapshot.os;
+                let wanted = os.to_lowercase();
+                if ![&info.id, &info.family, &info.name, &info.pretty_name]
+                    .iter()
+                    .any(|field| field.to_lowercase().contains(&wanted))
+                {
+                    continue;
+                }
+            }
+            let os = match &record {
+                Some(record) => record.snapshot.os.pretty_name.clone(),
+                None => agent.os.clone(),
+            };
+            let row = |package| FindRow {
+                agent_id: agent.id.clone(),
+                hostname: agent.hostname.clone(),
+                division: agent.division.clone(),
+                division_path: agent.division_path.clone(),
+                online: agent.online,
+                os: os.clone(),
+                package,
+                listening: listening.clone(),
+            };
+            if packages.is_empty() {
+                rows.push(row(None));
+            } else {
+                for package in packages {
+                    rows.push(row(Some(package)));
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    /// The latest health samples and check results of an agent.
+    pub fn health(&self, id: &str) -> Result<HealthView, AdminError> {
+        let agent = self.agent(id)?;
+        let metrics = self.store.health(id)?;
+        let checks = self
+            .store
+            .checks(id)?
+            .into_iter()
+            .map(|(_, record)| CheckView::new(record))
+            .collect();
+        Ok(HealthView {
+            agent_id: agent.id,
+            online: agent.online,
+            taken: metrics
+                .as_ref()
+                .map(|record| format_rfc3339(record.taken_ms)),
+            samples: metrics.map(|record| record.samples).unwrap_or_default(),
+            checks,
+        })
+    }
+
+    /// Fleet aggregates (per city and county: agents online/offline, outbox backlog and drops,
+    /// check states) and, when `per_agent`, every agent's latest samples and check states.
+    pub fn fleet_exposition(&self, per_agent: bool) -> Result<String, AdminError> {
+        use crate::exposition::Exposition;
+        let agents = self.agents(None)?;
+        let mut out = Exposition::default();
+        #[derive(Default)]
+        struct Tally {
+            online: u64,
+            offline: u64,
+            outbox_records: u64,
+            outbox_dropped: u64,
+            checks: [u64; 4],
+        }
+        let mut tallies: BTreeMap<(u8, String), Tally> = BTreeMap::new();
+        for agent in &agents {
+            let checks = self.store.checks(&agent.id)?;
+            let levels: Vec<(u8, String)> = self
+                .divisions
+                .ancestors(&agent.division)
+                .filter(|division| division.level <= 3)
+                .map(|division| (division.level, division.code.clone()))
+                .collect();
+            for key in levels {
+                let tally = tallies.entry(key).or_default();
+                if agent.online {
+                    tally.online += 1;
+                } else {
+                    tally.offline += 1;
+                }
+                tally.outbox_records += agent.outbox_records;
+                tally.outbox_dropped += agent.outbox_dropped;
+                for (_, check) in &checks {
+                    tally.checks[usize::from(check.result.status.min(3))] += 1;
+                }
+            }
+            if per_agent {
+                let labels = [
+                    ("agent", agent.id.as_str()),
+                    ("division", agent.division.as_str()),
+                ];
+                out.add(
+                    "bagui_agent_up",
+                    "gauge",
+                    "1 while the agent has an authenticated session",
+                    &labels,
+                    if agent.online { 1.0 } else { 0.0 },
+                );
+                if let Some(health) = self.store.health(&agent.id)? {
+                    for sample in &health.samples {
+                        let mut all: Vec<(&str, &str)> = labels.to_vec();
+                        all.extend(sample.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                        let counter = sample.name.ends_with("_total");
+                        out.add(
+                            &crate::exposition::agent_metric_name(&sample.name, counter),
+                            if counter { "counter" } else { "gauge" },
+                            "Reported by the agent",
+                            &all,
+                            sample.value,
+                        );
+                    }
+                }
+                for (name, check) in &checks {
+                    let mut all: Vec<(&str, &str)> = labels.to_vec();
+                    all.push(("check", name.as_str()));
+                    out.add(
+                        "bagui_agent_check_status",
+                        "gauge",
+                        "Latest check status (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)",
+                        &all,
+                        f64::from(check.result.status),
+                    );
+                }
+            }
+        }
+        for ((level, code), tally) in &tallies {
+            let name = self
+                .divisions
+                .get(code)
+                .map(|d| d.name.clone())
+                .unwrap_or_default();
+            let level_name = match level {
+                1 => "region",
+                2 => "city",
+                _ => "county",
+            };
+            let base = [
+                ("division", code.as_str()),
+                ("division_name", name.as_str()),
+                ("level", level_name),
+            ];
+            for (state, count) in [("online", tally.online), ("offline", tally.offline)] {
+                let mut labels = base.to_vec();
+                labels.push(("state", state));
+                out.add(
+                    "bagui_fleet_agents",
+                    "gauge",
+                    "Enrolled agents by division and session state",
+                    &labels,
+                    count as f64,
+                );
+            }
+            out.add(
+                "bagui_fleet_outbox_records",
+                "gauge",
+                "Reports buffered in agents' outboxes, as last reported",
+                &base,
+                tally.outbox_records as f64,
+            );
+            out.add("bagui_fleet_outbox_dropped", "gauge", "Reports agents' outboxes dropped under pressure since they were created, as last reported", &base, tally.outbox_dropped as f64);
+            for (status, count) in tally.checks.iter().enumerate() {
+                let mut labels = base.to_vec();
+                labels.push(("state", bagui_protocol::assets::status_text(status as u8)));
+                out.add(
+                    "bagui_fleet_checks",
+                    "gauge",
+                    "Latest check results by division and state",
+                    &labels,
+                    *count as f64,
+                );
+            }
+        }
+        let mut text = String::new();
+        out.render_into(&mut text);
+        Ok(text)
     }
 
     /// Audits and sends one allow-listed command to a connected agent.

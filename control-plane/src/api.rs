@@ -19,7 +19,10 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use crate::admin::{Admin, AdminError, CommandRequest, CreateToken, IssueRequest, SetUplink};
+use crate::admin::{
+    Admin, AdminError, ChangesQuery, CommandRequest, CreateToken, FindQuery, IssueRequest,
+    SetUplink,
+};
 use crate::metrics::Metrics;
 
 /// Shared state of the API handlers.
@@ -92,10 +95,15 @@ impl FromRequestParts<ApiState> for Operator {
 async fn blocking<T: Send + 'static>(
     operation: impl FnOnce() -> Result<T, AdminError> + Send + 'static,
 ) -> Result<Json<T>, ApiError> {
+    blocking_value(operation).await.map(Json)
+}
+
+async fn blocking_value<T: Send + 'static>(
+    operation: impl FnOnce() -> Result<T, AdminError> + Send + 'static,
+) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(operation)
         .await
         .map_err(|error| ApiError(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()))?
-        .map(Json)
         .map_err(ApiError::from)
 }
 
@@ -129,6 +137,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/agents/{id}/uplink", put(set_uplink))
         .route("/api/v1/agents/{id}/reports", get(agent_reports))
         .route("/api/v1/agents/{id}/commands", post(send_command))
+        .route("/api/v1/agents/{id}/assets", get(show_assets))
+        .route("/api/v1/agents/{id}/health", get(show_health))
+        .route("/api/v1/assets/changes", get(asset_changes))
+        .route("/api/v1/assets/find", get(asset_find))
         .route("/api/v1/tokens", get(list_tokens).post(create_token))
         .route("/api/v1/tokens/{id}", axum::routing::delete(revoke_token))
         .route("/api/v1/audit", get(audit))
@@ -143,12 +155,23 @@ async fn readyz(State(state): State<ApiState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<ApiState>, _: Operator) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
-        .into_response()
+#[derive(Deserialize)]
+struct MetricsQuery {
+    /// Also every agent's latest samples (large: ~50 series an agent).
+    #[serde(default)]
+    agents: bool,
+}
+
+async fn metrics(
+    State(state): State<ApiState>,
+    _: Operator,
+    Query(query): Query<MetricsQuery>,
+) -> Result<Response, ApiError> {
+    let mut text = state.metrics.render();
+    let admin = state.admin.clone();
+    let fleet = blocking_value(move || admin.fleet_exposition(query.agents)).await?;
+    text.push_str(&fleet);
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
 async fn list_agents(
@@ -208,6 +231,38 @@ async fn send_command(
     Json(body): Json<CommandRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     blocking(move || state.admin.send_command(&actor, &id, &body)).await
+}
+
+async fn show_assets(
+    State(state): State<ApiState>,
+    _: Operator,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    blocking(move || state.admin.asset(&id)).await
+}
+
+async fn show_health(
+    State(state): State<ApiState>,
+    _: Operator,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    blocking(move || state.admin.health(&id)).await
+}
+
+async fn asset_changes(
+    State(state): State<ApiState>,
+    _: Operator,
+    Query(query): Query<ChangesQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    blocking(move || state.admin.asset_changes(&query)).await
+}
+
+async fn asset_find(
+    State(state): State<ApiState>,
+    _: Operator,
+    Query(query): Query<FindQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    blocking(move || state.admin.asset_find(&query)).await
 }
 
 async fn list_tokens(

@@ -12,8 +12,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
 use crate::admin::{
-    Admin, AgentView, CommandRequest, CommandSent, CreateToken, ReportView, SetUplink,
-    TokenCreated, TokenView,
+    Admin, AgentView, ChangesQuery, CommandRequest, CommandSent, CreateToken, FindQuery,
+    ReportView, SetUplink, TokenCreated, TokenView,
 };
 use crate::audit::{self, Audit};
 use crate::client::ApiClient;
@@ -21,6 +21,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::ControlPlaneConfig;
 use crate::datadir::DataDir;
 use crate::enroll::{EnrollConfig, Enroller};
+use crate::inventory::{AssetView, ChangeView, FindRow, HealthView};
 use crate::server::ControlPlane;
 use crate::store::{AuditEntry, Store, StoreError};
 
@@ -81,6 +82,12 @@ pub enum Command {
     /// Enrolled agents.
     #[command(subcommand)]
     Agent(AgentCommand),
+    /// The asset ledger (资产在线): what each machine is and runs, and every change.
+    #[command(subcommand)]
+    Asset(AssetCommand),
+    /// Latest health samples and check results of an agent.
+    #[command(subcommand)]
+    Health(HealthCommand),
     /// The SM3-chained audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -134,6 +141,71 @@ pub enum TokenCommand {
     },
     /// Revoke a token.
     Revoke { id: String },
+}
+
+#[derive(Subcommand)]
+pub enum AssetCommand {
+    /// The current asset record of an agent (JSON by default: os, hardware, packages,
+    /// listening, users, groups, services).
+    Show {
+        agent: String,
+        #[arg(long, value_enum, default_value = "json")]
+        output: Output,
+    },
+    /// The change history: packages installed and removed, ports opened, users added, ...
+    Changes {
+        /// RFC 3339 time or a duration back from now (`24h`, `7d`).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only agents in this division's subtree.
+        #[arg(long)]
+        division: Option<String>,
+        /// Only this agent.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Only this section (os, machine, disk, filesystem, nic, package, listening, user,
+        /// group, service).
+        #[arg(long)]
+        section: Option<String>,
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Agents matching every criterion given.
+    Find {
+        /// Installed package name (e.g. openssh-server).
+        #[arg(long)]
+        package: Option<String>,
+        /// Only versions older than this, in the package manager's own order (dpkg or rpm).
+        #[arg(long)]
+        version_below: Option<String>,
+        /// Only versions at least this.
+        #[arg(long)]
+        version_at_least: Option<String>,
+        /// A listening TCP or UDP port.
+        #[arg(long)]
+        port: Option<u16>,
+        /// OS id, family or name contains this (kylin, uos, openeuler, debian, rhel, ...).
+        #[arg(long)]
+        os: Option<String>,
+        #[arg(long)]
+        division: Option<String>,
+        #[arg(long)]
+        online: Option<bool>,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum HealthCommand {
+    /// Latest metrics and check results of an agent.
+    Show {
+        agent: String,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -333,6 +405,14 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Agent(command) => {
             init_logging(cli.log_level.as_deref().unwrap_or("warn"));
             agent_command(access(&cli)?, command).await
+        }
+        Command::Asset(command) => {
+            init_logging(cli.log_level.as_deref().unwrap_or("warn"));
+            asset_command(access(&cli)?, command).await
+        }
+        Command::Health(command) => {
+            init_logging(cli.log_level.as_deref().unwrap_or("warn"));
+            health_command(access(&cli)?, command).await
         }
         Command::Audit(command) => {
             init_logging(cli.log_level.as_deref().unwrap_or("warn"));
@@ -612,6 +692,280 @@ async fn agent_command(access: Access, command: &AgentCommand) -> Result<()> {
                 "command {} ({}) sent to {}",
                 sent.command_id, sent.kind, sent.agent_id
             );
+            Ok(())
+        }
+    }
+}
+
+/// `?a=1&b=2` from the given pairs, leaving out the unset ones.
+fn query_string(pairs: &[(&str, Option<String>)]) -> String {
+    let parts: Vec<String> = pairs
+        .iter()
+        .filter_map(|(name, value)| {
+            value
+                .as_ref()
+                .map(|value| format!("{name}={}", query_escape(value)))
+        })
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
+}
+
+async fn asset_command(access: Access, command: &AssetCommand) -> Result<()> {
+    match command {
+        AssetCommand::Show { agent, output } => {
+            let view: AssetView = match &access {
+                Access::Local { admin, .. } => admin.asset(agent)?,
+                Access::Remote(client) => {
+                    client
+                        .get(&format!("/api/v1/agents/{}/assets", query_escape(agent)))
+                        .await?
+                }
+            };
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&view)?),
+                Output::Table | Output::Csv => {
+                    let mut rows = vec![
+                        ("agent", view.agent_id.clone()),
+                        ("hostname", view.hostname.clone()),
+                        ("division", view.division_path.clone()),
+                        ("os", view.os.pretty_name.clone()),
+                        ("kernel", view.os.kernel.clone()),
+                        ("arch", view.os.arch.clone()),
+                        (
+                            "cpu",
+                            format!(
+                                "{} ({} threads)",
+                                view.hardware.machine.cpu_model, view.hardware.machine.cpu_threads
+                            ),
+                        ),
+                        (
+                            "memory",
+                            format!("{} MiB", view.hardware.machine.memory_bytes >> 20),
+                        ),
+                        (
+                            "disks",
+                            view.hardware
+                                .disks
+                                .iter()
+                                .map(|d| format!("{} {} GiB", d.name, d.size_bytes >> 30))
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                        ),
+                        (
+                            "nics",
+                            view.hardware
+                                .nics
+                                .iter()
+                                .map(|n| format!("{} {} {}", n.name, n.mac, n.addresses.join(" ")))
+                                .collect::<Vec<_>>()
+                                .join("; "),
+                        ),
+                        ("packages", view.packages.len().to_string()),
+                        (
+                            "listening",
+                            view.listening
+                                .iter()
+                                .map(|l| {
+                                    format!("{}/{}:{}({})", l.proto, l.address, l.port, l.process)
+                                })
+                                .collect::<Vec<_>>()
+                                .join(" "),
+                        ),
+                        ("users", view.users.len().to_string()),
+                        ("services", view.services.len().to_string()),
+                        ("taken", view.taken.clone()),
+                    ];
+                    if view.stale {
+                        rows.push(("stale", "true (full snapshot requested)".into()));
+                    }
+                    print_rows(*output, &rows, &["field", "value"], |(field, value)| {
+                        vec![field.to_string(), value.clone()]
+                    })?;
+                }
+            }
+            Ok(())
+        }
+        AssetCommand::Changes {
+            since,
+            division,
+            agent,
+            section,
+            limit,
+            output,
+        } => {
+            let query = ChangesQuery {
+                since: since.clone(),
+                division: division.clone(),
+                agent: agent.clone(),
+                section: section.clone(),
+                limit: Some(*limit),
+            };
+            let changes: Vec<ChangeView> = match &access {
+                Access::Local { admin, .. } => admin.asset_changes(&query)?,
+                Access::Remote(client) => {
+                    let path = format!(
+                        "/api/v1/assets/changes{}",
+                        query_string(&[
+                            ("since", since.clone()),
+                            ("division", division.clone()),
+                            ("agent", agent.clone()),
+                            ("section", section.clone()),
+                            ("limit", Some(limit.to_string())),
+                        ])
+                    );
+                    client.get(&path).await?
+                }
+            };
+            print_rows(
+                *output,
+                &changes,
+                &[
+                    "time", "agent", "hostname", "section", "op", "key", "change",
+                ],
+                |change| {
+                    vec![
+                        change.time.clone(),
+                        change.agent_id.clone(),
+                        change.hostname.clone(),
+                        change.section.clone(),
+                        change.op.clone(),
+                        change.key.clone(),
+                        change.summary(),
+                    ]
+                },
+            )
+        }
+        AssetCommand::Find {
+            package,
+            version_below,
+            version_at_least,
+            port,
+            os,
+            division,
+            online,
+            output,
+        } => {
+            let query = FindQuery {
+                package: package.clone(),
+                version_below: version_below.clone(),
+                version_at_least: version_at_least.clone(),
+                port: *port,
+                os: os.clone(),
+                division: division.clone(),
+                online: *online,
+            };
+            let rows: Vec<FindRow> = match &access {
+                Access::Local { admin, .. } => admin.asset_find(&query)?,
+                Access::Remote(client) => {
+                    let path = format!(
+                        "/api/v1/assets/find{}",
+                        query_string(&[
+                            ("package", package.clone()),
+                            ("version_below", version_below.clone()),
+                            ("version_at_least", version_at_least.clone()),
+                            ("port", port.map(|port| port.to_string())),
+                            ("os", os.clone()),
+                            ("division", division.clone()),
+                            ("online", online.map(|online| online.to_string())),
+                        ])
+                    );
+                    client.get(&path).await?
+                }
+            };
+            print_rows(
+                *output,
+                &rows,
+                &[
+                    "agent",
+                    "hostname",
+                    "online",
+                    "os",
+                    "package",
+                    "version",
+                    "listening",
+                    "division",
+                ],
+                |row| {
+                    vec![
+                        row.agent_id.clone(),
+                        row.hostname.clone(),
+                        row.online.to_string(),
+                        row.os.clone(),
+                        row.package
+                            .as_ref()
+                            .map(|p| p.name.clone())
+                            .unwrap_or_default(),
+                        row.package
+                            .as_ref()
+                            .map(|p| p.version.clone())
+                            .unwrap_or_default(),
+                        row.listening
+                            .iter()
+                            .map(|l| format!("{}/{}:{}", l.proto, l.address, l.port))
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                        row.division_path.clone(),
+                    ]
+                },
+            )
+        }
+    }
+}
+
+async fn health_command(access: Access, command: &HealthCommand) -> Result<()> {
+    match command {
+        HealthCommand::Show { agent, output } => {
+            let view: HealthView = match &access {
+                Access::Local { admin, .. } => admin.health(agent)?,
+                Access::Remote(client) => {
+                    client
+                        .get(&format!("/api/v1/agents/{}/health", query_escape(agent)))
+                        .await?
+                }
+            };
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&view)?),
+                _ => {
+                    print_rows(
+                        *output,
+                        &view.checks,
+                        &["check", "state", "output", "since", "perfdata"],
+                        |check| {
+                            vec![
+                                check.name.clone(),
+                                check.state.clone(),
+                                check.result.output.clone(),
+                                check.since.clone(),
+                                check
+                                    .result
+                                    .perfdata
+                                    .iter()
+                                    .map(|p| {
+                                        format!(
+                                            "{}={}{}",
+                                            p.label,
+                                            p.value
+                                                .map(|v| v.to_string())
+                                                .unwrap_or_else(|| "U".into()),
+                                            p.uom
+                                        )
+                                    })
+                                    .collect::<Vec<_>>()
+                                    .join(" "),
+                            ]
+                        },
+                    )?;
+                    println!(
+                        "{} samples taken {}",
+                        view.samples.len(),
+                        view.taken.as_deref().unwrap_or("never")
+                    );
+                }
+            }
             Ok(())
         }
     }

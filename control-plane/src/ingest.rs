@@ -557,11 +557,14 @@ impl std::fmt::Debug for Committer {
 impl Committer {
     /// Starts the writer thread. It stops when every `Committer` clone is dropped, after
     /// committing what was queued.
+    /// `resync` receives the agents whose asset record went stale (see [`crate::inventory`]):
+    /// the server asks each for a full snapshot, through the audited command path.
     pub fn spawn(
         store: Store,
         metrics: Metrics,
         max_batch: usize,
         window: Duration,
+        resync: mpsc::UnboundedSender<String>,
     ) -> (Committer, std::thread::JoinHandle<()>) {
         let (queue, mut receiver) = mpsc::channel::<IngestItem>(max_batch.max(1) * 4);
         let thread = std::thread::Builder::new()
@@ -582,7 +585,7 @@ impl Committer {
                             Err(_) => break,
                         }
                     }
-                    commit(&store, &metrics, std::mem::take(&mut batch));
+                    commit(&store, &metrics, &resync, std::mem::take(&mut batch));
                 }
             })
             .expect("spawning the commit thread");
@@ -616,7 +619,12 @@ impl Committer {
     }
 }
 
-fn commit(store: &Store, metrics: &Metrics, batch: Vec<IngestItem>) {
+fn commit(
+    store: &Store,
+    metrics: &Metrics,
+    resync_requests: &mpsc::UnboundedSender<String>,
+    batch: Vec<IngestItem>,
+) {
     let started = Instant::now();
     let count = batch.len();
     let mut reports = Vec::with_capacity(count);
@@ -630,8 +638,15 @@ fn commit(store: &Store, metrics: &Metrics, batch: Vec<IngestItem>) {
         ));
         reports.push(item.report);
     }
+    let mut resync = Vec::new();
     let result = store
-        .insert_reports(&mut reports)
+        .insert_reports_with(&mut reports, |store, fresh| {
+            let outcome = crate::inventory::project(store, fresh);
+            metrics.asset_changes.inc_by(outcome.changes);
+            metrics.payload_errors.inc_by(outcome.bad_payloads);
+            resync = outcome.resync;
+            outcome.projection
+        })
         .and_then(|fresh| store.flush().map(|()| fresh));
     metrics
         .commit_seconds
@@ -656,6 +671,11 @@ fn commit(store: &Store, metrics: &Metrics, batch: Vec<IngestItem>) {
             for (session, seqs) in acks.into_values() {
                 // A closed session simply misses its ack; the agent resends and we de-duplicate.
                 session.send(Outgoing::Message(Ack::from_seqs(seqs).into()));
+            }
+            for agent_id in resync {
+                metrics.resync_requests.inc();
+                // Nobody listening only means the server is stopping.
+                let _ = resync_requests.send(agent_id);
             }
         }
         Err(error) => {

@@ -24,6 +24,9 @@ pub struct Metrics {
     pub runtime_lag_seconds: prometheus::Gauge,
     pub admission_refused: IntCounter,
     pub handshake_failures: IntCounter,
+    pub asset_changes: IntCounter,
+    pub payload_errors: IntCounter,
+    pub resync_requests: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -150,6 +153,21 @@ impl Metrics {
                 &registry,
                 "bagui_quic_handshake_failures_total",
                 "QUIC handshakes that failed",
+            ),
+            asset_changes: counter(
+                &registry,
+                "bagui_asset_changes_total",
+                "Asset changes recorded in the ledger's history",
+            ),
+            payload_errors: counter(
+                &registry,
+                "bagui_payload_errors_total",
+                "Reports whose payload could not be decoded (stored raw, not projected)",
+            ),
+            resync_requests: counter(
+                &registry,
+                "bagui_asset_resync_requests_total",
+                "Full asset snapshots asked for because changes did not match the stored state",
             ),
             registry,
         }

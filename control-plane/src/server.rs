@@ -80,11 +80,13 @@ impl ControlPlane {
         ));
         let ingest_config = config.ingest_config();
         let sessions = Sessions::new(ingest_config.missed_heartbeats);
+        let (resync_tx, mut resync_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         let (committer, commit_thread) = Committer::spawn(
             store.clone(),
             metrics.clone(),
             ingest_config.max_commit_batch,
             ingest_config.commit_window,
+            resync_tx,
         );
 
         // QUIC.
@@ -153,6 +155,28 @@ impl ControlPlane {
             Some(sessions.clone()),
             deployment.advertise.clone(),
         ));
+        {
+            // Asset records that went stale: ask their agents for a full snapshot, audited
+            // like any operator command.
+            let admin = admin.clone();
+            tokio::spawn(async move {
+                while let Some(agent_id) = resync_rx.recv().await {
+                    let request = crate::admin::CommandRequest {
+                        kind: "send_full_snapshot".into(),
+                        after: None,
+                        interval: None,
+                    };
+                    let admin = admin.clone();
+                    let result = tokio::task::spawn_blocking(move || {
+                        admin.send_command("control-plane", &agent_id, &request)
+                    })
+                    .await;
+                    if let Ok(Err(error)) = result {
+                        tracing::info!(%error, "could not ask for a full asset snapshot");
+                    }
+                }
+            });
+        }
         let ready = Arc::new(AtomicBool::new(false));
         let state = ApiState {
             admin: admin.clone(),

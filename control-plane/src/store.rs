@@ -10,6 +10,8 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+use bagui_protocol::assets::{AssetChange, AssetSnapshot, CheckResult};
+use bagui_protocol::messages::payload::Sample;
 use bagui_protocol::{Lane, LinkStats, MachineFacts, OutboxStats, Role};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -125,6 +127,73 @@ pub struct StoredReport {
     pub body: ByteBuf,
 }
 
+/// The current asset state of one agent.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AssetRecord {
+    pub snapshot: AssetSnapshot,
+    /// When the control plane last changed this record.
+    pub updated_ms: u64,
+    /// Sequence number of the report that last changed it.
+    pub seq: u64,
+    /// When the last full snapshot arrived.
+    pub full_ms: u64,
+    /// Changes arrived that did not apply to the stored state (a gap); a full snapshot has
+    /// been asked for and will replace this record.
+    pub stale: bool,
+}
+
+/// One asset change, as appended to the history.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ChangeRecord {
+    pub agent_id: String,
+    /// When the agent saw the change (its snapshot time).
+    pub time_ms: u64,
+    pub received_ms: u64,
+    pub seq: u64,
+    pub change: AssetChange,
+}
+
+/// One package on one agent, indexed by package name.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PackageIndexEntry {
+    pub version: String,
+    pub source: String,
+}
+
+/// The latest health samples of an agent.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MetricsRecord {
+    pub taken_ms: u64,
+    pub received_ms: u64,
+    pub samples: Vec<Sample>,
+}
+
+/// The latest result of one check on one agent.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CheckRecord {
+    pub received_ms: u64,
+    pub result: CheckResult,
+    /// When the status last changed.
+    pub since_ms: u64,
+}
+
+/// Writes derived from a batch of reports (the asset ledger and health), applied together
+/// with the reports themselves by [`Store::insert_reports_with`].
+#[derive(Debug, Default)]
+pub struct Projection {
+    pub assets: Vec<(String, AssetRecord)>,
+    pub changes: Vec<ChangeRecord>,
+    pub packages_removed: Vec<(String, String, String)>,
+    pub packages_added: Vec<(String, String, String, PackageIndexEntry)>,
+    pub health: Vec<(String, MetricsRecord)>,
+    pub checks: Vec<(String, String, CheckRecord)>,
+}
+
 /// One entry of the SM3-chained audit log.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -234,6 +303,26 @@ fn report_key(agent_id: &str, seq: u64) -> Vec<u8> {
     key
 }
 
+fn joined_key(parts: &[&[u8]]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(parts.iter().map(|part| part.len() + 1).sum());
+    for (index, part) in parts.iter().enumerate() {
+        if index > 0 {
+            key.push(0);
+        }
+        key.extend_from_slice(part);
+    }
+    key
+}
+
+fn change_key(change: &ChangeRecord, index: u32) -> Vec<u8> {
+    let mut key = change.time_ms.to_be_bytes().to_vec();
+    key.extend_from_slice(change.agent_id.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&change.seq.to_be_bytes());
+    key.extend_from_slice(&index.to_be_bytes());
+    key
+}
+
 fn report_prefix(agent_id: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(agent_id.len() + 1);
     key.extend_from_slice(agent_id.as_bytes());
@@ -260,6 +349,16 @@ pub struct Store {
     audit: sled::Tree,
     /// `machine-id \0 instance-id` → the agent last enrolled new from that machine instance.
     machines: sled::Tree,
+    /// agent id → [`AssetRecord`]: the current asset snapshot (一本账).
+    assets: sled::Tree,
+    /// `time_ms \0 agent id \0 seq index` → [`ChangeRecord`]: the append-only change history.
+    asset_changes: sled::Tree,
+    /// `package name \0 agent id \0 arch` → [`PackageIndexEntry`]: who has which version.
+    packages: sled::Tree,
+    /// agent id → [`MetricsRecord`]: the latest health samples.
+    health: sled::Tree,
+    /// `agent id \0 check name` → [`CheckRecord`]: the latest result of each check.
+    checks: sled::Tree,
 }
 
 impl std::fmt::Debug for Store {
@@ -291,6 +390,11 @@ impl Store {
             reports: db.open_tree("reports")?,
             audit: db.open_tree("audit")?,
             machines: db.open_tree("machines")?,
+            assets: db.open_tree("assets")?,
+            asset_changes: db.open_tree("asset_changes")?,
+            packages: db.open_tree("packages")?,
+            health: db.open_tree("health")?,
+            checks: db.open_tree("checks")?,
             db,
         })
     }
@@ -580,21 +684,199 @@ impl Store {
     ///
     /// [`flush`]: Store::flush
     pub fn insert_reports(&self, reports: &mut [NewReport]) -> Result<Vec<bool>, StoreError> {
-        let mut batch = sled::Batch::default();
+        self.insert_reports_with(reports, |_, _| Projection::default())
+    }
+
+    /// Stores new reports like [`Store::insert_reports`], after applying the projection that
+    /// `project` derives from the fresh ones. The projection is written first: after a crash
+    /// between the two, the agent resends the unacknowledged reports and projecting them again
+    /// is harmless (snapshots replace, change sets already applied are recognised by digest,
+    /// health is last-writer-wins), whereas the other order could lose a projection.
+    pub fn insert_reports_with(
+        &self,
+        reports: &mut [NewReport],
+        project: impl FnOnce(&Store, &[&NewReport]) -> Projection,
+    ) -> Result<Vec<bool>, StoreError> {
         let mut seen = HashSet::new();
         let mut fresh = Vec::with_capacity(reports.len());
-        for item in reports.iter_mut() {
+        for item in reports.iter() {
             let key = report_key(&item.agent_id, item.seq);
             let new = !seen.contains(&key) && !self.reports.contains_key(&key)?;
             if new {
-                item.report.arrival = self.db.generate_id()?;
-                batch.insert(key.clone(), encode("reports", &item.report)?);
                 seen.insert(key);
             }
             fresh.push(new);
         }
+        let fresh_reports: Vec<&NewReport> = reports
+            .iter()
+            .zip(&fresh)
+            .filter(|(_, new)| **new)
+            .map(|(report, _)| report)
+            .collect();
+        let projection = project(self, &fresh_reports);
+        self.apply_projection(projection)?;
+        let mut batch = sled::Batch::default();
+        for (item, new) in reports.iter_mut().zip(&fresh) {
+            if *new {
+                item.report.arrival = self.db.generate_id()?;
+                batch.insert(
+                    report_key(&item.agent_id, item.seq),
+                    encode("reports", &item.report)?,
+                );
+            }
+        }
         self.reports.apply_batch(batch)?;
         Ok(fresh)
+    }
+
+    fn apply_projection(&self, projection: Projection) -> Result<(), StoreError> {
+        let mut packages = sled::Batch::default();
+        for (name, agent, arch) in &projection.packages_removed {
+            packages.remove(joined_key(&[
+                name.as_bytes(),
+                agent.as_bytes(),
+                arch.as_bytes(),
+            ]));
+        }
+        for (name, agent, arch, entry) in &projection.packages_added {
+            packages.insert(
+                joined_key(&[name.as_bytes(), agent.as_bytes(), arch.as_bytes()]),
+                encode("packages", entry)?,
+            );
+        }
+        self.packages.apply_batch(packages)?;
+        let mut changes = sled::Batch::default();
+        for (index, change) in projection.changes.iter().enumerate() {
+            changes.insert(
+                change_key(change, index as u32),
+                encode("asset_changes", change)?,
+            );
+        }
+        self.asset_changes.apply_batch(changes)?;
+        let mut assets = sled::Batch::default();
+        for (agent, record) in &projection.assets {
+            assets.insert(agent.as_bytes(), encode("assets", record)?);
+        }
+        self.assets.apply_batch(assets)?;
+        let mut health = sled::Batch::default();
+        for (agent, record) in &projection.health {
+            health.insert(agent.as_bytes(), encode("health", record)?);
+        }
+        self.health.apply_batch(health)?;
+        let mut checks = sled::Batch::default();
+        for (agent, name, record) in &projection.checks {
+            checks.insert(
+                joined_key(&[agent.as_bytes(), name.as_bytes()]),
+                encode("checks", record)?,
+            );
+        }
+        self.checks.apply_batch(checks)?;
+        Ok(())
+    }
+
+    // --- assets and health ----------------------------------------------------------------
+
+    /// The current asset record of an agent.
+    pub fn asset(&self, agent_id: &str) -> Result<Option<AssetRecord>, StoreError> {
+        self.assets
+            .get(agent_id.as_bytes())?
+            .map(|bytes| decode("assets", agent_id.as_bytes(), &bytes))
+            .transpose()
+    }
+
+    /// Every agent's asset record (agent id, record), in agent id order.
+    pub fn assets(&self) -> impl Iterator<Item = Result<(String, AssetRecord), StoreError>> + '_ {
+        self.assets.iter().map(|item| {
+            let (key, value) = item?;
+            Ok((
+                String::from_utf8_lossy(&key).into_owned(),
+                decode("assets", &key, &value)?,
+            ))
+        })
+    }
+
+    /// Asset changes with `time_ms >= since_ms`, oldest first, at most `limit`.
+    pub fn asset_changes(
+        &self,
+        since_ms: u64,
+        mut keep: impl FnMut(&ChangeRecord) -> bool,
+        limit: usize,
+    ) -> Result<Vec<ChangeRecord>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.asset_changes.range(since_ms.to_be_bytes().to_vec()..) {
+            let (key, value) = item?;
+            let change: ChangeRecord = decode("asset_changes", &key, &value)?;
+            if keep(&change) {
+                out.push(change);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Agents that have package `name` installed: (agent id, arch, entry).
+    pub fn package_holders(
+        &self,
+        name: &str,
+    ) -> Result<Vec<(String, String, PackageIndexEntry)>, StoreError> {
+        let mut prefix = name.as_bytes().to_vec();
+        prefix.push(0);
+        self.packages
+            .scan_prefix(&prefix)
+            .map(|item| {
+                let (key, value) = item?;
+                let rest = &key[prefix.len()..];
+                let mut parts = rest.splitn(2, |byte| *byte == 0);
+                let agent = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+                let arch = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+                Ok((agent, arch, decode("packages", &key, &value)?))
+            })
+            .collect()
+    }
+
+    /// The latest health samples of an agent.
+    pub fn health(&self, agent_id: &str) -> Result<Option<MetricsRecord>, StoreError> {
+        self.health
+            .get(agent_id.as_bytes())?
+            .map(|bytes| decode("health", agent_id.as_bytes(), &bytes))
+            .transpose()
+    }
+
+    /// Every agent's latest health samples.
+    pub fn all_health(
+        &self,
+    ) -> impl Iterator<Item = Result<(String, MetricsRecord), StoreError>> + '_ {
+        self.health.iter().map(|item| {
+            let (key, value) = item?;
+            Ok((
+                String::from_utf8_lossy(&key).into_owned(),
+                decode("health", &key, &value)?,
+            ))
+        })
+    }
+
+    /// The latest result of every check of an agent, by check name.
+    pub fn checks(&self, agent_id: &str) -> Result<Vec<(String, CheckRecord)>, StoreError> {
+        let prefix = report_prefix(agent_id);
+        self.checks
+            .scan_prefix(&prefix)
+            .map(|item| {
+                let (key, value) = item?;
+                let name = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+                Ok((name, decode("checks", &key, &value)?))
+            })
+            .collect()
+    }
+
+    /// The latest result of one check, if any.
+    pub fn check(&self, agent_id: &str, name: &str) -> Result<Option<CheckRecord>, StoreError> {
+        let key = joined_key(&[agent_id.as_bytes(), name.as_bytes()]);
+        self.checks
+            .get(&key)?
+            .map(|bytes| decode("checks", &key, &bytes))
+            .transpose()
     }
 
     /// Highest stored sequence number of an agent (0 if none).

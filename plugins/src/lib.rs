@@ -7,6 +7,7 @@
 //! than reading the host; they never talk to the network or the outbox.
 #![forbid(unsafe_code)]
 
+pub mod assets;
 pub mod checks;
 pub mod host;
 pub mod inventory;
@@ -84,6 +85,13 @@ pub trait Collector: Send + Sync + 'static {
     }
     /// Runs once. `now_ms` is the scheduler's clock (ms since the Unix epoch).
     fn collect(&self, now_ms: u64) -> Result<Vec<Output>, CollectError>;
+    /// Every output of the last `collect` is durably in the outbox. A collector that sends
+    /// differences moves its baseline forward here, and only here: if the outbox refused the
+    /// outputs, the next run diffs against the old baseline again and nothing is lost.
+    fn committed(&self) {}
+    /// The control plane asked for everything rather than differences: the next `collect`
+    /// sends a full snapshot.
+    fn request_full(&self) {}
 }
 
 /// The built-in collectors. Adding a collector is one file plus one line here.

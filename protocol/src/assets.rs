@@ -289,6 +289,10 @@ pub trait Section: Clone + PartialEq + Serialize + DeserializeOwned {
     const NAME: &'static str;
     /// Unique within the section.
     fn key(&self) -> String;
+    /// Whether two items with the same key are the same for change tracking (default: equal).
+    fn same(&self, other: &Self) -> bool {
+        self == other
+    }
 }
 
 macro_rules! section {
@@ -313,16 +317,26 @@ section!(Package, "package", |p| if p.arch.is_empty() {
 } else {
     format!("{}:{}", p.name, p.arch)
 });
-section!(Listening, "listening", |l| format!(
-    "{}/{}:{}",
-    l.proto,
-    if l.address.contains(':') {
-        format!("[{}]", l.address)
-    } else {
-        l.address.clone()
-    },
-    l.port
-));
+/// A listening socket keeps its identity across restarts of its process: a new pid alone is
+/// not a change worth an event (the process name is).
+impl Section for Listening {
+    const NAME: &'static str = "listening";
+    fn key(&self) -> String {
+        let address = if self.address.contains(':') {
+            format!("[{}]", self.address)
+        } else {
+            self.address.clone()
+        };
+        format!("{}/{}:{}", self.proto, address, self.port)
+    }
+    fn same(&self, other: &Listening) -> bool {
+        self.proto == other.proto
+            && self.address == other.address
+            && self.port == other.port
+            && self.process == other.process
+    }
+}
+
 section!(User, "user", |u| u.name.clone());
 section!(Group, "group", |g| g.name.clone());
 section!(Service, "service", |s| s.name.clone());
@@ -363,7 +377,7 @@ fn diff_list<T: Section>(old: &[T], new: &[T], out: &mut Vec<AssetChange>) {
                 old: Some(encode_item(*before)),
                 new: None,
             }),
-            Some(after) if after != before => out.push(AssetChange {
+            Some(after) if !after.same(before) => out.push(AssetChange {
                 section: T::NAME.into(),
                 key: key.clone(),
                 op: ChangeOp::Changed,
@@ -458,7 +472,12 @@ impl AssetSnapshot {
         content.taken_ms = 0;
         content.digest.clear();
         content.errors.clear();
-        crate::digest::hex(&crate::digest::sm3(&crate::messages::payload::encode(&content)))
+        for socket in &mut content.listening {
+            socket.pid = 0;
+        }
+        crate::digest::hex(&crate::digest::sm3(&crate::messages::payload::encode(
+            &content,
+        )))
     }
 
     /// Normalizes and sets `digest`.
@@ -597,7 +616,10 @@ mod tests {
                 family: "debian".into(),
                 ..OsInfo::default()
             },
-            packages: vec![package("openssh-server", "1:9.2p1-2"), package("curl", "7.88")],
+            packages: vec![
+                package("openssh-server", "1:9.2p1-2"),
+                package("curl", "7.88"),
+            ],
             listening: vec![Listening {
                 proto: "tcp".into(),
                 address: "0.0.0.0".into(),
@@ -654,10 +676,7 @@ mod tests {
         assert!(ops.contains(&("listening".into(), "tcp/[::]:443".into(), ChangeOp::Added)));
         assert!(ops.contains(&("user".into(), "ops".into(), ChangeOp::Added)));
         assert_eq!(changes.len(), 5);
-        let changed = changes
-            .iter()
-            .find(|c| c.op == ChangeOp::Changed)
-            .unwrap();
+        let changed = changes.iter().find(|c| c.op == ChangeOp::Changed).unwrap();
         let before: Package = decode_item(changed.old.as_ref().unwrap()).unwrap();
         let after: Package = decode_item(changed.new.as_ref().unwrap()).unwrap();
         assert_eq!(before.version, "1:9.2p1-2");

@@ -70,6 +70,85 @@ pub fn format_rfc3339(ms: u64) -> String {
     )
 }
 
+/// Parses RFC 3339 UTC or with an offset: `2026-11-26T13:09:31Z`, `2026-11-26T21:09:31+08:00`,
+/// fractional seconds allowed, or a bare date `2026-11-26` (midnight UTC). Returns ms since
+/// the epoch.
+pub fn parse_rfc3339(text: &str) -> Result<u64, String> {
+    let bad = || format!("{text:?} is not an RFC 3339 time (e.g. 2026-11-26T13:09:31Z)");
+    let text = text.trim();
+    let number = |part: &str| -> Result<i64, String> {
+        if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        part.parse::<i64>().map_err(|_| bad())
+    };
+    let (date, rest) = match text.find(['T', 't', ' ']) {
+        Some(index) => (&text[..index], Some(&text[index + 1..])),
+        None => (text, None),
+    };
+    let mut fields = date.split('-');
+    let (year, month, day) = match (fields.next(), fields.next(), fields.next(), fields.next()) {
+        (Some(y), Some(m), Some(d), None) if y.len() == 4 && m.len() == 2 && d.len() == 2 => {
+            (number(y)?, number(m)?, number(d)?)
+        }
+        _ => return Err(bad()),
+    };
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || year < 1970 {
+        return Err(bad());
+    }
+    let mut seconds = days_from_civil(year, month as u32, day as u32) * 86_400;
+    let mut millis = 0i64;
+    if let Some(rest) = rest {
+        let (clock, offset) = match rest.find(['Z', 'z', '+', '-']) {
+            Some(index) => (&rest[..index], &rest[index..]),
+            None => return Err(bad()),
+        };
+        let (whole, fraction) = match clock.split_once('.') {
+            Some((whole, fraction)) => (whole, Some(fraction)),
+            None => (clock, None),
+        };
+        let mut parts = whole.split(':');
+        let (h, m, s) = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some(h), Some(m), Some(s), None) if h.len() == 2 && m.len() == 2 && s.len() == 2 => {
+                (number(h)?, number(m)?, number(s)?)
+            }
+            _ => return Err(bad()),
+        };
+        if h > 23 || m > 59 || s > 60 {
+            return Err(bad());
+        }
+        seconds += h * 3600 + m * 60 + s;
+        if let Some(fraction) = fraction {
+            let digits: String = fraction.chars().take(3).collect();
+            millis = number(&format!("{digits:0<3}"))?;
+            number(fraction)?;
+        }
+        match offset {
+            "Z" | "z" => {}
+            _ => {
+                let sign = if offset.starts_with('-') { -1 } else { 1 };
+                let (oh, om) = offset[1..].split_once(':').ok_or_else(bad)?;
+                if oh.len() != 2 || om.len() != 2 {
+                    return Err(bad());
+                }
+                seconds -= sign * (number(oh)? * 3600 + number(om)? * 60);
+            }
+        }
+    }
+    u64::try_from(seconds * 1000 + millis).map_err(|_| bad())
+}
+
+/// (year, month, day) to days since 1970-01-01 (inverse of `civil_from_days`).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let yoe = year.rem_euclid(400);
+    let mp = (month as i64 + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
@@ -124,6 +203,35 @@ pub mod size {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_round_trips_and_accepts_offsets() {
+        for ms in [0u64, 1_764_163_771_000, 951_782_400_000, 4_102_444_799_000] {
+            assert_eq!(parse_rfc3339(&format_rfc3339(ms)).unwrap(), ms);
+        }
+        assert_eq!(
+            parse_rfc3339("2026-11-26T21:09:31+08:00").unwrap(),
+            parse_rfc3339("2026-11-26T13:09:31Z").unwrap()
+        );
+        assert_eq!(
+            parse_rfc3339("2026-11-26T13:09:31.250Z").unwrap() % 1000,
+            250
+        );
+        assert_eq!(
+            parse_rfc3339("2026-11-26").unwrap(),
+            parse_rfc3339("2026-11-26T00:00:00Z").unwrap()
+        );
+        for bad in [
+            "",
+            "24h",
+            "2026-13-01",
+            "2026-11-26T25:00:00Z",
+            "2026-11-26T13:09",
+            "x-y-z",
+        ] {
+            assert!(parse_rfc3339(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn durations() {

@@ -61,6 +61,7 @@ pub fn fast_agent_config() -> AgentConfig {
     config.link.idle_timeout = Duration::from_secs(2);
     config.link.keep_alive = Duration::from_millis(300);
     config.collectors.metrics_interval = Duration::from_secs(3600);
+    config.collectors.assets_enabled = false;
     config.status.interval = Duration::from_millis(200);
     config
 }
@@ -192,6 +193,20 @@ pub async fn start_agent(state_dir: &StateDir, config: AgentConfig) -> Result<Ag
         state_dir: state_dir.clone(),
         config,
         host_root: HostRoot::default(),
+    })
+    .await
+}
+
+/// Starts an agent in this process that reads the host from `host_root` (a fixture tree).
+pub async fn start_agent_with_root(
+    state_dir: &StateDir,
+    config: AgentConfig,
+    host_root: HostRoot,
+) -> Result<Agent> {
+    Agent::start(AgentOptions {
+        state_dir: state_dir.clone(),
+        config,
+        host_root,
     })
     .await
 }

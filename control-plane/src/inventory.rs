@@ -1,0 +1,478 @@
+//! The asset ledger (一本账) and latest health, projected from reports as they are committed.
+//!
+//! The commit thread hands every fresh report of a batch to [`project`], which turns asset
+//! snapshots, asset change sets, check results and metrics into writes on the derived trees
+//! (see [`Projection`]). The reports themselves stay stored as they came, so the ledger can
+//! always be rebuilt from them.
+//!
+//! An agent sends a full snapshot on first contact and change sets afterwards. A change set
+//! names the digest of the snapshot it applies to; when that is not the stored one (a report
+//! lost before this control plane's time, a restored agent), the changes are still recorded
+//! in the history and applied as well as they go, the record is marked stale and a full
+//! snapshot is requested. A full snapshot over an existing record is diffed against it, so the
+//! history stays complete across resyncs.
+
+use std::collections::{HashMap, HashSet};
+
+use bagui_protocol::assets::{
+    self, ASSET_CHANGES, ASSET_SNAPSHOT, AssetChange, AssetChanges, AssetSnapshot, CHECK_RESULT,
+    CheckResult,
+};
+use bagui_protocol::messages::payload::{self, METRICS, Metrics};
+
+use crate::store::{
+    AssetRecord, ChangeRecord, CheckRecord, MetricsRecord, NewReport, PackageIndexEntry,
+    Projection, Store,
+};
+
+/// What a batch projection produced besides store writes.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub projection: Projection,
+    /// Agents whose stored snapshot no longer matches: ask them for a full snapshot.
+    pub resync: Vec<String>,
+    /// Reports whose payload could not be decoded (stored raw all the same).
+    pub bad_payloads: u64,
+    pub changes: u64,
+}
+
+/// Projects a batch of fresh reports. Reads the current records from `store`; never fails:
+/// an unreadable record or payload is logged and skipped (the raw report is still stored).
+pub fn project(store: &Store, reports: &[&NewReport]) -> Outcome {
+    let mut projector = Projector {
+        store,
+        assets: HashMap::new(),
+        dirty: HashSet::new(),
+        outcome: Outcome::default(),
+    };
+    for report in reports {
+        projector.report(report);
+    }
+    projector.finish()
+}
+
+struct Projector<'a> {
+    store: &'a Store,
+    /// Asset records touched in this batch (`None`: the agent has none yet).
+    assets: HashMap<String, Option<AssetRecord>>,
+    /// Agents whose asset record this batch changed.
+    dirty: HashSet<String>,
+    outcome: Outcome,
+}
+
+impl Projector<'_> {
+    fn report(&mut self, report: &NewReport) {
+        let kind = report.report.kind.as_str();
+        let body = &report.report.body[..];
+        let result = match kind {
+            ASSET_SNAPSHOT => payload::decode::<AssetSnapshot>(body)
+                .map(|snapshot| self.snapshot(report, snapshot)),
+            ASSET_CHANGES => {
+                payload::decode::<AssetChanges>(body).map(|changes| self.changes(report, changes))
+            }
+            CHECK_RESULT => {
+                payload::decode::<CheckResult>(body).map(|result| self.check(report, result))
+            }
+            METRICS => payload::decode::<Metrics>(body).map(|metrics| {
+                self.outcome.projection.health.push((
+                    report.agent_id.clone(),
+                    MetricsRecord {
+                        taken_ms: metrics.taken_ms,
+                        received_ms: report.report.received_ms,
+                        samples: metrics.samples,
+                    },
+                ));
+            }),
+            _ => Ok(()),
+        };
+        if let Err(error) = result {
+            self.outcome.bad_payloads += 1;
+            tracing::warn!(agent = %report.agent_id, seq = report.seq, kind, %error, "undecodable payload; stored raw, not projected");
+        }
+    }
+
+    fn current(&mut self, agent_id: &str) -> Option<AssetRecord> {
+        if let Some(record) = self.assets.get(agent_id) {
+            return record.clone();
+        }
+        let record = match self.store.asset(agent_id) {
+            Ok(record) => record,
+            Err(error) => {
+                tracing::error!(agent = %agent_id, %error, "reading the asset record; replacing it");
+                None
+            }
+        };
+        self.assets.insert(agent_id.to_owned(), record.clone());
+        record
+    }
+
+    fn record_changes(&mut self, report: &NewReport, time_ms: u64, changes: Vec<AssetChange>) {
+        self.outcome.changes += changes.len() as u64;
+        for change in changes {
+            self.outcome.projection.changes.push(ChangeRecord {
+                agent_id: report.agent_id.clone(),
+                time_ms,
+                received_ms: report.report.received_ms,
+                seq: report.seq,
+                change,
+            });
+        }
+    }
+
+    fn snapshot(&mut self, report: &NewReport, mut snapshot: AssetSnapshot) {
+        let current = self.current(&report.agent_id);
+        if let Some(current) = &current {
+            assets::carry_failed_sections(&current.snapshot, &mut snapshot);
+            let changes = assets::diff(&current.snapshot, &snapshot);
+            self.record_changes(report, snapshot.taken_ms, changes);
+        }
+        self.reindex_packages(
+            &report.agent_id,
+            current.as_ref().map(|record| &record.snapshot),
+            &snapshot,
+        );
+        snapshot.normalize();
+        if snapshot.digest.is_empty() {
+            snapshot.digest = snapshot.compute_digest();
+        }
+        self.dirty.insert(report.agent_id.clone());
+        self.assets.insert(
+            report.agent_id.clone(),
+            Some(AssetRecord {
+                snapshot,
+                updated_ms: report.report.received_ms,
+                seq: report.seq,
+                full_ms: report.report.received_ms,
+                stale: false,
+            }),
+        );
+    }
+
+    fn changes(&mut self, report: &NewReport, changes: AssetChanges) {
+        let Some(mut record) = self.current(&report.agent_id) else {
+            // Changes with nothing to apply them to: keep them in the history, ask for the
+            // whole picture.
+            self.record_changes(report, changes.taken_ms, changes.changes);
+            self.resync(&report.agent_id);
+            return;
+        };
+        if record.snapshot.digest == changes.digest && !changes.digest.is_empty() {
+            // Already applied (a resend after a crash between projection and report write).
+            return;
+        }
+        let before = record.snapshot.clone();
+        let gap = record.snapshot.digest != changes.base_digest;
+        match record.snapshot.apply(&changes.changes) {
+            Ok(()) => {}
+            Err(error) => {
+                tracing::warn!(agent = %report.agent_id, %error, "asset changes do not apply; asking for a full snapshot");
+                record.stale = true;
+            }
+        }
+        if gap {
+            tracing::info!(agent = %report.agent_id, "asset changes are based on another snapshot; asking for a full snapshot");
+            record.stale = true;
+        }
+        if record.stale {
+            self.resync(&report.agent_id);
+        }
+        record.snapshot.digest = changes.digest.clone();
+        record.snapshot.taken_ms = changes.taken_ms;
+        record.updated_ms = report.report.received_ms;
+        record.seq = report.seq;
+        self.reindex_packages(&report.agent_id, Some(&before), &record.snapshot);
+        self.record_changes(report, changes.taken_ms, changes.changes);
+        self.dirty.insert(report.agent_id.clone());
+        self.assets.insert(report.agent_id.clone(), Some(record));
+    }
+
+    fn reindex_packages(
+        &mut self,
+        agent_id: &str,
+        old: Option<&AssetSnapshot>,
+        new: &AssetSnapshot,
+    ) {
+        let key = |package: &assets::Package| (package.name.clone(), package.arch.clone());
+        let new_set: HashMap<(String, String), &assets::Package> =
+            new.packages.iter().map(|p| (key(p), p)).collect();
+        let mut old_set: HashMap<(String, String), &assets::Package> = HashMap::new();
+        if let Some(old) = old {
+            old_set = old.packages.iter().map(|p| (key(p), p)).collect();
+            for (name, arch) in old_set.keys() {
+                if !new_set.contains_key(&(name.clone(), arch.clone())) {
+                    self.outcome.projection.packages_removed.push((
+                        name.clone(),
+                        agent_id.to_owned(),
+                        arch.clone(),
+                    ));
+                }
+            }
+        }
+        for ((name, arch), package) in new_set {
+            let unchanged = old_set
+                .get(&(name.clone(), arch.clone()))
+                .is_some_and(|old| old.version == package.version && old.source == package.source);
+            if !unchanged {
+                self.outcome.projection.packages_added.push((
+                    name,
+                    agent_id.to_owned(),
+                    arch,
+                    PackageIndexEntry {
+                        version: package.version.clone(),
+                        source: package.source.clone(),
+                    },
+                ));
+            }
+        }
+    }
+
+    fn check(&mut self, report: &NewReport, result: CheckResult) {
+        let since_ms = match self.store.check(&report.agent_id, &result.name) {
+            Ok(Some(previous)) if previous.result.status == result.status => previous.since_ms,
+            _ => result.started_ms,
+        };
+        self.outcome.projection.checks.push((
+            report.agent_id.clone(),
+            result.name.clone(),
+            CheckRecord {
+                received_ms: report.report.received_ms,
+                result,
+                since_ms,
+            },
+        ));
+    }
+
+    fn resync(&mut self, agent_id: &str) {
+        if !self.outcome.resync.iter().any(|id| id == agent_id) {
+            self.outcome.resync.push(agent_id.to_owned());
+        }
+    }
+
+    fn finish(mut self) -> Outcome {
+        for (agent_id, record) in self.assets {
+            if let (Some(record), true) = (record, self.dirty.contains(&agent_id)) {
+                self.outcome.projection.assets.push((agent_id, record));
+            }
+        }
+        self.outcome
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Views: what the API and the CLI show
+// ---------------------------------------------------------------------------------------------
+
+/// `hardware` of [`AssetView`].
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct HardwareView {
+    #[serde(flatten)]
+    pub machine: assets::Machine,
+    pub disks: Vec<assets::Disk>,
+    pub filesystems: Vec<assets::Filesystem>,
+    pub nics: Vec<assets::Nic>,
+}
+
+/// The current asset record of one agent (`bagui-cp asset show`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct AssetView {
+    pub agent_id: String,
+    pub hostname: String,
+    pub division: String,
+    pub division_path: String,
+    pub online: bool,
+    /// RFC 3339: when the agent took the snapshot the record reflects.
+    pub taken: String,
+    pub updated: String,
+    pub full_snapshot: String,
+    /// SM3 of the snapshot content, as the agent computed it.
+    pub digest: String,
+    /// Changes did not apply; a full snapshot has been asked for.
+    pub stale: bool,
+    pub os: assets::OsInfo,
+    pub hardware: HardwareView,
+    pub packages: Vec<assets::Package>,
+    pub listening: Vec<assets::Listening>,
+    pub users: Vec<assets::User>,
+    pub groups: Vec<assets::Group>,
+    pub services: Vec<assets::Service>,
+    /// Sections the agent could not read last time (their previous items are kept).
+    pub errors: Vec<assets::SectionError>,
+}
+
+impl AssetView {
+    pub fn new(agent: &crate::admin::AgentView, record: AssetRecord) -> AssetView {
+        let snapshot = record.snapshot;
+        AssetView {
+            agent_id: agent.id.clone(),
+            hostname: agent.hostname.clone(),
+            division: agent.division.clone(),
+            division_path: agent.division_path.clone(),
+            online: agent.online,
+            taken: rfc3339(snapshot.taken_ms),
+            updated: rfc3339(record.updated_ms),
+            full_snapshot: rfc3339(record.full_ms),
+            digest: snapshot.digest,
+            stale: record.stale,
+            os: snapshot.os,
+            hardware: HardwareView {
+                machine: snapshot.machine,
+                disks: snapshot.disks,
+                filesystems: snapshot.filesystems,
+                nics: snapshot.nics,
+            },
+            packages: snapshot.packages,
+            listening: snapshot.listening,
+            users: snapshot.users,
+            groups: snapshot.groups,
+            services: snapshot.services,
+            errors: snapshot.errors,
+        }
+    }
+}
+
+/// One entry of the change history (`bagui-cp asset changes`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ChangeView {
+    /// RFC 3339: when the agent saw the change.
+    pub time: String,
+    pub received: String,
+    pub agent_id: String,
+    pub hostname: String,
+    pub division: String,
+    pub section: String,
+    pub key: String,
+    /// `added`, `removed` or `changed`.
+    pub op: String,
+    pub old: Option<serde_json::Value>,
+    pub new: Option<serde_json::Value>,
+    pub seq: u64,
+}
+
+fn item_json<T: assets::Section>(bytes: &[u8]) -> serde_json::Value {
+    match assets::decode_item::<T>(bytes) {
+        Ok(item) => serde_json::to_value(item).unwrap_or(serde_json::Value::Null),
+        Err(error) => serde_json::json!({ "undecodable": error.to_string() }),
+    }
+}
+
+/// An encoded item of `section` as JSON (a section this build does not know shows its size).
+pub fn change_item_json(section: &str, bytes: &[u8]) -> serde_json::Value {
+    match section {
+        "os" => item_json::<assets::OsInfo>(bytes),
+        "machine" => item_json::<assets::Machine>(bytes),
+        "disk" => item_json::<assets::Disk>(bytes),
+        "filesystem" => item_json::<assets::Filesystem>(bytes),
+        "nic" => item_json::<assets::Nic>(bytes),
+        "package" => item_json::<assets::Package>(bytes),
+        "listening" => item_json::<assets::Listening>(bytes),
+        "user" => item_json::<assets::User>(bytes),
+        "group" => item_json::<assets::Group>(bytes),
+        "service" => item_json::<assets::Service>(bytes),
+        _ => serde_json::json!({ "unknown_section_bytes": bytes.len() }),
+    }
+}
+
+impl ChangeView {
+    pub fn new(record: ChangeRecord, hostname: &str, division: &str) -> ChangeView {
+        let section = record.change.section.clone();
+        ChangeView {
+            time: rfc3339(record.time_ms),
+            received: rfc3339(record.received_ms),
+            agent_id: record.agent_id,
+            hostname: hostname.to_owned(),
+            division: division.to_owned(),
+            key: record.change.key,
+            op: record.change.op.as_str().to_owned(),
+            old: record
+                .change
+                .old
+                .map(|bytes| change_item_json(&section, &bytes)),
+            new: record
+                .change
+                .new
+                .map(|bytes| change_item_json(&section, &bytes)),
+            section,
+            seq: record.seq,
+        }
+    }
+
+    /// A short `old → new` rendering for tables.
+    pub fn summary(&self) -> String {
+        fn short(value: &Option<serde_json::Value>) -> String {
+            match value {
+                None => "-".into(),
+                Some(serde_json::Value::Object(map)) => {
+                    for field in ["version", "process", "active", "shell", "size_bytes"] {
+                        if let Some(value) = map.get(field) {
+                            return match value {
+                                serde_json::Value::String(text) => text.clone(),
+                                other => other.to_string(),
+                            };
+                        }
+                    }
+                    serde_json::Value::Object(map.clone()).to_string()
+                }
+                Some(other) => other.to_string(),
+            }
+        }
+        format!("{} → {}", short(&self.old), short(&self.new))
+    }
+}
+
+/// One agent matching `bagui-cp asset find`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct FindRow {
+    pub agent_id: String,
+    pub hostname: String,
+    pub division: String,
+    pub division_path: String,
+    pub online: bool,
+    pub os: String,
+    /// The matching package, when searching by package.
+    pub package: Option<assets::Package>,
+    /// The matching listening sockets, when searching by port.
+    pub listening: Vec<assets::Listening>,
+}
+
+/// The latest health of one agent (`bagui-cp health show`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct HealthView {
+    pub agent_id: String,
+    pub online: bool,
+    /// RFC 3339 of the latest metrics sample, `null` if none arrived yet.
+    pub taken: Option<String>,
+    pub samples: Vec<payload::Sample>,
+    pub checks: Vec<CheckView>,
+}
+
+/// The latest result of one check.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct CheckView {
+    pub name: String,
+    /// `OK`, `WARNING`, `CRITICAL` or `UNKNOWN`.
+    pub state: String,
+    #[serde(flatten)]
+    pub result: CheckResult,
+    /// RFC 3339: since when the check has had this state.
+    pub since: String,
+    pub received: String,
+}
+
+impl CheckView {
+    pub fn new(record: CheckRecord) -> CheckView {
+        CheckView {
+            name: record.result.name.clone(),
+            state: record.result.status_text().to_owned(),
+            since: rfc3339(record.since_ms),
+            received: rfc3339(record.received_ms),
+            result: record.result,
+        }
+    }
+}
+
+fn rfc3339(ms: u64) -> String {
+    if ms == 0 {
+        return String::new();
+    }
+    bagui_protocol::units::format_rfc3339(ms)
+}
