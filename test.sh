@@ -20,6 +20,20 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked \
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal \
     || fail "could not install the nightly toolchain (cargo fuzz needs it)"
 
+# Real peers the tests run: Nagios plugins, promtool and a Prometheus server, ss, dpkg.
+debian_packages=(monitoring-plugins-basic monitoring-plugins-standard prometheus iproute2 python3)
+missing=()
+for package in "${debian_packages[@]}"; do
+    dpkg-query -W -f '${db:Status-Abbrev}' "$package" 2>/dev/null | grep -q '^ii' || missing+=("$package")
+done
+if ((${#missing[@]})); then
+    sudo_cmd=""
+    [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+    $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get update -q \
+        && $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" \
+        || fail "could not install ${missing[*]} (Debian packages the tests need)"
+fi
+
 # One build of everything (the end-to-end tests run the real binaries), then the tests.
 cargo build --workspace --all-targets --locked
 cargo nextest run --workspace --locked --no-fail-fast

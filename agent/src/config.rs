@@ -15,6 +15,8 @@ pub struct AgentConfig {
     pub collectors: CollectorsSection,
     pub status: StatusSection,
     pub log: LogSection,
+    /// External check plugins (Nagios, JSON-lines) and built-in probes: `[[checks]]`.
+    pub checks: Vec<bagui_plugins::checks::CheckConfig>,
 }
 
 /// Reconnection and QUIC timers.
@@ -137,6 +139,7 @@ impl AgentConfig {
             config.collectors.assets_interval >= Duration::from_millis(100),
             "collectors.assets_interval must be at least 100ms"
         );
+        bagui_plugins::checks::validate(&config.checks).context("in [[checks]]")?;
         Ok(config)
     }
 

@@ -115,6 +115,16 @@ impl Agent {
                 run_at_start: true,
             });
         }
+        for check in bagui_plugins::checks::collectors(&options.config.checks)
+            .context("in the [[checks]] of the agent config")?
+        {
+            let interval = check.interval();
+            scheduled.push(scheduler::Scheduled {
+                collector: Arc::from(check),
+                interval,
+                run_at_start: false,
+            });
+        }
         let mut tasks = scheduler::spawn(
             scheduled,
             outbox.clone(),

@@ -906,10 +906,6 @@ mod tests {
             let size = OutboxRecord::size("k", body);
             let mut excess = (self.bytes() + size).saturating_sub(self.limit);
             let mut victims = Vec::new();
-            for (key, (_, old)) in &self.records {
-                // Keys sort by lane, highest priority first: walk the lanes lowest first.
-                let _ = (key, old);
-            }
             for victim in Lane::ALL.iter().rev().filter(|victim| **victim >= lane) {
                 for ((_, seq), (_, old)) in self.records.range((*victim, 0)..=(*victim, u64::MAX)) {
                     if excess == 0 {

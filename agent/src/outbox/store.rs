@@ -628,6 +628,7 @@ impl Store {
                     .map(|(seq, loc)| (*lane, *seq, *loc))
             })
             .collect();
+        eprintln!("RELOCATE {oldest} {} live", live.len());
         let mut moved = Vec::with_capacity(live.len());
         let mut waiting = Vec::new();
         let mut buf = Vec::new();

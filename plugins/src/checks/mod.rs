@@ -441,7 +441,10 @@ fn nagios_result(name: &str, output: &ExecOutput) -> CheckResult {
 fn jsonl_results(name: &str, output: &ExecOutput) -> Vec<CheckResult> {
     let mut results = jsonl::parse(name, &output.stdout.text());
     if let Some(problem) = stdout_problem(&output.stdout) {
-        results.push(jsonl::unknown(name, format!("{problem}; later results lost")));
+        results.push(jsonl::unknown(
+            name,
+            format!("{problem}; later results lost"),
+        ));
     }
     let only_no_lines = results.len() == 1
         && results[0]

@@ -158,19 +158,3 @@ mod tests {
         assert!(!is_host_root(&HostRoot::new("/tmp")));
     }
 }
-#[cfg(test)]
-mod tmp_print {
-    #[test]
-    fn tmp_print_everything() {
-        let root = crate::HostRoot::default();
-        println!("OS {:?}", super::os_info(&root));
-        println!("MACHINE {:?}", super::machine(&root));
-        println!("DISKS {:?}", super::disks(&root));
-        println!("FS {:?}", super::filesystems(&root));
-        println!("NICS {:?}", super::nics(&root));
-        println!("LISTEN {:?}", super::listening(&root));
-        let s = super::services(&root).unwrap();
-        println!("SERVICES {} {:?}", s.len(), &s[..s.len().min(100)]);
-        println!("USERS {}", super::users(&root).unwrap().len());
-    }
-}

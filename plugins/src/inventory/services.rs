@@ -405,4 +405,35 @@ mod tests {
             assert!(services.iter().all(|s| s.enabled != "bad"), "{services:?}");
         }
     }
+    /// The unit-file reading agrees with systemd's own offline reading
+    /// (`systemctl --root=/ list-unit-files`, which works without a running systemd), apart
+    /// from the enabled template instances we add.
+    #[test]
+    fn unit_files_agree_with_systemctl_offline() {
+        let root = HostRoot::default();
+        if root.path("/run/systemd/system").is_dir() {
+            return; // systemd runs: services() asks systemctl itself.
+        }
+        let Ok(out) = std::process::Command::new("systemctl")
+            .args([
+                "--root=/",
+                "list-unit-files",
+                "--type=service",
+                "--no-legend",
+                "--no-pager",
+            ])
+            .output()
+        else {
+            eprintln!("systemctl not installed: nothing to compare with");
+            return;
+        };
+        let expected: BTreeMap<String, String> =
+            parse_list_unit_files(&String::from_utf8_lossy(&out.stdout));
+        let got: BTreeMap<String, String> = services_from_unit_files(&root)
+            .into_iter()
+            .filter(|s| !(s.name.contains('@') && !s.name.contains("@.")))
+            .map(|s| (s.name, s.enabled))
+            .collect();
+        assert_eq!(got, expected);
+    }
 }
