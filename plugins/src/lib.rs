@@ -3,8 +3,9 @@
 //! A collector turns the host (or a root directory standing in for it in tests) into report
 //! payloads. The agent's scheduler runs each one on its own interval, off the async runtime and
 //! under a hard deadline, so a collector that hangs — `statvfs` on a dead NFS mount — is
-//! abandoned and reported, and never blocks the others or the link. Collectors do no I/O other
-//! than reading the host; they never talk to the network or the outbox.
+//! abandoned and reported, and never blocks the others or the link. Collectors only read the host
+//! (and, for the configured probes in [`checks::probes`], connect to their configured targets);
+//! they never touch the outbox or the link — the scheduler does that with what they return.
 #![forbid(unsafe_code)]
 
 pub mod assets;

@@ -46,7 +46,10 @@ async fn nagios_outcomes_and_perfdata_arrive_parsed_at_the_control_plane() {
     let tcp = plugin("check_tcp");
     let mut config = fast_agent_config();
     config.checks = vec![
-        command_check("load", &[&load, "-w", "1000,1000,1000", "-c", "2000,2000,2000"]),
+        command_check(
+            "load",
+            &[&load, "-w", "1000,1000,1000", "-c", "2000,2000,2000"],
+        ),
         command_check("warn", &[&dummy, "1", "disk filling"]),
         command_check("crit", &[&dummy, "2", "service down"]),
         command_check("unknown", &[&dummy, "3", "cannot tell"]),
@@ -95,7 +98,12 @@ async fn nagios_outcomes_and_perfdata_arrive_parsed_at_the_control_plane() {
 
     let tcp = check("tcp");
     assert_eq!(tcp.state, "OK", "{:?}", tcp.result);
-    let time = tcp.result.perfdata.iter().find(|p| p.label == "time").unwrap();
+    let time = tcp
+        .result
+        .perfdata
+        .iter()
+        .find(|p| p.label == "time")
+        .unwrap();
     assert_eq!(time.uom, "s");
     assert!(time.value.is_some_and(|v| v >= 0.0));
 

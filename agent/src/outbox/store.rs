@@ -257,12 +257,19 @@ impl Store {
     /// Deletes a record, without syncing (a removed record coming back after a crash is
     /// harmless: the control plane de-duplicates). Returns whether it was there.
     ///
-    /// The record leaves the index even if the tombstone cannot be written (a full disk must
-    /// not stop acknowledged records from leaving); it may then come back on the next start.
+    /// If the tombstone cannot be written (a full disk), the record still leaves the index
+    /// and the failure is only logged: acknowledged records must keep leaving (and freeing
+    /// space), and the worst case is that the record comes back after the next start.
     pub(super) fn remove(&mut self, lane: Lane, seq: u64) -> Result<bool, OutboxError> {
-        let removed = self.forget(lane, seq);
+        let removed = match self.forget(lane, seq) {
+            Ok(removed) => removed,
+            Err(error) => {
+                tracing::warn!(%error, ?lane, seq, "outbox log: could not record a removal; the record may come back after a restart");
+                true
+            }
+        };
         self.maintain();
-        removed
+        Ok(removed)
     }
 
     /// [`Store::remove`] without reclaiming space (compaction calls it).
@@ -628,7 +635,6 @@ impl Store {
                     .map(|(seq, loc)| (*lane, *seq, *loc))
             })
             .collect();
-        eprintln!("RELOCATE {oldest} {} live", live.len());
         let mut moved = Vec::with_capacity(live.len());
         let mut waiting = Vec::new();
         let mut buf = Vec::new();

@@ -682,7 +682,10 @@ mod tests {
             .args(["-c", "import sqlite3"])
             .status()
             .is_ok_and(|s| s.success());
-        assert!(ok, "python3 with its sqlite3 module is needed to make the test databases");
+        assert!(
+            ok,
+            "python3 with its sqlite3 module is needed to make the test databases"
+        );
         ok
     }
 

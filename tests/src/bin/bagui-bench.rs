@@ -7,6 +7,11 @@
 //! agent RSS and CPU with an idle connection; time for an agent to reconnect after the control
 //! plane is killed (SIGKILL) and restarted; and sustained ingest (reports/s acknowledged after
 //! durable commit, ack latency, control-plane RSS and CPU) with many mTLS sessions.
+//!
+//! `--sections footprint [--footprint-seconds 120]` (not run by default) measures
+//! `bagui-agent` beside the agents it replaces (Debian's `prometheus-node-exporter` and
+//! `zabbix-agent`), each alone in turn and polled as its server would: RSS, peak, PSS, the
+//! first full inventory's CPU and the steady CPU after it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -25,8 +30,10 @@ use bytes::BytesMut;
 use tokio::sync::Semaphore;
 
 struct Args {
-    /// Sections to run: `foundation`, `scale`.
+    /// Sections to run: `foundation`, `scale` (the default), `footprint`.
     sections: Vec<String>,
+    /// Seconds each agent is observed in the footprint section.
+    footprint_seconds: u64,
     /// Measured seconds per fleet run in the scale section.
     scale_seconds: u64,
     /// Fleet sizes tried for the ceiling, ascending.
@@ -42,6 +49,7 @@ fn args() -> Result<Args> {
     let mut parsed = Args {
         sections: vec!["foundation".into(), "scale".into()],
         scale_seconds: 120,
+        footprint_seconds: 120,
         ceiling: vec![17_965, 35_000, 50_000, 70_000],
         agents: 100,
         seconds: 15,
@@ -59,6 +67,9 @@ fn args() -> Result<Args> {
             "--rate" => parsed.rate = value.parse::<u64>()?.max(1),
             "--sections" => parsed.sections = value.split(',').map(str::to_owned).collect(),
             "--scale-seconds" => parsed.scale_seconds = value.parse::<u64>()?.clamp(10, 3600),
+            "--footprint-seconds" => {
+                parsed.footprint_seconds = value.parse::<u64>()?.clamp(15, 3600)
+            }
             "--ceiling" => {
                 parsed.ceiling = value
                     .split(',')
@@ -67,7 +78,9 @@ fn args() -> Result<Args> {
             }
             "--write" => parsed.write = Some(value.into()),
             other => {
-                bail!("unknown flag {other} (--agents N, --seconds S, --rate R, --write FILE)")
+                bail!(
+                    "unknown flag {other} (--sections LIST, --agents N, --seconds S, --rate R, --scale-seconds S, --ceiling LIST, --footprint-seconds S, --write FILE)"
+                )
             }
         }
     }
@@ -375,15 +388,35 @@ async fn ingest_load(
     })
 }
 
-/// Writes `text` between this section's markers in `path` (appending the section if absent).
+/// Writes `text` between this section's markers in `path`. Without markers, the section goes
+/// right after its heading line if it has one in the file, else at the end.
 fn write_section(path: &Path, section: &str, text: &str) -> Result<()> {
     let begin = format!("<!-- bagui-bench:{section}:begin -->");
     let end = format!("<!-- bagui-bench:{section}:end -->");
     let existing = std::fs::read_to_string(path).unwrap_or_default();
-    let updated = match (existing.find(&begin), existing.find(&end)) {
-        (Some(start), Some(stop)) if stop > start => {
+    let heading = match section {
+        "footprint" => Some(FOOTPRINT_HEADING),
+        _ => None,
+    };
+    let after_heading = heading.and_then(|heading| {
+        existing
+            .match_indices(heading)
+            .map(|(at, _)| at)
+            .find(|&at| {
+                (at == 0 || existing[..at].ends_with('\n'))
+                    && existing[at + heading.len()..].starts_with('\n')
+            })
+            .map(|at| at + heading.len() + 1)
+    });
+    let updated = match (existing.find(&begin), existing.find(&end), after_heading) {
+        (Some(start), Some(stop), _) if stop > start => {
             format!("{}{begin}\n{text}{}", &existing[..start], &existing[stop..])
         }
+        (_, _, Some(at)) => format!(
+            "{}\n{begin}\n{text}{end}\n{}",
+            &existing[..at],
+            &existing[at..]
+        ),
         _ => format!("{existing}\n{begin}\n{text}{end}\n"),
     };
     std::fs::write(path, updated).with_context(|| format!("writing {}", path.display()))
@@ -427,7 +460,8 @@ async fn main() -> Result<()> {
         let text = match section.as_str() {
             "foundation" => foundation(&args).await?,
             "scale" => scale(&args).await?,
-            other => bail!("unknown section {other:?} (foundation, scale)"),
+            "footprint" => footprint(&args).await?,
+            other => bail!("unknown section {other:?} (foundation, scale, footprint)"),
         };
         print!("{text}");
         if let Some(path) = &args.write {
@@ -936,5 +970,885 @@ async fn scale(args: &Args) -> Result<String> {
             ))
         ));
     }
+    Ok(out)
+}
+
+// ------------------------------------------------------------------------------ footprint ---
+
+const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
+const ZABBIX_AGENTD: &str = "/usr/sbin/zabbix_agentd";
+/// The keys a Zabbix server would ask a township terminal for (as `peer-footprint.sh`).
+const ZABBIX_KEYS: [&str; 5] = [
+    "system.cpu.load",
+    "vm.memory.size[available]",
+    "vfs.fs.size[/,pfree]",
+    "net.if.in[lo]",
+    "proc.num[]",
+];
+/// Peers are polled every `POLL_EVERY` s from `FIRST_POLL` s on, as their servers would.
+const POLL_EVERY: Duration = Duration::from_secs(15);
+const FIRST_POLL: Duration = Duration::from_secs(5);
+/// The early memory sample.
+const EARLY: Duration = Duration::from_secs(10);
+const FOOTPRINT_HEADING: &str = "### Agent footprint beside the agents it replaces";
+
+/// The fields of `/proc/PID/stat` after the command name (index 0 is the state).
+fn proc_stat_fields(pid: u32) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(
+        text.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect(),
+    )
+}
+
+/// A process's start time (clock ticks since boot), to tell it from a later one with its PID.
+fn proc_start(pid: u32) -> Option<u64> {
+    proc_stat_fields(pid)?.get(19)?.parse().ok()
+}
+
+/// `root` and all its descendants (parents from `/proc/*/stat`).
+fn process_tree(root: u32) -> Vec<u32> {
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if let Some(ppid) = proc_stat_fields(pid)
+                .and_then(|fields| fields.get(1).and_then(|ppid| ppid.parse::<u32>().ok()))
+            {
+                children.entry(ppid).or_default().push(pid);
+            }
+        }
+    }
+    let mut tree = Vec::new();
+    let mut queue = std::collections::VecDeque::from([root]);
+    while let Some(pid) = queue.pop_front() {
+        if !Path::new(&format!("/proc/{pid}")).exists() || tree.contains(&pid) {
+            continue;
+        }
+        tree.push(pid);
+        queue.extend(children.remove(&pid).unwrap_or_default());
+    }
+    tree
+}
+
+/// Whether this exact process (PID and start time) still runs (zombies do not).
+fn still_running(pid: u32, start: u64) -> bool {
+    proc_stat_fields(pid).is_some_and(|fields| {
+        fields.first().map(String::as_str) != Some("Z")
+            && fields.get(19).and_then(|s| s.parse::<u64>().ok()) == Some(start)
+    })
+}
+
+fn signal(pid: u32, name: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// A process the bench started. Stopping it (explicitly or on drop, so also on error) sends
+/// TERM to it and its descendants, waits up to 5 s, then KILLs what is left — by PID, with a
+/// start-time check against PID reuse.
+struct Started {
+    name: String,
+    child: Child,
+    stopped: bool,
+}
+
+impl Started {
+    fn spawn(name: &str, command: &mut Command) -> Result<Started> {
+        let child = command
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        Ok(Started {
+            name: name.to_owned(),
+            child,
+            stopped: false,
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Fails if the process has exited.
+    fn ensure_running(&mut self) -> Result<()> {
+        match self.child.try_wait()? {
+            None => Ok(()),
+            Some(status) => bail!("{} exited early ({status})", self.name),
+        }
+    }
+
+    fn stop(&mut self) {
+        if std::mem::replace(&mut self.stopped, true) {
+            return;
+        }
+        let tree: Vec<(u32, u64)> = process_tree(self.pid())
+            .into_iter()
+            .filter_map(|pid| Some((pid, proc_start(pid)?)))
+            .collect();
+        for (pid, _) in &tree {
+            signal(*pid, "TERM");
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let _ = self.child.try_wait();
+            if !tree.iter().any(|(pid, start)| still_running(*pid, *start)) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for (pid, start) in &tree {
+            if still_running(*pid, *start) {
+                eprintln!(
+                    "bench: {} (pid {pid}) ignored TERM, sending KILL",
+                    self.name
+                );
+                signal(*pid, "KILL");
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Time on CPU of a process tree: the first field of `/proc/PID/task/*/schedstat` (ns), summed
+/// over threads and processes. Sampled every 250 ms on a thread of its own, and kept per thread,
+/// so a thread that exits (tokio's blocking threads do after 10 s idle) still counts with its
+/// last sample.
+struct CpuWatch {
+    root: u32,
+    threads: Arc<Mutex<HashMap<u32, u64>>>,
+    stop: Arc<AtomicBool>,
+    sampler: Option<std::thread::JoinHandle<()>>,
+}
+
+fn sample_threads(root: u32, threads: &Mutex<HashMap<u32, u64>>) -> (usize, u64) {
+    let mut seen = HashMap::new();
+    let tree = process_tree(root);
+    for pid in &tree {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let Some(tid) = task
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if let Some(ns) = std::fs::read_to_string(task.path().join("schedstat"))
+                .ok()
+                .and_then(|text| text.split_whitespace().next()?.parse::<u64>().ok())
+            {
+                seen.insert(tid, ns);
+            }
+        }
+    }
+    let live = seen.len() as u64;
+    let mut threads = threads.lock().unwrap();
+    for (tid, ns) in seen {
+        let entry = threads.entry(tid).or_default();
+        *entry = (*entry).max(ns);
+    }
+    (tree.len(), live)
+}
+
+impl CpuWatch {
+    fn start(root: u32) -> CpuWatch {
+        let threads: Arc<Mutex<HashMap<u32, u64>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let sampler = {
+            let threads = threads.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    sample_threads(root, &threads);
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+            })
+        };
+        CpuWatch {
+            root,
+            threads,
+            stop,
+            sampler: Some(sampler),
+        }
+    }
+
+    /// CPU time so far (a fresh sample) and how many threads were ever seen.
+    fn cpu_ns(&self) -> (u64, usize) {
+        sample_threads(self.root, &self.threads);
+        let threads = self.threads.lock().unwrap();
+        (threads.values().sum(), threads.len())
+    }
+}
+
+impl Drop for CpuWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(sampler) = self.sampler.take() {
+            let _ = sampler.join();
+        }
+    }
+}
+
+/// The kernel's own utime + stime of the tree (ns, 10 ms ticks), dead threads included, plus
+/// what the root reaped from its children: a cross-check of [`CpuWatch`].
+fn kernel_cpu_ns(root: u32) -> u64 {
+    let mut ticks = 0;
+    for pid in process_tree(root) {
+        let Some(fields) = proc_stat_fields(pid) else {
+            continue;
+        };
+        let field =
+            |index: usize| -> u64 { fields.get(index).and_then(|v| v.parse().ok()).unwrap_or(0) };
+        ticks += field(11) + field(12);
+        if pid == root {
+            ticks += field(13) + field(14);
+        }
+    }
+    ticks * 10_000_000
+}
+
+/// Memory of a process tree, KiB.
+#[derive(Debug, Default, Clone, Copy)]
+struct TreeMemory {
+    processes: usize,
+    threads: u64,
+    rss: u64,
+    hwm: u64,
+    pss: u64,
+}
+
+fn tree_memory(root: u32) -> TreeMemory {
+    let mut memory = TreeMemory::default();
+    for pid in process_tree(root) {
+        memory.processes += 1;
+        memory.threads += proc_status_kib(pid, "Threads");
+        memory.rss += proc_status_kib(pid, "VmRSS");
+        memory.hwm += proc_status_kib(pid, "VmHWM");
+        memory.pss += std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+            .ok()
+            .and_then(|text| {
+                text.lines().find_map(|line| {
+                    line.strip_prefix("Pss:")?
+                        .split_whitespace()
+                        .next()?
+                        .parse::<u64>()
+                        .ok()
+                })
+            })
+            .unwrap_or(0);
+    }
+    memory
+}
+
+/// Whether an ELF file still has a symbol table (`SHT_SYMTAB` section), i.e. is not stripped.
+fn elf_has_symtab(bytes: &[u8]) -> bool {
+    let u16_at = |at: usize| {
+        bytes
+            .get(at..at + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u32_at = |at: usize| {
+        bytes
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let u64_at = |at: usize| {
+        bytes
+            .get(at..at + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_le_bytes)
+    };
+    // ELF64, little endian only (x86_64, aarch64).
+    if bytes.get(..6) != Some(&[0x7f, b'E', b'L', b'F', 2, 1][..]) {
+        return false;
+    }
+    let (Some(offset), Some(size), Some(count)) = (u64_at(0x28), u16_at(0x3a), u16_at(0x3c)) else {
+        return false;
+    };
+    (0..usize::from(count)).any(|i| u32_at(offset as usize + i * usize::from(size) + 4) == Some(2))
+}
+
+/// "4.0 MiB" for a binary, stripping a copy first when it still has symbols.
+fn binary_cell(binary: &Path, work: &Path) -> Result<String> {
+    let bytes = std::fs::read(binary).with_context(|| format!("reading {}", binary.display()))?;
+    if !elf_has_symtab(&bytes) {
+        return Ok(format!("{:.1} MiB", bytes.len() as f64 / 1048576.0));
+    }
+    let copy = work.join(format!(
+        "{}.stripped",
+        binary.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    let stripped = Command::new("strip")
+        .arg("-o")
+        .arg(&copy)
+        .arg(binary)
+        .status()
+        .is_ok_and(|status| status.success());
+    Ok(match std::fs::metadata(&copy) {
+        Ok(meta) if stripped => format!(
+            "{:.1} MiB (stripped copy; {:.1} MiB as installed)",
+            meta.len() as f64 / 1048576.0,
+            bytes.len() as f64 / 1048576.0
+        ),
+        _ => format!("{:.1} MiB (not stripped)", bytes.len() as f64 / 1048576.0),
+    })
+}
+
+/// "node_exporter 1.5.0 (deb 1.5.0-1+b6)": the first x.y.z in `binary FLAG`'s output.
+fn version_of(name: &str, binary: &Path, flag: &str, package: Option<&str>) -> String {
+    let output = Command::new(binary)
+        .arg(flag)
+        .stdin(Stdio::null())
+        .output()
+        .map(|out| {
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+        .unwrap_or_default();
+    let version = output
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .find(|token| token.split('.').filter(|p| !p.is_empty()).count() >= 3)
+        .unwrap_or("?");
+    let deb = package.and_then(|package| {
+        let out = Command::new("dpkg-query")
+            .args(["-W", "-f=${Version}", package])
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        (out.status.success() && !text.is_empty()).then_some(text)
+    });
+    match deb {
+        Some(deb) => format!("{name} {version} (deb {deb})"),
+        None => format!("{name} {version}"),
+    }
+}
+
+fn free_tcp_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Whether something listens on TCP 127.0.0.1:`port` (from /proc/net/tcp, without connecting).
+fn tcp_listening(port: u16) -> bool {
+    let wanted = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .any(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(1) == Some(&wanted.as_str()) && fields.get(3) == Some(&"0A")
+        })
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(5)..].join("\n")
+}
+
+/// `GET /metrics` as Prometheus would: (response bytes, samples).
+fn scrape_node_exporter(port: u16) -> Result<(usize, usize)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: bagui-bench\r\nAccept: text/plain\r\n\r\n"
+    )?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .context("no end of HTTP headers")?;
+    let status = head.lines().next().unwrap_or_default();
+    anyhow::ensure!(status.contains(" 200"), "/metrics: {status}");
+    let samples = body
+        .lines()
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .count();
+    Ok((body.len(), samples))
+}
+
+/// One Zabbix passive check: `ZBXD\x01`, the key's length (u64 LE), the key; the answer has
+/// the same header.
+fn zabbix_get(port: u16, key: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut request = b"ZBXD\x01".to_vec();
+    request.extend_from_slice(&(key.len() as u64).to_le_bytes());
+    request.extend_from_slice(key.as_bytes());
+    stream.write_all(&request)?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    anyhow::ensure!(
+        response.len() >= 13 && response.starts_with(b"ZBXD"),
+        "{key}: not a Zabbix answer ({} bytes)",
+        response.len()
+    );
+    // Header: "ZBXD", flags, then either 4+4 or (large packets, flag 0x04) 8+8 bytes.
+    let body = if response[4] & 0x04 != 0 {
+        response.get(21..).unwrap_or_default()
+    } else {
+        &response[13..]
+    };
+    let value = String::from_utf8_lossy(body).replace('\0', " ");
+    anyhow::ensure!(
+        !value.starts_with("ZBX_NOTSUPPORTED"),
+        "{key}: {}",
+        value.trim()
+    );
+    Ok(value.trim().to_owned())
+}
+
+/// One agent's line in the footprint table.
+struct FootprintRow {
+    agent: String,
+    binary: String,
+    early: TreeMemory,
+    end: TreeMemory,
+    /// Seconds after start and CPU ns at the first full inventory (peers: first poll answered).
+    first: Option<(f64, u64)>,
+    /// CPU seconds per 120 s of wall time after `first`.
+    steady_per_120: Option<f64>,
+    notes: String,
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+impl FootprintRow {
+    fn markdown(&self) -> String {
+        format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            self.agent,
+            self.binary,
+            mib(self.early.rss),
+            mib(self.end.rss),
+            mib(self.end.hwm),
+            mib(self.end.pss),
+            self.first
+                .map_or("not within the run".into(), |(at, ns)| format!(
+                    "{:.3} s (done {at:.1} s after start)",
+                    ns as f64 / 1e9
+                )),
+            self.steady_per_120
+                .map_or("—".into(), |seconds| format!("{seconds:.3} s")),
+            self.notes
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Peer {
+    NodeExporter,
+    ZabbixAgentd,
+}
+
+fn steady_per_120(first: Option<(f64, u64)>, end_at: f64, end_ns: u64) -> Option<f64> {
+    let (at, ns) = first?;
+    (end_at > at + 1.0).then(|| end_ns.saturating_sub(ns) as f64 / 1e9 / (end_at - at) * 120.0)
+}
+
+/// A peer alone for `seconds`, polled every 15 s from 5 s on.
+fn measure_peer(peer: Peer, seconds: u64, work: &Path) -> Result<FootprintRow> {
+    let port = free_tcp_port()?;
+    let (name, binary, package, version_flag) = match peer {
+        Peer::NodeExporter => (
+            "node_exporter",
+            NODE_EXPORTER,
+            "prometheus-node-exporter",
+            "--version",
+        ),
+        Peer::ZabbixAgentd => ("zabbix_agentd", ZABBIX_AGENTD, "zabbix-agent", "-V"),
+    };
+    let binary = Path::new(binary);
+    let agent = version_of(name, binary, version_flag, Some(package));
+    let binary_size = binary_cell(binary, work)?;
+    let out_path = work.join(format!("{name}.out"));
+    let out = std::fs::File::create(&out_path)?;
+    let mut command = Command::new(binary);
+    match peer {
+        Peer::NodeExporter => {
+            command.arg(format!("--web.listen-address=127.0.0.1:{port}"));
+        }
+        Peer::ZabbixAgentd => {
+            let config = work.join("zabbix_agentd.conf");
+            std::fs::write(
+                &config,
+                format!(
+                    "PidFile={pid}\nLogType=file\nLogFile={log}\nLogFileSize=0\nServer=127.0.0.1\nServerActive=127.0.0.1\nListenIP=127.0.0.1\nListenPort={port}\nHostname=bagui-bench-footprint\nAllowRoot=1\n",
+                    pid = work.join("zabbix_agentd.pid").display(),
+                    log = work.join("zabbix_agentd.log").display(),
+                ),
+            )?;
+            command.arg("-f").arg("-c").arg(&config);
+        }
+    }
+    command
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out);
+    eprintln!("bench: footprint: {agent} on 127.0.0.1:{port} for {seconds} s");
+    let mut process = Started::spawn(name, &mut command)?;
+    let started_at = Instant::now();
+    let watch = CpuWatch::start(process.pid());
+    let log = || {
+        format!(
+            "{}\n{}",
+            log_tail(&out_path),
+            log_tail(&work.join("zabbix_agentd.log"))
+        )
+    };
+    while !tcp_listening(port) {
+        if let Err(error) = process.ensure_running() {
+            bail!("{error:#}; output:\n{}", log());
+        }
+        anyhow::ensure!(
+            started_at.elapsed() < Duration::from_secs(10),
+            "{name} did not listen on 127.0.0.1:{port} within 10 s; output:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let total = Duration::from_secs(seconds);
+    let mut polls: Vec<Duration> =
+        std::iter::successors(Some(FIRST_POLL), |at| Some(*at + POLL_EVERY))
+            .take_while(|at| *at < total)
+            .collect();
+    polls.reverse();
+    let mut early = None;
+    let mut first = None;
+    let (mut done, mut failed, mut last_error) = (0, 0, String::new());
+    let mut scrape = (0, 0);
+    loop {
+        let next = [
+            polls.last().copied(),
+            early.is_none().then_some(EARLY),
+            Some(total),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(total);
+        std::thread::sleep(next.saturating_sub(started_at.elapsed()));
+        if let Err(error) = process.ensure_running() {
+            bail!("{error:#}; output:\n{}", log());
+        }
+        if early.is_none() && next == EARLY {
+            early = Some(tree_memory(process.pid()));
+        } else if polls.last() == Some(&next) {
+            polls.pop();
+            let outcome = match peer {
+                Peer::NodeExporter => scrape_node_exporter(port).map(|s| scrape = s),
+                Peer::ZabbixAgentd => ZABBIX_KEYS
+                    .iter()
+                    .map(|key| zabbix_get(port, key).map(drop))
+                    .collect::<Result<()>>(),
+            };
+            done += 1;
+            if let Err(error) = outcome {
+                failed += 1;
+                last_error = format!("{error:#}");
+            }
+            if first.is_none() {
+                first = Some((started_at.elapsed().as_secs_f64(), watch.cpu_ns().0));
+            }
+        } else if next == total {
+            break;
+        }
+    }
+    let end = tree_memory(process.pid());
+    let (end_ns, threads_seen) = watch.cpu_ns();
+    let end_at = started_at.elapsed().as_secs_f64();
+    let kernel_ns = kernel_cpu_ns(process.pid());
+    drop(watch);
+    process.stop();
+    let mut notes = format!(
+        "{} process{}, {} threads ({threads_seen} seen); ",
+        end.processes,
+        if end.processes == 1 { "" } else { "es" },
+        end.threads
+    );
+    match peer {
+        Peer::NodeExporter => notes.push_str(&format!(
+            "{done} scrapes of /metrics ({:.0} KiB, {} samples)",
+            scrape.0 as f64 / 1024.0,
+            scrape.1
+        )),
+        Peer::ZabbixAgentd => notes.push_str(&format!(
+            "{done} polls × {} passive checks",
+            ZABBIX_KEYS.len()
+        )),
+    }
+    if failed > 0 {
+        notes.push_str(&format!(", **{failed} failed** (last: {last_error})"));
+    }
+    notes.push_str(&format!(
+        "; CPU in {seconds} s: {:.3} s (kernel utime+stime {:.2} s)",
+        end_ns as f64 / 1e9,
+        kernel_ns as f64 / 1e9
+    ));
+    Ok(FootprintRow {
+        agent,
+        binary: binary_size,
+        early: early.unwrap_or_default(),
+        end,
+        first,
+        steady_per_120: steady_per_120(first, end_at, end_ns),
+        notes,
+    })
+}
+
+/// `bagui-agent run` (release, default configuration) joined to a local `bagui-cp run`, for
+/// `seconds`; the agent's own CPU and memory.
+async fn measure_bagui(seconds: u64, work: &Path) -> Result<FootprintRow> {
+    let control_plane_binary = release_binary("bagui-cp")?;
+    let agent_binary = release_binary("bagui-agent")?;
+    let agent = version_of("bagui-agent", &agent_binary, "--version", None);
+    let binary_size = binary_cell(&agent_binary, work)?;
+
+    let data_dir = DataDir::new(work.join("cp"));
+    let quic_port = bagui_tests::free_udp_port();
+    data_dir.init(&format!("127.0.0.1:{quic_port}"), &[], &SystemClock)?;
+    let cp_config = work.join("cp.toml");
+    std::fs::write(
+        &cp_config,
+        format!(
+            "[server]\nquic_listen = \"127.0.0.1:{quic_port}\"\nhttp_listen = \"127.0.0.1:0\"\n"
+        ),
+    )?;
+    let mut control_plane = Started::spawn(
+        "bagui-cp",
+        Command::new(&control_plane_binary)
+            .arg("--data-dir")
+            .arg(data_dir.root())
+            .args(["run", "--log-level", "warn", "--config"])
+            .arg(&cp_config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )?;
+    let started = Instant::now();
+    while !data_dir.api_info_path().exists() {
+        control_plane.ensure_running()?;
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "bagui-cp did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let info = data_dir.api_info()?;
+    let client =
+        bagui_control_plane::client::ApiClient::new(&info.url, &data_dir.admin_token()?, None)?;
+    let token: bagui_control_plane::admin::TokenCreated = client
+        .post(
+            "/api/v1/tokens",
+            &CreateToken {
+                division: "450103001".into(),
+                ttl: "1h".into(),
+                uses: 1,
+                role: "terminal".into(),
+                description: "bench footprint".into(),
+            },
+        )
+        .await?;
+    let agent_state = StateDir::new(work.join("agent"));
+    let joined = bagui_tests::join_with(
+        format!("127.0.0.1:{quic_port}"),
+        data_dir.ca()?.fingerprint(),
+        &agent_state,
+        &token.token,
+        "footprint",
+        Some("450103001005".into()),
+    )
+    .await?;
+
+    let log_path = work.join("bagui-agent.log");
+    eprintln!("bench: footprint: {agent} for {seconds} s");
+    let mut process = Started::spawn(
+        "bagui-agent",
+        Command::new(&agent_binary)
+            .arg("run")
+            .arg("--state-dir")
+            .arg(agent_state.root())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path)?),
+    )?;
+    let started_at = Instant::now();
+    let watch = CpuWatch::start(process.pid());
+    let total = Duration::from_secs(seconds);
+    let reports_path = format!("/api/v1/agents/{}/reports?limit=10000", joined.agent_id);
+    let mut early = None;
+    let mut first: Option<(f64, u64)> = None;
+    let mut snapshot: Option<(u64, u64)> = None;
+    while started_at.elapsed() < total {
+        if let Err(error) = process.ensure_running() {
+            bail!("{error:#}; log:\n{}", log_tail(&log_path));
+        }
+        if early.is_none() && started_at.elapsed() >= EARLY {
+            early = Some(tree_memory(process.pid()));
+        }
+        if first.is_none() {
+            let reports: Vec<serde_json::Value> = client.get(&reports_path).await?;
+            if let Some(report) = reports.iter().find(|r| r["kind"] == "asset_snapshot") {
+                first = Some((started_at.elapsed().as_secs_f64(), watch.cpu_ns().0));
+                snapshot = Some((
+                    report["seq"].as_u64().unwrap_or(0),
+                    report["size"].as_u64().unwrap_or(0),
+                ));
+            }
+        }
+        let pause = if first.is_none() {
+            Duration::from_millis(100)
+        } else {
+            Duration::from_millis(500)
+        };
+        let until_early = EARLY.saturating_sub(started_at.elapsed());
+        let until_end = total.saturating_sub(started_at.elapsed());
+        let mut wait = pause.min(until_end);
+        if early.is_none() && !until_early.is_zero() {
+            wait = wait.min(until_early);
+        }
+        tokio::time::sleep(wait).await;
+    }
+    let end = tree_memory(process.pid());
+    let (end_ns, threads_seen) = watch.cpu_ns();
+    let end_at = started_at.elapsed().as_secs_f64();
+    let kernel_ns = kernel_cpu_ns(process.pid());
+    let status = status_of(&agent_state).unwrap_or_default();
+    drop(watch);
+    process.stop();
+    control_plane.stop();
+    let mut notes = format!(
+        "{} process{}, {} threads ({threads_seen} seen); ",
+        end.processes,
+        if end.processes == 1 { "" } else { "es" },
+        end.threads
+    );
+    match snapshot {
+        Some((seq, size)) => {
+            let acked = status["last_acked_seq"].as_u64().unwrap_or(0);
+            notes.push_str(&format!(
+                "asset snapshot (seq {seq}, {:.0} KiB) stored{}",
+                size as f64 / 1024.0,
+                if acked >= seq {
+                    " and acknowledged"
+                } else {
+                    ", **acknowledgement not seen in status.json**"
+                }
+            ));
+        }
+        None => notes.push_str("**no asset snapshot stored within the run**"),
+    }
+    notes.push_str(&format!(
+        "; {} reports acknowledged, {} collector errors; CPU in {seconds} s: {:.3} s (kernel utime+stime {:.2} s)",
+        status["reports_acked"].as_u64().unwrap_or(0),
+        status["collector_errors"].as_u64().unwrap_or(0),
+        end_ns as f64 / 1e9,
+        kernel_ns as f64 / 1e9
+    ));
+    Ok(FootprintRow {
+        agent,
+        binary: binary_size,
+        early: early.unwrap_or_default(),
+        end,
+        first,
+        steady_per_120: steady_per_120(first, end_at, end_ns),
+        notes,
+    })
+}
+
+fn target_line(met: bool) -> &'static str {
+    if met { "met" } else { "**not met**" }
+}
+
+async fn footprint(args: &Args) -> Result<String> {
+    let seconds = args.footprint_seconds;
+    // Every binary first, so a missing peer fails before minutes of measuring.
+    release_binary("bagui-cp")?;
+    release_binary("bagui-agent")?;
+    for (binary, package) in [
+        (NODE_EXPORTER, "prometheus-node-exporter"),
+        (ZABBIX_AGENTD, "zabbix-agent"),
+    ] {
+        anyhow::ensure!(
+            Path::new(binary).exists(),
+            "{binary} is missing: the footprint section measures it beside bagui-agent; install the Debian package {package} (`apt-get install --no-install-recommends {package}`)"
+        );
+    }
+    let temporary = tempfile::tempdir()?;
+    let work = temporary.path().to_owned();
+    let bagui = measure_bagui(seconds, &work).await?;
+    let mut rows = vec![bagui];
+    for peer in [Peer::NodeExporter, Peer::ZabbixAgentd] {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let work = work.clone();
+        rows.push(tokio::task::spawn_blocking(move || measure_peer(peer, seconds, &work)).await??);
+    }
+
+    let mut out = machine_line(&format!(
+        "target/release/bagui-bench --sections footprint --footprint-seconds {seconds}"
+    ));
+    out.push_str(&format!(
+        "Each agent alone, one after another, for {seconds} s. Memory is summed over the agent's process tree from `/proc` (`VmRSS`; peak = `VmHWM`; `smaps_rollup` Pss), sampled at 10 s and at the end. CPU is time on CPU from `/proc/PID/task/*/schedstat` (ns), summed over threads and processes, sampled every 250 ms per thread so threads that exit still count. **bagui-agent**: `bagui-agent run` (release, default configuration: metrics every 15 s, assets every 60 s, host facts hourly) joined to a local `bagui-cp run`; the agent's own process only. **Peers**: Debian's packages on a free 127.0.0.1 port, polled every 15 s from 5 s on as their servers would (node_exporter: `GET /metrics`; zabbix_agentd: passive checks of {}). *First inventory CPU*: bagui-agent — from start until its first asset snapshot is stored and acknowledged; peers — from start until their first poll is answered. *CPU per 120 s steady*: CPU from that moment to the end, scaled to 120 s of wall time.\n\n",
+        ZABBIX_KEYS.map(|key| format!("`{key}`")).join(", ")
+    ));
+    out.push_str("| agent | binary (stripped) | RSS @10 s | RSS @end | peak RSS | PSS @end | first inventory CPU | CPU per 120 s steady | notes |\n|---|---|---|---|---|---|---|---|---|\n");
+    for row in &rows {
+        out.push_str(&row.markdown());
+    }
+    let ours = &rows[0];
+    let node = &rows[1];
+    let binary_mib = std::fs::metadata(release_binary("bagui-agent")?)?.len() as f64 / 1048576.0;
+    out.push_str(&format!(
+        "\nTargets (measured, not asserted):\n\n- agent RSS ≤ 10 MiB: RSS @end {}, peak {} — {} (peak: {})\n",
+        mib(ours.end.rss),
+        mib(ours.end.hwm),
+        target_line(ours.end.rss <= 10 * 1024),
+        target_line(ours.end.hwm <= 10 * 1024),
+    ));
+    out.push_str(&match (ours.steady_per_120, node.steady_per_120) {
+        (Some(a), Some(b)) => format!(
+            "- agent CPU per 120 s ≤ node_exporter's: {a:.3} s vs {b:.3} s — {}\n",
+            target_line(a <= b)
+        ),
+        _ => "- agent CPU per 120 s ≤ node_exporter's: not measured (no first inventory or first poll within the run) — **not met**\n".into(),
+    });
+    out.push_str(&format!(
+        "- agent binary ≤ 10 MiB: {binary_mib:.1} MiB — {}\n",
+        target_line(binary_mib <= 10.0)
+    ));
     Ok(out)
 }
