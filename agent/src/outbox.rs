@@ -872,6 +872,32 @@ mod tests {
         Outbox::open(dir.path(), 1 << 20).unwrap();
     }
 
+    #[test]
+    fn a_segment_cut_short_while_being_created_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let written = five_records(dir.path());
+        let log = dir.path().join(store::LOG_DIR);
+        std::fs::write(log.join("0000000007.seg"), &format::SEGMENT_MAGIC[..3]).unwrap();
+        let outbox = Outbox::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(bodies(&all(&outbox)), written);
+        assert_eq!(outbox.next_seq(), 6);
+        assert!(!log.join("0000000007.seg").exists());
+    }
+
+    #[test]
+    fn an_old_sled_outbox_is_left_alone_and_a_fresh_log_started() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("conf"), b"segment_size: 524288").unwrap();
+        std::fs::write(dir.path().join("db"), [0u8; 64]).unwrap();
+        let outbox = Outbox::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(outbox.stats().records, 0);
+        assert_eq!(
+            outbox.push(Lane::Metrics, "k", 1, b"x").unwrap().seq,
+            Some(1)
+        );
+        assert!(dir.path().join("db").exists());
+    }
+
     /// A deterministic xorshift generator: the model test must replay identically.
     struct Rng(u64);
 

@@ -1349,10 +1349,12 @@ fn version_of(name: &str, binary: &Path, flag: &str, package: Option<&str>) -> S
     }
 }
 
-fn free_tcp_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// The first free TCP port on 127.0.0.1 from `from` on (Zabbix accepts only 1024–32767, so
+/// not an ephemeral one).
+fn free_tcp_port(from: u16) -> Result<u16> {
+    (from..=32767)
+        .find(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .with_context(|| format!("no free TCP port on 127.0.0.1 in {from}..=32767"))
 }
 
 /// Whether something listens on TCP 127.0.0.1:`port` (from /proc/net/tcp, without connecting).
@@ -1482,7 +1484,10 @@ fn steady_per_120(first: Option<(f64, u64)>, end_at: f64, end_ns: u64) -> Option
 
 /// A peer alone for `seconds`, polled every 15 s from 5 s on.
 fn measure_peer(peer: Peer, seconds: u64, work: &Path) -> Result<FootprintRow> {
-    let port = free_tcp_port()?;
+    let port = free_tcp_port(match peer {
+        Peer::NodeExporter => 19100,
+        Peer::ZabbixAgentd => 20050,
+    })?;
     let (name, binary, package, version_flag) = match peer {
         Peer::NodeExporter => (
             "node_exporter",
@@ -1573,8 +1578,7 @@ fn measure_peer(peer: Peer, seconds: u64, work: &Path) -> Result<FootprintRow> {
                 Peer::NodeExporter => scrape_node_exporter(port).map(|s| scrape = s),
                 Peer::ZabbixAgentd => ZABBIX_KEYS
                     .iter()
-                    .map(|key| zabbix_get(port, key).map(drop))
-                    .collect::<Result<()>>(),
+                    .try_for_each(|key| zabbix_get(port, key).map(drop)),
             };
             done += 1;
             if let Err(error) = outcome {
