@@ -9,6 +9,7 @@ pub mod identity;
 pub mod join;
 pub mod link;
 pub mod outbox;
+pub mod probes;
 pub mod scheduler;
 pub mod state;
 pub mod status;
@@ -19,8 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use bagui_plugins::HostRoot;
 use bagui_plugins::host::{BasicMetricsCollector, HostFactsCollector};
+use bagui_plugins::{Collector, HostRoot};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -125,6 +126,14 @@ impl Agent {
                 run_at_start: false,
             });
         }
+        let pushed = Arc::new(probes::PushedProbes::load(
+            options.state_dir.root().join("probes.json"),
+        ));
+        scheduled.push(scheduler::Scheduled {
+            interval: pushed.interval(),
+            collector: pushed.clone(),
+            run_at_start: false,
+        });
         let mut tasks = scheduler::spawn(
             scheduled,
             outbox.clone(),
@@ -140,6 +149,7 @@ impl Agent {
             shutdown_rx.clone(),
         ));
         let link = Link {
+            probes: pushed,
             state_dir: options.state_dir.clone(),
             config: options.config.link.clone(),
             outbox: outbox.clone(),
@@ -217,6 +227,10 @@ fn spawn_status_writer(
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The file is rewritten when something in it changed, and at least every 5 s so that
+        // `bagui-agent status` (which calls a file older than 10 s stale) sees a live agent:
+        // an idle terminal then costs one small write every few seconds, not one a second.
+        let mut written: Option<(Status, std::time::Instant)> = None;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -238,8 +252,20 @@ fn spawn_status_writer(
                 s.next_seq = next_seq;
                 s.updated_ms = join::now_ms();
             });
-            if let Err(error) = write_status(&state_dir, &status.get()) {
-                tracing::warn!(error = %format!("{error:#}"), "writing status.json");
+            let current = status.get();
+            let unchanged = written.as_ref().is_some_and(|(last, at)| {
+                at.elapsed() < Duration::from_secs(5)
+                    && Status {
+                        updated_ms: current.updated_ms,
+                        ..last.clone()
+                    } == current
+            });
+            if unchanged {
+                continue;
+            }
+            match write_status(&state_dir, &current) {
+                Ok(()) => written = Some((current, std::time::Instant::now())),
+                Err(error) => tracing::warn!(error = %format!("{error:#}"), "writing status.json"),
             }
         }
     })

@@ -115,6 +115,8 @@ pub struct Link {
     pub outbox: Arc<Outbox>,
     pub status: StatusBoard,
     pub snapshots: mpsc::Sender<()>,
+    /// Probes pushed by the control plane (`cmd.set_probes`).
+    pub probes: Arc<crate::probes::PushedProbes>,
     pub shutdown: watch::Receiver<bool>,
     /// Renew by proof of key before the next connection (see [`Outcome::Unrecognized`]).
     pub force_renewal: bool,
@@ -608,9 +610,19 @@ impl<'a> Session<'a> {
         command_id: u64,
         message: &str,
     ) -> Result<(), String> {
+        self.command_result(send, command_id, true, message).await
+    }
+
+    async fn command_result(
+        &self,
+        send: &mut quinn::SendStream,
+        command_id: u64,
+        ok: bool,
+        message: &str,
+    ) -> Result<(), String> {
         let result = CommandResult {
             command_id,
-            ok: true,
+            ok,
             message: message.into(),
         };
         self.send(send, vec![result.into()]).await
@@ -710,6 +722,17 @@ impl<'a> Session<'a> {
                     &format!("heartbeat every {}ms", interval.as_millis()),
                 )
                 .await
+            }
+            Decoded::Known(ServerMessage::SetProbes(command)) => {
+                let (ok, message) = match self.link.probes.replace(&command.probes) {
+                    Ok(message) => (true, message),
+                    Err(error) => {
+                        tracing::warn!(%error, "pushed probes refused");
+                        (false, error)
+                    }
+                };
+                self.command_result(send, command.command_id, ok, &message)
+                    .await
             }
             Decoded::Known(ServerMessage::Unsupported(unsupported))
                 if unsupported.kind == "renew_certificate" =>

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bagui_protocol::{
     Reconnect, RenewCertificateNow, Role, SendFullSnapshot, ServerMessage, SetHeartbeatInterval,
-    units,
+    SetProbes, units,
 };
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +20,8 @@ use crate::divisions::Divisions;
 use crate::enroll::{EnrollError, Enroller};
 use crate::ingest::{LiveSession, Sessions};
 use crate::inventory::{AssetView, ChangeView, CheckView, FindRow, HealthView};
+use crate::probes::{ProbePolicy, ProbeRequest};
+use crate::store::ProbeSet;
 use crate::store::{AgentRecord, AuditEntry, Store, StoreError, TokenRecord};
 use crate::topology;
 
@@ -160,6 +162,15 @@ pub struct CommandRequest {
     pub interval: Option<String>,
 }
 
+/// The probes pushed to one agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeSetView {
+    pub agent_id: String,
+    /// The agent confirmed the current set.
+    pub delivered: bool,
+    pub probes: Vec<bagui_protocol::PushedProbe>,
+}
+
 /// What `asset changes` asks for.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -285,6 +296,8 @@ pub struct Admin {
     sessions: Option<Sessions>,
     /// `HOST:PORT` agents join.
     advertise: String,
+    /// What operators may push as probes.
+    probe_policy: ProbePolicy,
 }
 
 impl std::fmt::Debug for Admin {
@@ -325,7 +338,14 @@ impl Admin {
             clock,
             sessions,
             advertise,
+            probe_policy: ProbePolicy::default(),
         }
+    }
+
+    /// Sets the pushed-probe policy (from the config of `run`).
+    pub fn with_probe_policy(mut self, policy: ProbePolicy) -> Admin {
+        self.probe_policy = policy;
+        self
     }
 
     pub fn divisions(&self) -> &Divisions {
@@ -735,7 +755,14 @@ impl Admin {
             .into_iter()
             .map(|(_, record)| CheckView::new(record))
             .collect();
+        let live = self.sessions.as_ref().and_then(|sessions| sessions.get(id));
         Ok(HealthView {
+            link: live.as_ref().and_then(|live| {
+                live.heartbeat
+                    .as_ref()
+                    .map(|heartbeat| heartbeat.link.clone())
+            }),
+            clock_offset_ms: live.as_ref().and_then(|live| live.clock_offset_ms),
             agent_id: agent.id,
             online: agent.online,
             taken: metrics
@@ -751,6 +778,11 @@ impl Admin {
     pub fn fleet_exposition(&self, per_agent: bool) -> Result<String, AdminError> {
         use crate::exposition::Exposition;
         let agents = self.agents(None)?;
+        let live_sessions = self
+            .sessions
+            .as_ref()
+            .map(Sessions::snapshot)
+            .unwrap_or_default();
         let mut out = Exposition::default();
         #[derive(Default)]
         struct Tally {
@@ -794,6 +826,53 @@ impl Admin {
                     &labels,
                     if agent.online { 1.0 } else { 0.0 },
                 );
+                if let Some(live) = live_sessions.get(&agent.id) {
+                    if let Some(heartbeat) = &live.heartbeat {
+                        let link = &heartbeat.link;
+                        for (name, help, value) in [
+                            (
+                                "bagui_agent_link_rtt_seconds",
+                                "Smoothed RTT of the agent's QUIC connection",
+                                link.rtt_us as f64 / 1e6,
+                            ),
+                            (
+                                "bagui_agent_link_cwnd_bytes",
+                                "Congestion window of the agent's QUIC connection",
+                                link.cwnd_bytes as f64,
+                            ),
+                        ] {
+                            out.add(name, "gauge", help, &labels, value);
+                        }
+                        for (name, help, value) in [
+                            (
+                                "bagui_agent_link_sent_packets_total",
+                                "Packets the agent sent on its QUIC connection",
+                                link.sent_packets,
+                            ),
+                            (
+                                "bagui_agent_link_lost_packets_total",
+                                "Packets the agent's QUIC connection declared lost",
+                                link.lost_packets,
+                            ),
+                            (
+                                "bagui_agent_link_congestion_events_total",
+                                "Congestion events on the agent's QUIC connection",
+                                link.congestion_events,
+                            ),
+                        ] {
+                            out.add(name, "counter", help, &labels, value as f64);
+                        }
+                    }
+                    if let Some(offset) = live.clock_offset_ms {
+                        out.add(
+                            "bagui_agent_clock_offset_seconds",
+                            "gauge",
+                            "The agent's clock minus the control plane's",
+                            &labels,
+                            offset as f64 / 1000.0,
+                        );
+                    }
+                }
                 if let Some(health) = self.store.health(&agent.id)? {
                     for sample in &health.samples {
                         let mut all: Vec<(&str, &str)> = labels.to_vec();
@@ -871,6 +950,120 @@ impl Admin {
         let mut text = String::new();
         out.render_into(&mut text);
         Ok(text)
+    }
+
+    // --- pushed probes ----------------------------------------------------------------------
+
+    /// The probes pushed to an agent.
+    pub fn probes(&self, id: &str) -> Result<ProbeSetView, AdminError> {
+        let agent = self.agent(id)?;
+        let set = self.store.probe_set(id)?.unwrap_or_default();
+        Ok(ProbeSetView {
+            agent_id: agent.id,
+            delivered: set.delivered || (set.probes.is_empty() && set.command_id == 0),
+            probes: set.probes,
+        })
+    }
+
+    /// Adds (or replaces, by name) one probe of an agent, within the policy; audited, then
+    /// sent if the agent is connected (otherwise at its next session).
+    pub fn push_probe(
+        &self,
+        actor: &str,
+        id: &str,
+        request: &ProbeRequest,
+    ) -> Result<ProbeSetView, AdminError> {
+        let agent = self
+            .store
+            .agent(id)?
+            .ok_or_else(|| AdminError::NotFound(format!("unknown agent {id}")))?;
+        if agent.revoked_ms.is_some() {
+            return Err(AdminError::Conflict(format!("agent {id} is revoked")));
+        }
+        let probe = self
+            .probe_policy
+            .check(&self.divisions, &agent.division, request)
+            .map_err(AdminError::BadRequest)?;
+        let mut set = self.store.probe_set(id)?.unwrap_or_default();
+        set.probes.retain(|existing| existing.name != probe.name);
+        set.probes.push(probe.clone());
+        if set.probes.len() > self.probe_policy.max_per_agent() {
+            return Err(AdminError::BadRequest(format!(
+                "agent {id} would have {} probes; at most {} ([probes] max_per_agent)",
+                set.probes.len(),
+                self.probe_policy.max_per_agent()
+            )));
+        }
+        set.probes.sort_by(|a, b| a.name.cmp(&b.name));
+        self.audit.record(
+            actor,
+            "probe.push",
+            id,
+            format!(
+                "name={} kind={} target={} interval={}ms timeout={}ms",
+                probe.name, probe.kind, probe.target, probe.interval_ms, probe.timeout_ms
+            ),
+        )?;
+        set.delivered = false;
+        self.store.put_probe_set(id, &set)?;
+        self.store.flush()?;
+        self.send_probes(id)?;
+        self.probes(id)
+    }
+
+    /// Removes one probe of an agent; audited, then sent like a push.
+    pub fn remove_probe(
+        &self,
+        actor: &str,
+        id: &str,
+        name: &str,
+    ) -> Result<ProbeSetView, AdminError> {
+        let mut set = self.store.probe_set(id)?.unwrap_or_default();
+        let before = set.probes.len();
+        set.probes.retain(|probe| probe.name != name);
+        if set.probes.len() == before {
+            return Err(AdminError::NotFound(format!(
+                "agent {id} has no probe {name:?}"
+            )));
+        }
+        self.audit
+            .record(actor, "probe.remove", id, format!("name={name}"))?;
+        set.delivered = false;
+        self.store.put_probe_set(id, &set)?;
+        self.store.flush()?;
+        self.send_probes(id)?;
+        self.probes(id)
+    }
+
+    /// Sends an agent its probe set if it is connected, as an audited `cmd.set_probes`.
+    pub fn send_probes(&self, id: &str) -> Result<(), AdminError> {
+        let Some(sessions) = &self.sessions else {
+            return Ok(());
+        };
+        if sessions.get(id).is_none() {
+            return Ok(());
+        }
+        let mut set: ProbeSet = self.store.probe_set(id)?.unwrap_or_default();
+        let entry = self.audit.record(
+            "control-plane",
+            "command.set_probes",
+            id,
+            format!("probes={}", set.probes.len()),
+        )?;
+        set.command_id = entry.seq;
+        set.delivered = false;
+        self.store.put_probe_set(id, &set)?;
+        self.store.flush()?;
+        // Not connected any more: the set goes at the next session.
+        let _ = sessions.send(
+            id,
+            SetProbes {
+                command_id: entry.seq,
+                probes: set.probes,
+            }
+            .into(),
+        );
+        Ok(())
     }
 
     /// Audits and sends one allow-listed command to a connected agent.

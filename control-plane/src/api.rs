@@ -138,6 +138,14 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/agents/{id}/reports", get(agent_reports))
         .route("/api/v1/agents/{id}/commands", post(send_command))
         .route("/api/v1/agents/{id}/assets", get(show_assets))
+        .route(
+            "/api/v1/agents/{id}/probes",
+            get(list_probes).post(push_probe),
+        )
+        .route(
+            "/api/v1/agents/{id}/probes/{name}",
+            axum::routing::delete(remove_probe),
+        )
         .route("/api/v1/agents/{id}/health", get(show_health))
         .route("/api/v1/assets/changes", get(asset_changes))
         .route("/api/v1/assets/find", get(asset_find))
@@ -239,6 +247,31 @@ async fn show_assets(
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     blocking(move || state.admin.asset(&id)).await
+}
+
+async fn list_probes(
+    State(state): State<ApiState>,
+    _: Operator,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    blocking(move || state.admin.probes(&id)).await
+}
+
+async fn push_probe(
+    State(state): State<ApiState>,
+    Operator(actor): Operator,
+    Path(id): Path<String>,
+    Json(body): Json<crate::probes::ProbeRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    blocking(move || state.admin.push_probe(&actor, &id, &body)).await
+}
+
+async fn remove_probe(
+    State(state): State<ApiState>,
+    Operator(actor): Operator,
+    Path((id, name)): Path<(String, String)>,
+) -> Result<impl IntoResponse, ApiError> {
+    blocking(move || state.admin.remove_probe(&actor, &id, &name)).await
 }
 
 async fn show_health(

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::admin::{
     Admin, AgentView, ChangesQuery, CommandRequest, CommandSent, CreateToken, FindQuery,
-    ReportView, SetUplink, TokenCreated, TokenView,
+    ProbeSetView, ReportView, SetUplink, TokenCreated, TokenView,
 };
 use crate::audit::{self, Audit};
 use crate::client::ApiClient;
@@ -22,6 +22,7 @@ use crate::config::ControlPlaneConfig;
 use crate::datadir::DataDir;
 use crate::enroll::{EnrollConfig, Enroller};
 use crate::inventory::{AssetView, ChangeView, FindRow, HealthView};
+use crate::probes::ProbeRequest;
 use crate::server::ControlPlane;
 use crate::store::{AuditEntry, Store, StoreError};
 
@@ -88,6 +89,9 @@ pub enum Command {
     /// Latest health samples and check results of an agent.
     #[command(subcommand)]
     Health(HealthCommand),
+    /// Probes pushed to agents (tcp, http, dns, tls_expiry within the division's ranges).
+    #[command(subcommand)]
+    Probe(ProbeCommand),
     /// The SM3-chained audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -196,6 +200,30 @@ pub enum AssetCommand {
         #[arg(long, value_enum, default_value = "table")]
         output: Output,
     },
+}
+
+#[derive(Subcommand)]
+pub enum ProbeCommand {
+    /// The probes pushed to an agent.
+    List { agent: String },
+    /// Push (or replace, by name) a probe; audited, sent at once or at the agent's next session.
+    Push {
+        agent: String,
+        #[arg(long)]
+        name: String,
+        /// tcp, http, dns or tls_expiry.
+        #[arg(long)]
+        kind: String,
+        /// `IP:PORT` (tcp, tls_expiry), `http(s)://IP[:PORT]/PATH` (http), a host name (dns).
+        #[arg(long)]
+        target: String,
+        #[arg(long, default_value = "60s")]
+        interval: String,
+        #[arg(long, default_value = "5s")]
+        timeout: String,
+    },
+    /// Remove a pushed probe.
+    Remove { agent: String, name: String },
 }
 
 #[derive(Subcommand)]
@@ -413,6 +441,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Health(command) => {
             init_logging(cli.log_level.as_deref().unwrap_or("warn"));
             health_command(access(&cli)?, command).await
+        }
+        Command::Probe(command) => {
+            init_logging(cli.log_level.as_deref().unwrap_or("warn"));
+            probe_command(access(&cli)?, command).await
         }
         Command::Audit(command) => {
             init_logging(cli.log_level.as_deref().unwrap_or("warn"));
@@ -914,6 +946,79 @@ async fn asset_command(access: Access, command: &AssetCommand) -> Result<()> {
             )
         }
     }
+}
+
+async fn probe_command(access: Access, command: &ProbeCommand) -> Result<()> {
+    let view: ProbeSetView = match (command, &access) {
+        (ProbeCommand::List { agent }, Access::Local { admin, .. }) => admin.probes(agent)?,
+        (ProbeCommand::List { agent }, Access::Remote(client)) => {
+            client
+                .get(&format!("/api/v1/agents/{}/probes", query_escape(agent)))
+                .await?
+        }
+        (_, Access::Local { .. }) => {
+            bail!(
+                "pushing probes needs a running control plane (`bagui-cp run`), whose config holds the allowed ranges"
+            )
+        }
+        (
+            ProbeCommand::Push {
+                agent,
+                name,
+                kind,
+                target,
+                interval,
+                timeout,
+            },
+            Access::Remote(client),
+        ) => {
+            let request = ProbeRequest {
+                name: name.clone(),
+                kind: kind.clone(),
+                target: target.clone(),
+                interval: Some(interval.clone()),
+                timeout: Some(timeout.clone()),
+            };
+            client
+                .post(
+                    &format!("/api/v1/agents/{}/probes", query_escape(agent)),
+                    &request,
+                )
+                .await?
+        }
+        (ProbeCommand::Remove { agent, name }, Access::Remote(client)) => {
+            client
+                .delete(&format!(
+                    "/api/v1/agents/{}/probes/{}",
+                    query_escape(agent),
+                    query_escape(name)
+                ))
+                .await?
+        }
+    };
+    print_rows(
+        Output::Table,
+        &view.probes,
+        &["name", "kind", "target", "interval", "timeout"],
+        |probe| {
+            vec![
+                probe.name.clone(),
+                probe.kind.clone(),
+                probe.target.clone(),
+                format!("{}s", probe.interval_ms as f64 / 1000.0),
+                format!("{}s", probe.timeout_ms as f64 / 1000.0),
+            ]
+        },
+    )?;
+    println!(
+        "{}",
+        if view.delivered {
+            "delivered to the agent"
+        } else {
+            "waiting for the agent to confirm (sent at its next session if offline)"
+        }
+    );
+    Ok(())
 }
 
 async fn health_command(access: Access, command: &HealthCommand) -> Result<()> {

@@ -22,6 +22,29 @@ pub struct ControlPlaneConfig {
     pub admission: AdmissionSection,
     pub store: StoreSection,
     pub log: LogSection,
+    pub probes: ProbesSection,
+}
+
+/// What operators may push to agents as probes (see `crate::probes`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProbesSection {
+    /// Division code → address ranges its agents (and those below it) may probe, e.g.
+    /// `"4501" = ["10.45.0.0/16"]`. Without a range, only DNS probes can be pushed.
+    pub ranges: std::collections::BTreeMap<String, Vec<String>>,
+    pub max_per_agent: usize,
+    #[serde(with = "units::duration")]
+    pub min_interval: Duration,
+}
+
+impl Default for ProbesSection {
+    fn default() -> ProbesSection {
+        ProbesSection {
+            ranges: Default::default(),
+            max_per_agent: 16,
+            min_interval: Duration::from_secs(30),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -203,7 +226,30 @@ impl ControlPlaneConfig {
             self.enroll.cert_lifetime >= Duration::from_secs(1),
             "enroll.cert_lifetime must be at least 1s"
         );
+        self.probe_policy()?;
         Ok(())
+    }
+
+    /// The pushed-probe policy; refuses a malformed range.
+    pub fn probe_policy(&self) -> Result<crate::probes::ProbePolicy> {
+        let mut ranges = std::collections::BTreeMap::new();
+        for (division, texts) in &self.probes.ranges {
+            let parsed = texts
+                .iter()
+                .map(|text| text.parse::<crate::probes::Cidr>())
+                .collect::<Result<Vec<_>, String>>()
+                .map_err(|error| anyhow::anyhow!("probes.ranges.{division}: {error}"))?;
+            ranges.insert(division.clone(), parsed);
+        }
+        anyhow::ensure!(
+            self.probes.min_interval >= Duration::from_secs(1),
+            "probes.min_interval must be at least 1s"
+        );
+        Ok(crate::probes::ProbePolicy {
+            ranges,
+            max_per_agent: self.probes.max_per_agent,
+            min_interval: self.probes.min_interval,
+        })
     }
 
     pub fn enroll_config(&self) -> EnrollConfig {

@@ -280,6 +280,9 @@ pub struct LiveSession {
     pub remote_address: String,
     pub agent_version: String,
     pub heartbeat: Option<Heartbeat>,
+    /// The agent's clock minus ours, from the last heartbeat (its send time plus half the RTT
+    /// against our receive time); positive when the agent runs ahead.
+    pub clock_offset_ms: Option<i64>,
 }
 
 /// Most messages queued to one session before it counts as not reading its stream.
@@ -508,8 +511,11 @@ impl Sessions {
             && entry.live.session_id == session_id
         {
             entry.live.last_seen_ms = now_ms;
-            if heartbeat.is_some() {
-                entry.live.heartbeat = heartbeat;
+            if let Some(heartbeat) = heartbeat {
+                let half_rtt_ms = (heartbeat.link.rtt_us / 2000) as i64;
+                entry.live.clock_offset_ms =
+                    Some(heartbeat.sent_ms as i64 + half_rtt_ms - now_ms as i64);
+                entry.live.heartbeat = Some(heartbeat);
             }
         }
     }
@@ -564,7 +570,7 @@ impl Committer {
         metrics: Metrics,
         max_batch: usize,
         window: Duration,
-        resync: mpsc::UnboundedSender<String>,
+        resync: mpsc::UnboundedSender<Followup>,
     ) -> (Committer, std::thread::JoinHandle<()>) {
         let (queue, mut receiver) = mpsc::channel::<IngestItem>(max_batch.max(1) * 4);
         let thread = std::thread::Builder::new()
@@ -622,7 +628,7 @@ impl Committer {
 fn commit(
     store: &Store,
     metrics: &Metrics,
-    resync_requests: &mpsc::UnboundedSender<String>,
+    resync_requests: &mpsc::UnboundedSender<Followup>,
     batch: Vec<IngestItem>,
 ) {
     let started = Instant::now();
@@ -675,7 +681,7 @@ fn commit(
             for agent_id in resync {
                 metrics.resync_requests.inc();
                 // Nobody listening only means the server is stopping.
-                let _ = resync_requests.send(agent_id);
+                let _ = resync_requests.send(Followup::FullSnapshot(agent_id));
             }
         }
         Err(error) => {
@@ -696,6 +702,15 @@ fn commit(
 // Connections
 // ---------------------------------------------------------------------------------------------
 
+/// Work the ingest hands to the server, which does it through the audited command path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Followup {
+    /// The agent's asset record went stale: ask for a full snapshot.
+    FullSnapshot(String),
+    /// The agent opened a session and has pushed probes it has not confirmed: send them.
+    PendingProbes(String),
+}
+
 /// Everything a connection handler needs.
 #[derive(Clone)]
 pub struct IngestContext {
@@ -712,6 +727,7 @@ pub struct IngestContext {
     pub load: Arc<LoadMonitor>,
     pub metrics: Metrics,
     pub config: IngestConfig,
+    pub followups: mpsc::UnboundedSender<Followup>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -1105,8 +1121,18 @@ async fn handle_session(
             remote_address: remote.to_string(),
             agent_version: hello.agent_version.clone(),
             heartbeat: None,
+            clock_offset_ms: None,
         },
     );
+    if context
+        .store
+        .probe_set(&agent_id)
+        .is_ok_and(|set| set.is_some_and(|set| !set.delivered))
+    {
+        let _ = context
+            .followups
+            .send(Followup::PendingProbes(agent_id.clone()));
+    }
     // A revocation between authentication and registration found no session to close; check
     // again now that the session is visible to revocation. (Revoke writes the store, then
     // disconnects; register inserts, then re-checks: one of the two always sees the other.)
@@ -1322,6 +1348,9 @@ async fn session_loop(
                 let target = agent_id.to_owned();
                 let _ = tokio::task::spawn_blocking(move || {
                     audit.record(&actor, "command.result", &target, detail)?;
+                    if result.ok {
+                        store.confirm_probes(&target, result.command_id)?;
+                    }
                     store.flush()
                 })
                 .await;

@@ -443,6 +443,10 @@ pub struct HealthView {
     pub taken: Option<String>,
     pub samples: Vec<payload::Sample>,
     pub checks: Vec<CheckView>,
+    /// The QUIC connection's own statistics from the last heartbeat (while online).
+    pub link: Option<bagui_protocol::LinkStats>,
+    /// The agent's clock minus the control plane's, in ms (while online).
+    pub clock_offset_ms: Option<i64>,
 }
 
 /// The latest result of one check.

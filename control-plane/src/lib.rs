@@ -22,6 +22,7 @@ pub mod ingest;
 pub mod inventory;
 pub mod metrics;
 pub mod pki;
+pub mod probes;
 pub mod server;
 pub mod store;
 pub mod tls;

@@ -80,13 +80,14 @@ impl ControlPlane {
         ));
         let ingest_config = config.ingest_config();
         let sessions = Sessions::new(ingest_config.missed_heartbeats);
-        let (resync_tx, mut resync_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let (resync_tx, mut resync_rx) =
+            tokio::sync::mpsc::unbounded_channel::<crate::ingest::Followup>();
         let (committer, commit_thread) = Committer::spawn(
             store.clone(),
             metrics.clone(),
             ingest_config.max_commit_batch,
             ingest_config.commit_window,
-            resync_tx,
+            resync_tx.clone(),
         );
 
         // QUIC.
@@ -142,37 +143,48 @@ impl ControlPlane {
             )),
             metrics: metrics.clone(),
             config: ingest_config,
+            followups: resync_tx.clone(),
         };
         let ingest_task = tokio::spawn(ingest::serve(endpoint, context, shutdown_rx.clone()));
 
         // HTTP.
-        let admin = Arc::new(Admin::new(
-            store.clone(),
-            divisions.clone(),
-            enroller,
-            audit,
-            clock.clone(),
-            Some(sessions.clone()),
-            deployment.advertise.clone(),
-        ));
+        let admin = Arc::new(
+            Admin::new(
+                store.clone(),
+                divisions.clone(),
+                enroller,
+                audit,
+                clock.clone(),
+                Some(sessions.clone()),
+                deployment.advertise.clone(),
+            )
+            .with_probe_policy(config.probe_policy()?),
+        );
         {
             // Asset records that went stale: ask their agents for a full snapshot, audited
             // like any operator command.
             let admin = admin.clone();
             tokio::spawn(async move {
-                while let Some(agent_id) = resync_rx.recv().await {
-                    let request = crate::admin::CommandRequest {
-                        kind: "send_full_snapshot".into(),
-                        after: None,
-                        interval: None,
-                    };
+                while let Some(followup) = resync_rx.recv().await {
                     let admin = admin.clone();
-                    let result = tokio::task::spawn_blocking(move || {
-                        admin.send_command("control-plane", &agent_id, &request)
+                    let result = tokio::task::spawn_blocking(move || match followup {
+                        crate::ingest::Followup::FullSnapshot(agent_id) => {
+                            let request = crate::admin::CommandRequest {
+                                kind: "send_full_snapshot".into(),
+                                after: None,
+                                interval: None,
+                            };
+                            admin
+                                .send_command("control-plane", &agent_id, &request)
+                                .map(drop)
+                        }
+                        crate::ingest::Followup::PendingProbes(agent_id) => {
+                            admin.send_probes(&agent_id)
+                        }
                     })
                     .await;
                     if let Ok(Err(error)) = result {
-                        tracing::info!(%error, "could not ask for a full asset snapshot");
+                        tracing::info!(%error, "follow-up command not sent");
                     }
                 }
             });

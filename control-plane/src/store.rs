@@ -182,6 +182,17 @@ pub struct CheckRecord {
     pub since_ms: u64,
 }
 
+/// The probes pushed to one agent and whether it confirmed the latest set.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProbeSet {
+    pub probes: Vec<bagui_protocol::PushedProbe>,
+    /// The command that last carried this set to the agent (0: never sent).
+    pub command_id: u64,
+    /// The agent confirmed `command_id`; otherwise the set is sent at its next session.
+    pub delivered: bool,
+}
+
 /// Writes derived from a batch of reports (the asset ledger and health), applied together
 /// with the reports themselves by [`Store::insert_reports_with`].
 #[derive(Debug, Default)]
@@ -359,6 +370,8 @@ pub struct Store {
     health: sled::Tree,
     /// `agent id \0 check name` → [`CheckRecord`]: the latest result of each check.
     checks: sled::Tree,
+    /// agent id → [`ProbeSet`]: the probes operators pushed to it.
+    probes: sled::Tree,
 }
 
 impl std::fmt::Debug for Store {
@@ -395,6 +408,7 @@ impl Store {
             packages: db.open_tree("packages")?,
             health: db.open_tree("health")?,
             checks: db.open_tree("checks")?,
+            probes: db.open_tree("probes")?,
             db,
         })
     }
@@ -771,6 +785,33 @@ impl Store {
             );
         }
         self.checks.apply_batch(checks)?;
+        Ok(())
+    }
+
+    // --- pushed probes ----------------------------------------------------------------------
+
+    pub fn probe_set(&self, agent_id: &str) -> Result<Option<ProbeSet>, StoreError> {
+        self.probes
+            .get(agent_id.as_bytes())?
+            .map(|bytes| decode("probes", agent_id.as_bytes(), &bytes))
+            .transpose()
+    }
+
+    pub fn put_probe_set(&self, agent_id: &str, set: &ProbeSet) -> Result<(), StoreError> {
+        self.probes
+            .insert(agent_id.as_bytes(), encode("probes", set)?)?;
+        Ok(())
+    }
+
+    /// Marks the set delivered if `command_id` is the command that carried it.
+    pub fn confirm_probes(&self, agent_id: &str, command_id: u64) -> Result<(), StoreError> {
+        if let Some(mut set) = self.probe_set(agent_id)?
+            && set.command_id == command_id
+            && !set.delivered
+        {
+            set.delivered = true;
+            self.put_probe_set(agent_id, &set)?;
+        }
         Ok(())
     }
 

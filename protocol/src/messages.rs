@@ -161,6 +161,7 @@ kinds! {
     Reconnect => "cmd.reconnect",
     RenewCertificateNow => "cmd.renew_certificate",
     SetHeartbeatInterval => "cmd.set_heartbeat_interval",
+    SetProbes => "cmd.set_probes",
 }
 
 message_set! {
@@ -209,6 +210,7 @@ message_set! {
         Reconnect(Reconnect),
         RenewCertificateNow(RenewCertificateNow),
         SetHeartbeatInterval(SetHeartbeatInterval),
+        SetProbes(SetProbes),
     }
 }
 
@@ -721,6 +723,37 @@ pub struct SetHeartbeatInterval {
     pub interval_ms: u64,
 }
 
+/// Most probes the control plane may push to one agent; the agent refuses a larger set.
+pub const MAX_PUSHED_PROBES: usize = 32;
+/// Shortest interval of a pushed probe the agent accepts (a floor below any control plane's
+/// own, stricter minimum).
+pub const MIN_PUSHED_PROBE_INTERVAL_MS: u64 = 1_000;
+/// Longest timeout of a pushed probe.
+pub const MAX_PUSHED_PROBE_TIMEOUT_MS: u64 = 10_000;
+
+/// One probe pushed by the control plane. The kinds are a closed set (`tcp`, `http`, `dns`,
+/// `tls_expiry`): measurements, never commands to run.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PushedProbe {
+    pub name: String,
+    pub kind: String,
+    pub target: String,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+}
+
+/// Command: replace the whole set of pushed probes (an empty set removes them all). The
+/// control plane checked every target against the agent's division's address ranges and
+/// audited the change; the agent checks kinds, count and bounds again, keeps the set across
+/// restarts and reports each result as a `check_result` named `pushed.NAME`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SetProbes {
+    pub command_id: u64,
+    pub probes: Vec<PushedProbe>,
+}
+
 /// Report payloads: what goes inside [`Report::body`], by [`Report::kind`].
 pub mod payload {
     use serde::{Deserialize, Serialize};
@@ -898,7 +931,8 @@ mod tests {
                 &"cmd.send_full_snapshot",
                 &"cmd.reconnect",
                 &"cmd.renew_certificate",
-                &"cmd.set_heartbeat_interval"
+                &"cmd.set_heartbeat_interval",
+                &"cmd.set_probes"
             ]
         );
     }

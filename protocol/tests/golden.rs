@@ -211,6 +211,17 @@ fn samples() -> Vec<(&'static str, &'static str, BytesMut)> {
             interval_ms: 15_000,
         }
         .into(),
+        SetProbes {
+            command_id: 11,
+            probes: vec![PushedProbe {
+                name: "county-gateway".into(),
+                kind: "tcp".into(),
+                target: "10.45.1.1:443".into(),
+                interval_ms: 60_000,
+                timeout_ms: 5_000,
+            }],
+        }
+        .into(),
     ];
     for message in server_messages {
         let kind = message.kind();

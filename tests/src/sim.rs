@@ -22,7 +22,8 @@ use bagui_control_plane::admin::{IssueAgent, IssueRequest, IssueResponse};
 use bagui_control_plane::client::ApiClient;
 use bagui_control_plane::datadir::DataDir;
 use bagui_control_plane::divisions::Divisions;
-use bagui_protocol::digest::{hex, unhex};
+use bagui_protocol::assets::{self, AssetChanges, AssetSnapshot};
+use bagui_protocol::digest::{self, hex, unhex};
 use bagui_protocol::messages::payload;
 use bagui_protocol::{
     AgentMessage, Decoded, FrameDecoder, Heartbeat, Hello, Lane, Report, ServerMessage,
@@ -166,6 +167,8 @@ pub struct FleetConfig {
     pub backoff_max: Duration,
     /// Samples in each metrics report.
     pub samples_per_report: usize,
+    /// Packages in each agent's first (full) asset snapshot; 0 sends no asset reports.
+    pub packages_per_snapshot: usize,
 }
 
 /// Counters shared by every simulated agent.
@@ -193,6 +196,9 @@ pub struct AgentLedger {
     pub acked: Vec<u64>,
     /// Whether it ever had a session.
     pub connected_once: bool,
+    /// Digest of the asset state the control plane was last sent; empty before the first
+    /// full snapshot.
+    pub asset_digest: String,
 }
 
 /// A running fleet.
@@ -299,7 +305,7 @@ impl Fleet {
 fn metrics_body(samples: usize, seq: u64) -> Vec<u8> {
     const NAMES: [&str; 8] = [
         "node_load1",
-        "node_memory_available_bytes",
+        "node_memory_MemAvailable_bytes",
         "node_filesystem_free_bytes",
         "node_network_receive_bytes_total",
         "node_network_transmit_bytes_total",
@@ -319,12 +325,123 @@ fn metrics_body(samples: usize, seq: u64) -> Vec<u8> {
     })
 }
 
-/// One report of the mix: metrics every interval; now and then an asset change (1 in 100) or a
-/// security finding (1 in 1,000).
-fn next_report(seq: u64, samples: usize) -> (Lane, &'static str, Vec<u8>) {
+/// A township terminal's first asset snapshot: `packages` installed packages, a few users,
+/// listening ports and services, like a lean Kylin or UOS install.
+fn asset_snapshot(agent_id: &str, packages: usize, now_ms: u64) -> AssetSnapshot {
+    let mut snapshot = AssetSnapshot {
+        taken_ms: now_ms,
+        os: assets::OsInfo {
+            id: "kylin".into(),
+            family: "kylin".into(),
+            name: "Kylin Linux Advanced Server".into(),
+            version_id: "V10".into(),
+            pretty_name: "Kylin Linux Advanced Server V10 (Lance)".into(),
+            kernel: "4.19.90-52.22.v2207.ky10.aarch64".into(),
+            arch: "aarch64".into(),
+            hostname: agent_id.into(),
+            ..assets::OsInfo::default()
+        },
+        machine: assets::Machine {
+            cpu_model: "HUAWEI Kunpeng 920".into(),
+            cpu_threads: 4,
+            cpu_cores: 4,
+            cpu_sockets: 1,
+            memory_bytes: 8 << 30,
+            ..assets::Machine::default()
+        },
+        packages: (0..packages)
+            .map(|index| assets::Package {
+                name: format!("package-{index:04}"),
+                version: format!(
+                    "{}.{}.{}-{}.ky10",
+                    index % 7,
+                    index % 13,
+                    index % 5,
+                    index % 3 + 1
+                ),
+                arch: "aarch64".into(),
+                source: "rpm".into(),
+            })
+            .collect(),
+        listening: [22u16, 9100, 10050]
+            .iter()
+            .map(|port| assets::Listening {
+                proto: "tcp".into(),
+                address: "0.0.0.0".into(),
+                port: *port,
+                process: "sshd".into(),
+                pid: 1000 + u32::from(*port),
+            })
+            .collect(),
+        users: ["root", "ops", "audit"]
+            .iter()
+            .enumerate()
+            .map(|(uid, name)| assets::User {
+                name: (*name).into(),
+                uid: uid as u32 * 1000,
+                ..assets::User::default()
+            })
+            .collect(),
+        ..AssetSnapshot::default()
+    };
+    snapshot.seal();
+    snapshot
+}
+
+/// One report of the mix: the full asset snapshot first, then metrics every interval; now and
+/// then an asset change (1 in 100: one package upgraded, chained by digest like a real agent's)
+/// or a security finding (1 in 1,000).
+fn next_report(
+    ledger: &mut AgentLedger,
+    seq: u64,
+    samples: usize,
+    packages: usize,
+) -> (Lane, &'static str, Vec<u8>) {
+    let now = bagui_agent::join::now_ms();
+    if packages > 0 && ledger.asset_digest.is_empty() {
+        let snapshot = asset_snapshot(&ledger.agent_id, packages, now);
+        ledger.asset_digest = snapshot.digest.clone();
+        return (
+            Lane::Inventory,
+            assets::ASSET_SNAPSHOT,
+            payload::encode(&snapshot),
+        );
+    }
     match rand::random_range(0..1000) {
         0 => (Lane::Security, "security_finding", vec![0x5e; 400]),
-        1..=10 => (Lane::Inventory, "asset_change", vec![0x1a; 300]),
+        1..=10 if packages > 0 => {
+            let index = seq as usize % packages;
+            let old = assets::Package {
+                name: format!("package-{index:04}"),
+                arch: "aarch64".into(),
+                source: "rpm".into(),
+                ..assets::Package::default()
+            };
+            let new = assets::Package {
+                version: format!("{seq}.0-1.ky10"),
+                ..old.clone()
+            };
+            let base = ledger.asset_digest.clone();
+            let next = digest::hex(&digest::sm3(format!("{base}/{seq}").as_bytes()));
+            ledger.asset_digest = next.clone();
+            let changes = AssetChanges {
+                taken_ms: now,
+                base_digest: base,
+                digest: next,
+                changes: vec![assets::AssetChange {
+                    section: "package".into(),
+                    key: format!("{}:aarch64", old.name),
+                    op: assets::ChangeOp::Changed,
+                    old: Some(ByteBuf::from(payload::encode(&old))),
+                    new: Some(ByteBuf::from(payload::encode(&new))),
+                }],
+            };
+            (
+                Lane::Inventory,
+                assets::ASSET_CHANGES,
+                payload::encode(&changes),
+            )
+        }
         _ => (Lane::Metrics, payload::METRICS, metrics_body(samples, seq)),
     }
 }
@@ -535,7 +652,12 @@ async fn session(
                 *next_report_at += shared.config.interval;
                 let seq = ledger.next_seq;
                 ledger.next_seq += 1;
-                let (lane, kind, body) = next_report(seq, shared.config.samples_per_report);
+                let (lane, kind, body) = next_report(
+                    ledger,
+                    seq,
+                    shared.config.samples_per_report,
+                    shared.config.packages_per_snapshot,
+                );
                 if lane == Lane::Metrics {
                     stats.samples_sent.fetch_add(shared.config.samples_per_report as u64, Ordering::Relaxed);
                 }

@@ -42,6 +42,7 @@ async fn a_small_fleet_reports_and_every_acknowledged_report_is_stored_once() {
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(1),
             samples_per_report: 5,
+            packages_per_snapshot: 200,
         },
     )
     .unwrap();
@@ -90,6 +91,13 @@ async fn a_small_fleet_reports_and_every_acknowledged_report_is_stored_once() {
         acked_total >= 60 * 5,
         "only {acked_total} reports acknowledged"
     );
+    // Every simulated agent's first report is a full asset snapshot; its later package
+    // upgrades are chained by digest, so none of them may leave a stale ledger record.
+    for ledger in &ledgers {
+        let asset = control_plane.admin.asset(&ledger.agent_id).unwrap();
+        assert_eq!(asset.packages.len(), 200, "{}", ledger.agent_id);
+        assert!(!asset.stale, "{}: asset record went stale", ledger.agent_id);
+    }
     control_plane.shutdown().await.unwrap();
 }
 
@@ -175,6 +183,7 @@ async fn a_crowd_arriving_at_once_is_paced_in_not_turned_into_a_storm() {
             backoff_min: Duration::from_millis(200),
             backoff_max: Duration::from_secs(2),
             samples_per_report: 1,
+            packages_per_snapshot: 0,
         },
     )
     .unwrap();

@@ -723,6 +723,7 @@ async fn run_fleet(
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(30),
             samples_per_report: 20,
+            packages_per_snapshot: 500,
         },
     )?;
     let connect_limit = ramp + Duration::from_secs(240);

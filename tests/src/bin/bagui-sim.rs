@@ -49,6 +49,9 @@ struct Args {
     /// Metric samples per report.
     #[arg(long, default_value_t = 20)]
     samples: usize,
+    /// Packages in each agent's first full asset snapshot (0: no asset reports).
+    #[arg(long, default_value_t = 500)]
+    packages: usize,
     #[arg(long, value_enum, default_value = "table")]
     output: Output,
 }
@@ -95,6 +98,7 @@ async fn main() -> Result<()> {
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(30),
             samples_per_report: args.samples,
+            packages_per_snapshot: args.packages,
         },
     )?;
     // Ramp up, then measure for `duration`; progress goes to stderr every 5 s.
