@@ -14,6 +14,7 @@ pub struct AgentConfig {
     pub outbox: OutboxSection,
     pub collectors: CollectorsSection,
     pub status: StatusSection,
+    pub self_metrics: SelfMetricsSection,
     pub log: LogSection,
     /// External check plugins (Nagios, JSON-lines) and built-in probes: `[[checks]]`.
     pub checks: Vec<bagui_plugins::checks::CheckConfig>,
@@ -89,6 +90,14 @@ impl Default for CollectorsSection {
     }
 }
 
+/// The agent's own metrics on a local port (off unless `listen` is set).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SelfMetricsSection {
+    /// Loopback address to serve `GET /metrics` on, e.g. `127.0.0.1:9469`.
+    pub listen: Option<std::net::SocketAddr>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StatusSection {
@@ -140,6 +149,12 @@ impl AgentConfig {
             "collectors.assets_interval must be at least 100ms"
         );
         bagui_plugins::checks::validate(&config.checks).context("in [[checks]]")?;
+        if let Some(address) = config.self_metrics.listen {
+            anyhow::ensure!(
+                address.ip().is_loopback(),
+                "self_metrics.listen must be a loopback address (the endpoint has no authentication)"
+            );
+        }
         Ok(config)
     }
 

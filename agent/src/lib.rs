@@ -11,6 +11,7 @@ pub mod link;
 pub mod outbox;
 pub mod probes;
 pub mod scheduler;
+pub mod selfmetrics;
 pub mod state;
 pub mod status;
 pub mod tls;
@@ -48,6 +49,7 @@ pub struct Agent {
     link: Option<JoinHandle<LinkExit>>,
     tasks: Vec<JoinHandle<()>>,
     state_dir: StateDir,
+    self_metrics: Option<std::net::SocketAddr>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -141,6 +143,15 @@ impl Agent {
             snapshot_rx,
             shutdown_rx.clone(),
         );
+        let mut self_metrics_address = None;
+        if let Some(address) = options.config.self_metrics.listen {
+            let (bound, task) =
+                selfmetrics::spawn(address, status.clone(), outbox.clone(), shutdown_rx.clone())
+                    .await?;
+            tracing::info!(address = %bound, "self metrics on http://{bound}/metrics");
+            self_metrics_address = Some(bound);
+            tasks.push(task);
+        }
         tasks.push(spawn_status_writer(
             options.state_dir.clone(),
             outbox.clone(),
@@ -166,7 +177,13 @@ impl Agent {
             link: Some(link),
             tasks,
             state_dir: options.state_dir,
+            self_metrics: self_metrics_address,
         })
+    }
+
+    /// Where the self-metrics endpoint listens, when enabled.
+    pub fn self_metrics_address(&self) -> Option<std::net::SocketAddr> {
+        self.self_metrics
     }
 
     /// The outbox (tests and the simulator push reports straight into it).

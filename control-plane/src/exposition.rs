@@ -181,7 +181,10 @@ mod tests {
         exposition.render_into(&mut text);
         assert_eq!(text.matches("# TYPE bagui_agents gauge").count(), 1);
         assert!(text.contains("bagui_agents{division=\"南宁市\\\"x\\\"\"} 3"));
-        assert!(text.contains("_9bad_name{_bad=\"v\",ok=\"a\\nb\"} 1"), "{text}");
+        assert!(
+            text.contains("_9bad_name{_bad=\"v\",ok=\"a\\nb\"} 1"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -147,3 +147,57 @@ async fn promtool_and_a_real_prometheus_accept_the_exposition() {
     agent.shutdown().await.unwrap();
     control_plane.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_serves_its_own_metrics_on_loopback_only_when_asked() {
+    let deployment = Deployment::init().unwrap();
+    let control_plane = deployment.start().await.unwrap();
+    let token = create_token(&control_plane, VILLAGE, "server", 1).unwrap();
+    let state_dir = deployment.state_dir("self-metrics");
+    join(&deployment, &state_dir, &token.token, "x")
+        .await
+        .unwrap();
+    let quiet = start_agent(&state_dir, fast_agent_config()).await.unwrap();
+    assert!(quiet.self_metrics_address().is_none(), "off by default");
+    quiet.shutdown().await.unwrap();
+
+    let mut config = fast_agent_config();
+    config.self_metrics.listen = Some("127.0.0.1:0".parse().unwrap());
+    let agent = start_agent(&state_dir, config).await.unwrap();
+    let address = agent.self_metrics_address().unwrap().to_string();
+    let mut text = String::new();
+    wait_until(Duration::from_secs(10), "the link to show up", || {
+        text = http_get(&address, "/metrics").unwrap_or_default();
+        text.contains("bagui_agent_link_up 1")
+    })
+    .await
+    .unwrap();
+    assert!(text.contains("bagui_agent_outbox_dropped_total{lane=\"metrics\"} 0"));
+    let mut promtool = Command::new(tool("promtool"))
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    assert!(
+        bagui_agent::config::AgentConfig::parse("[self_metrics]\nlisten = \"0.0.0.0:9469\"\n")
+            .is_err(),
+        "a non-loopback address is refused"
+    );
+    agent.shutdown().await.unwrap();
+    control_plane.shutdown().await.unwrap();
+}
