@@ -284,6 +284,77 @@ pub fn status_text(status: u8) -> &'static str {
     }
 }
 
+/// `Report::kind` of [`PostureReport`].
+pub const POSTURE_REPORT: &str = "posture_report";
+/// `Report::kind` of [`FimEvents`].
+pub const FIM_EVENTS: &str = "fim_events";
+
+/// Outcome of one baseline check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckVerdict {
+    Pass,
+    Fail,
+    #[default]
+    NotApplicable,
+    /// The check could not be evaluated (unreadable file, bad policy entry).
+    Error,
+}
+
+/// One baseline (等保2.0 / CIS-style) check result with its evidence.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PostureResult {
+    pub id: String,
+    pub title: String,
+    /// `low`, `medium`, `high` or `critical`.
+    pub severity: String,
+    pub result: CheckVerdict,
+    /// What was seen: `file:line: value`, a process, a port, a package.
+    pub evidence: Vec<String>,
+    pub remediation: String,
+    /// MLPS 2.0 clause reference, e.g. `GB/T 22239-2019 8.1.4.1 a)`.
+    pub mlps: String,
+}
+
+/// A full baseline run.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PostureReport {
+    pub taken_ms: u64,
+    /// Policy name and version the checks came from.
+    pub policy: String,
+    /// 0..=100, see the posture module for the formula.
+    pub score: u32,
+    pub results: Vec<PostureResult>,
+}
+
+/// One change to a watched file.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FimEvent {
+    pub path: String,
+    /// `created`, `modified`, `deleted`, `metadata` (mode/owner only).
+    pub change: String,
+    /// SM3 hex digests; empty for a missing file.
+    pub old_sm3: String,
+    pub new_sm3: String,
+    pub old_size: u64,
+    pub new_size: u64,
+    pub old_mode: u32,
+    pub new_mode: u32,
+    pub old_owner: String,
+    pub new_owner: String,
+    pub time_ms: u64,
+}
+
+/// File-integrity events found in one pass (inotify or periodic scan).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FimEvents {
+    pub events: Vec<FimEvent>,
+}
+
 /// A kind of item in the snapshot.
 pub trait Section: Clone + PartialEq + Serialize + DeserializeOwned {
     const NAME: &'static str;
