@@ -15,6 +15,8 @@ pub struct AgentConfig {
     pub collectors: CollectorsSection,
     pub status: StatusSection,
     pub self_metrics: SelfMetricsSection,
+    pub posture: PostureSection,
+    pub fim: FimSection,
     pub log: LogSection,
     /// External check plugins (Nagios, JSON-lines) and built-in probes: `[[checks]]`.
     pub checks: Vec<bagui_plugins::checks::CheckConfig>,
@@ -85,7 +87,50 @@ impl Default for CollectorsSection {
             host_facts_interval: Duration::from_secs(3600),
             metrics_interval: Duration::from_secs(15),
             assets_enabled: true,
-            assets_interval: Duration::from_secs(60),
+            assets_interval: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The security baseline (等保2.0 / CIS-style checks).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PostureSection {
+    pub enabled: bool,
+    /// How often the whole baseline runs (a protected file changing runs it at once).
+    #[serde(with = "units::duration")]
+    pub interval: Duration,
+    /// A policy file replacing the built-in one.
+    pub policy: Option<std::path::PathBuf>,
+}
+
+impl Default for PostureSection {
+    fn default() -> PostureSection {
+        PostureSection {
+            enabled: true,
+            interval: Duration::from_secs(3600),
+            policy: None,
+        }
+    }
+}
+
+/// File integrity monitoring (SM3 digests; inotify, periodic re-scan as the safety net).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FimSection {
+    pub enabled: bool,
+    /// Watched in addition to the defaults (`/etc/passwd`, `/etc/shadow`, `/etc/ssh/`, ...).
+    pub paths: Vec<String>,
+    #[serde(with = "units::duration")]
+    pub rescan_interval: Duration,
+}
+
+impl Default for FimSection {
+    fn default() -> FimSection {
+        FimSection {
+            enabled: true,
+            paths: Vec::new(),
+            rescan_interval: Duration::from_secs(12 * 3600),
         }
     }
 }
@@ -149,6 +194,20 @@ impl AgentConfig {
             "collectors.assets_interval must be at least 100ms"
         );
         bagui_plugins::checks::validate(&config.checks).context("in [[checks]]")?;
+        anyhow::ensure!(
+            config.posture.interval >= Duration::from_secs(1),
+            "posture.interval must be at least 1s"
+        );
+        anyhow::ensure!(
+            config.fim.rescan_interval >= Duration::from_secs(1),
+            "fim.rescan_interval must be at least 1s"
+        );
+        for path in &config.fim.paths {
+            anyhow::ensure!(
+                path.starts_with('/'),
+                "fim.paths: {path:?} is not an absolute path"
+            );
+        }
         if let Some(address) = config.self_metrics.listen {
             anyhow::ensure!(
                 address.ip().is_loopback(),

@@ -11,6 +11,7 @@ pub mod link;
 pub mod outbox;
 pub mod probes;
 pub mod scheduler;
+pub mod security;
 pub mod selfmetrics;
 pub mod state;
 pub mod status;
@@ -126,6 +127,51 @@ impl Agent {
                 collector: Arc::from(check),
                 interval,
                 run_at_start: false,
+            });
+        }
+        let mut posture_runner = None;
+        if options.config.posture.enabled {
+            let policy = match &options.config.posture.policy {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path).with_context(|| {
+                        format!("reading the posture policy {}", path.display())
+                    })?;
+                    bagui_plugins::posture::load_policy(&text)
+                        .with_context(|| format!("in the posture policy {}", path.display()))?
+                }
+                None => bagui_plugins::posture::builtin_policy(),
+            };
+            let runner = Arc::new(security::PostureRunner::new(
+                bagui_plugins::posture::PostureCollector::new(
+                    options.host_root.clone(),
+                    policy,
+                    options.config.posture.interval,
+                ),
+                options.config.posture.interval,
+            ));
+            scheduled.push(scheduler::Scheduled {
+                interval: runner.interval(),
+                collector: runner.clone(),
+                run_at_start: true,
+            });
+            posture_runner = Some(runner);
+        }
+        if options.config.fim.enabled {
+            let mut fim_config =
+                bagui_plugins::fim::FimConfig::with_extra_paths(options.config.fim.paths.clone());
+            fim_config.rescan_interval = options.config.fim.rescan_interval;
+            let fim = Arc::new(security::FimRunner::new(
+                bagui_plugins::fim::FimCollector::new(
+                    options.host_root.clone(),
+                    fim_config,
+                    options.state_dir.root().join("fim.baseline"),
+                ),
+                posture_runner,
+            ));
+            scheduled.push(scheduler::Scheduled {
+                interval: fim.interval(),
+                collector: fim,
+                run_at_start: true,
             });
         }
         let pushed = Arc::new(probes::PushedProbes::load(

@@ -11,6 +11,7 @@ use bagui_agent::state::StateDir;
 use bagui_agent::status::{LinkState, Status};
 use bagui_agent::{Agent, AgentOptions};
 use bagui_plugins::HostRoot;
+use bagui_plugins::posture;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
@@ -77,6 +78,18 @@ enum Command {
     },
     /// Show the running agent's link and outbox.
     Status {
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Run the security baseline (MLPS 2.0 level 3) once, locally, without a control plane.
+    /// Exits 2 when a high or critical check fails, 0 otherwise.
+    Check {
+        /// Root of the system to check (a mounted image or a container's root).
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        /// Policy file (TOML) instead of the built-in baseline.
+        #[arg(long)]
+        policy: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "table")]
         output: Output,
     },
@@ -215,7 +228,67 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Check {
+            root,
+            policy,
+            output,
+        } => run_check(&root, policy.as_deref(), output),
     }
+}
+
+/// `bagui-agent check`: evaluates the baseline and prints every result.
+fn run_check(
+    root: &std::path::Path,
+    policy: Option<&std::path::Path>,
+    output: Output,
+) -> Result<ExitCode> {
+    let policy = match policy {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            posture::load_policy(&text).with_context(|| format!("loading {}", path.display()))?
+        }
+        None => posture::builtin_policy(),
+    };
+    let report = posture::evaluate(&policy, &HostRoot::new(root), join::now_ms());
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "policy": report.policy,
+                "score": report.score,
+                "results": report.results,
+            }))?
+        ),
+        Output::Table => print_check(&report),
+    }
+    Ok(if posture::has_serious_failure(&report) {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn print_check(report: &bagui_protocol::assets::PostureReport) {
+    println!(
+        "{:<11} {:<8} {:<14} {:<60} EVIDENCE",
+        "ID", "SEVERITY", "RESULT", "TITLE"
+    );
+    for result in &report.results {
+        let verdict = serde_json::to_value(result.result)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        println!(
+            "{:<11} {:<8} {:<14} {:<60} {}",
+            result.id,
+            result.severity,
+            verdict,
+            result.title,
+            result.evidence.first().map_or("-", String::as_str)
+        );
+    }
+    println!("score {} ({})", report.score, report.policy);
 }
 
 fn print_status(status: &Status) {

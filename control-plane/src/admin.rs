@@ -19,7 +19,10 @@ use crate::clock::{Clock, format_rfc3339};
 use crate::divisions::Divisions;
 use crate::enroll::{EnrollError, Enroller};
 use crate::ingest::{LiveSession, Sessions};
-use crate::inventory::{AssetView, ChangeView, CheckView, FindRow, HealthView};
+use crate::inventory::{
+    AssetView, ChangeView, CheckView, DivisionPostureRow, FailingRow, FindRow, FindingView,
+    HealthView, PostureView, severity_rank,
+};
 use crate::probes::{ProbePolicy, ProbeRequest};
 use crate::store::ProbeSet;
 use crate::store::{AgentRecord, AuditEntry, Store, StoreError, TokenRecord};
@@ -180,6 +183,18 @@ pub struct ChangesQuery {
     pub division: Option<String>,
     pub agent: Option<String>,
     pub section: Option<String>,
+    pub limit: Option<usize>,
+}
+
+/// What `posture findings` asks for.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FindingsQuery {
+    pub since: Option<String>,
+    pub division: Option<String>,
+    pub agent: Option<String>,
+    /// At least this severity (`low`, `medium`, `high`, `critical`).
+    pub severity: Option<String>,
     pub limit: Option<usize>,
 }
 
@@ -791,10 +806,16 @@ impl Admin {
             outbox_records: u64,
             outbox_dropped: u64,
             checks: [u64; 4],
+            posture_hosts: u64,
+            posture_sum: u64,
         }
         let mut tallies: BTreeMap<(u8, String), Tally> = BTreeMap::new();
         for agent in &agents {
             let checks = self.store.checks(&agent.id)?;
+            let posture = self
+                .store
+                .posture(&agent.id)?
+                .map(|record| record.report.score);
             let levels: Vec<(u8, String)> = self
                 .divisions
                 .ancestors(&agent.division)
@@ -813,6 +834,22 @@ impl Admin {
                 for (_, check) in &checks {
                     tally.checks[usize::from(check.result.status.min(3))] += 1;
                 }
+                if let Some(score) = posture {
+                    tally.posture_hosts += 1;
+                    tally.posture_sum += u64::from(score);
+                }
+            }
+            if per_agent && let Some(score) = posture {
+                out.add(
+                    "bagui_agent_posture_score",
+                    "gauge",
+                    "Baseline posture score of the agent's host (0-100)",
+                    &[
+                        ("agent", agent.id.as_str()),
+                        ("division", agent.division.as_str()),
+                    ],
+                    f64::from(score),
+                );
             }
             if per_agent {
                 let labels = [
@@ -935,6 +972,15 @@ impl Admin {
                 tally.outbox_records as f64,
             );
             out.add("bagui_fleet_outbox_dropped", "gauge", "Reports agents' outboxes dropped under pressure since they were created, as last reported", &base, tally.outbox_dropped as f64);
+            if tally.posture_hosts > 0 {
+                out.add(
+                    "bagui_fleet_posture_score",
+                    "gauge",
+                    "Mean baseline posture score of the hosts in the division (0-100)",
+                    &base,
+                    tally.posture_sum as f64 / tally.posture_hosts as f64,
+                );
+            }
             for (status, count) in tally.checks.iter().enumerate() {
                 let mut labels = base.to_vec();
                 labels.push(("state", bagui_protocol::assets::status_text(status as u8)));
@@ -950,6 +996,164 @@ impl Admin {
         let mut text = String::new();
         out.render_into(&mut text);
         Ok(text)
+    }
+
+    // --- posture (等保 baseline, FIM, findings) ---------------------------------------------
+
+    /// The latest baseline run of an agent.
+    pub fn posture(&self, id: &str) -> Result<PostureView, AdminError> {
+        let agent = self.agent(id)?;
+        let record = self.store.posture(id)?.ok_or_else(|| {
+            AdminError::NotFound(format!("agent {id} has not sent a baseline run yet"))
+        })?;
+        Ok(PostureView {
+            agent_id: agent.id,
+            hostname: agent.hostname,
+            division: agent.division,
+            division_path: agent.division_path,
+            policy: record.report.policy,
+            score: record.report.score,
+            taken: format_rfc3339(record.report.taken_ms),
+            received: format_rfc3339(record.received_ms),
+            results: record.report.results,
+        })
+    }
+
+    /// Failing checks of every agent in scope, at least `min_severity`, worst first.
+    pub fn posture_failing(
+        &self,
+        division: Option<&str>,
+        min_severity: Option<&str>,
+    ) -> Result<Vec<FailingRow>, AdminError> {
+        let floor = min_severity.map(severity_rank).unwrap_or(0);
+        let mut rows = Vec::new();
+        for agent in self.agents(division)? {
+            let Some(record) = self.store.posture(&agent.id)? else {
+                continue;
+            };
+            for result in record.report.results {
+                if result.result == bagui_protocol::assets::CheckVerdict::Fail
+                    && severity_rank(&result.severity) >= floor
+                {
+                    rows.push(FailingRow {
+                        agent_id: agent.id.clone(),
+                        hostname: agent.hostname.clone(),
+                        division: agent.division.clone(),
+                        division_path: agent.division_path.clone(),
+                        id: result.id,
+                        severity: result.severity,
+                        title: result.title,
+                        evidence: result.evidence,
+                        remediation: result.remediation,
+                    });
+                }
+            }
+        }
+        rows.sort_by(|a, b| {
+            severity_rank(&b.severity)
+                .cmp(&severity_rank(&a.severity))
+                .then_with(|| a.id.cmp(&b.id))
+                .then_with(|| a.agent_id.cmp(&b.agent_id))
+        });
+        Ok(rows)
+    }
+
+    /// Security findings in scope since `since` (RFC 3339 or a duration back).
+    pub fn findings(&self, query: &FindingsQuery) -> Result<Vec<FindingView>, AdminError> {
+        let agents: HashMap<String, AgentView> = self
+            .agents(query.division.as_deref())?
+            .into_iter()
+            .map(|agent| (agent.id.clone(), agent))
+            .collect();
+        let since_ms = match &query.since {
+            Some(text) => parse_since(text, self.clock.now_ms())?,
+            None => 0,
+        };
+        let floor = query.severity.as_deref().map(severity_rank).unwrap_or(0);
+        let records = self.store.findings(
+            since_ms,
+            |finding| {
+                agents.contains_key(&finding.agent_id)
+                    && query
+                        .agent
+                        .as_ref()
+                        .is_none_or(|id| *id == finding.agent_id)
+                    && severity_rank(&finding.severity) >= floor
+            },
+            query.limit.unwrap_or(1000).clamp(1, 100_000),
+        )?;
+        Ok(records
+            .into_iter()
+            .map(|record| {
+                let agent = &agents[&record.agent_id];
+                let (hostname, division) = (agent.hostname.clone(), agent.division.clone());
+                FindingView::new(record, &hostname, &division)
+            })
+            .collect())
+    }
+
+    /// Posture score per child division of `division` (the region when `None`): the mean of
+    /// the host scores below each.
+    pub fn posture_divisions(
+        &self,
+        division: Option<&str>,
+    ) -> Result<Vec<DivisionPostureRow>, AdminError> {
+        let parent = division
+            .map(str::to_owned)
+            .unwrap_or_else(|| self.divisions.root().code.clone());
+        if self.divisions.get(&parent).is_none() {
+            return Err(AdminError::BadRequest(format!("unknown division {parent}")));
+        }
+        let children = self.divisions.children(&parent).to_vec();
+        let mut rows: Vec<DivisionPostureRow> = children
+            .iter()
+            .map(|code| DivisionPostureRow {
+                division: code.clone(),
+                name: self
+                    .divisions
+                    .get(code)
+                    .map(|d| d.name.clone())
+                    .unwrap_or_default(),
+                hosts: 0,
+                score: None,
+                min_score: None,
+                failing_high: 0,
+            })
+            .collect();
+        let mut sums = vec![0u64; rows.len()];
+        for agent in self.agents(Some(&parent))? {
+            let Some(record) = self.store.posture(&agent.id)? else {
+                continue;
+            };
+            let Some(index) = children
+                .iter()
+                .position(|code| self.divisions.is_within(&agent.division, code))
+            else {
+                continue;
+            };
+            let row = &mut rows[index];
+            row.hosts += 1;
+            sums[index] += u64::from(record.report.score);
+            row.min_score = Some(
+                row.min_score
+                    .map_or(record.report.score, |m| m.min(record.report.score)),
+            );
+            row.failing_high += record
+                .report
+                .results
+                .iter()
+                .filter(|r| {
+                    r.result == bagui_protocol::assets::CheckVerdict::Fail
+                        && severity_rank(&r.severity) >= 3
+                })
+                .count() as u64;
+        }
+        for (row, sum) in rows.iter_mut().zip(sums) {
+            if row.hosts > 0 {
+                row.score = Some(sum as f64 / row.hosts as f64);
+            }
+        }
+        Ok(rows)
     }
 
     // --- pushed probes ----------------------------------------------------------------------

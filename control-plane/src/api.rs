@@ -147,6 +147,10 @@ pub fn router(state: ApiState) -> Router {
             axum::routing::delete(remove_probe),
         )
         .route("/api/v1/agents/{id}/health", get(show_health))
+        .route("/api/v1/agents/{id}/posture", get(show_posture))
+        .route("/api/v1/posture/failing", get(posture_failing))
+        .route("/api/v1/posture/findings", get(posture_findings))
+        .route("/api/v1/posture/divisions", get(posture_divisions))
         .route("/api/v1/assets/changes", get(asset_changes))
         .route("/api/v1/assets/find", get(asset_find))
         .route("/api/v1/tokens", get(list_tokens).post(create_token))
@@ -247,6 +251,49 @@ async fn show_assets(
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     blocking(move || state.admin.asset(&id)).await
+}
+
+async fn show_posture(
+    State(state): State<ApiState>,
+    _: Operator,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    blocking(move || state.admin.posture(&id)).await
+}
+
+#[derive(Deserialize)]
+struct FailingQuery {
+    division: Option<String>,
+    severity: Option<String>,
+}
+
+async fn posture_failing(
+    State(state): State<ApiState>,
+    _: Operator,
+    Query(query): Query<FailingQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    blocking(move || {
+        state
+            .admin
+            .posture_failing(query.division.as_deref(), query.severity.as_deref())
+    })
+    .await
+}
+
+async fn posture_findings(
+    State(state): State<ApiState>,
+    _: Operator,
+    Query(query): Query<crate::admin::FindingsQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    blocking(move || state.admin.findings(&query)).await
+}
+
+async fn posture_divisions(
+    State(state): State<ApiState>,
+    _: Operator,
+    Query(filter): Query<AgentFilter>,
+) -> Result<impl IntoResponse, ApiError> {
+    blocking(move || state.admin.posture_divisions(filter.division.as_deref())).await
 }
 
 async fn list_probes(

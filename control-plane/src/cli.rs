@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::admin::{
     Admin, AgentView, ChangesQuery, CommandRequest, CommandSent, CreateToken, FindQuery,
-    ProbeSetView, ReportView, SetUplink, TokenCreated, TokenView,
+    FindingsQuery, ProbeSetView, ReportView, SetUplink, TokenCreated, TokenView,
 };
 use crate::audit::{self, Audit};
 use crate::client::ApiClient;
@@ -21,7 +21,10 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::ControlPlaneConfig;
 use crate::datadir::DataDir;
 use crate::enroll::{EnrollConfig, Enroller};
-use crate::inventory::{AssetView, ChangeView, FindRow, HealthView};
+use crate::inventory::{
+    AssetView, ChangeView, DivisionPostureRow, FailingRow, FindRow, FindingView, HealthView,
+    PostureView,
+};
 use crate::probes::ProbeRequest;
 use crate::server::ControlPlane;
 use crate::store::{AuditEntry, Store, StoreError};
@@ -92,6 +95,9 @@ pub enum Command {
     /// Probes pushed to agents (tcp, http, dns, tls_expiry within the division's ranges).
     #[command(subcommand)]
     Probe(ProbeCommand),
+    /// Security posture: 等保2.0 baseline results, scores, findings (FIM, risky services).
+    #[command(subcommand)]
+    Posture(PostureCommand),
     /// The SM3-chained audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -197,6 +203,48 @@ pub enum AssetCommand {
         division: Option<String>,
         #[arg(long)]
         online: Option<bool>,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum PostureCommand {
+    /// The latest baseline run of an agent, with evidence.
+    Show {
+        agent: String,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Failing checks across the fleet, worst first.
+    Failing {
+        #[arg(long)]
+        division: Option<String>,
+        /// At least this severity: low, medium, high, critical.
+        #[arg(long)]
+        severity: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Security findings: newly failing high/critical checks, risky services, changed files.
+    Findings {
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        division: Option<String>,
+        #[arg(long)]
+        agent: Option<String>,
+        #[arg(long)]
+        severity: Option<String>,
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Posture score per child division (mean of host scores).
+    Divisions {
+        #[arg(long)]
+        division: Option<String>,
         #[arg(long, value_enum, default_value = "table")]
         output: Output,
     },
@@ -441,6 +489,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Health(command) => {
             init_logging(cli.log_level.as_deref().unwrap_or("warn"));
             health_command(access(&cli)?, command).await
+        }
+        Command::Posture(command) => {
+            init_logging(cli.log_level.as_deref().unwrap_or("warn"));
+            posture_command(access(&cli)?, command).await
         }
         Command::Probe(command) => {
             init_logging(cli.log_level.as_deref().unwrap_or("warn"));
@@ -941,6 +993,169 @@ async fn asset_command(access: Access, command: &AssetCommand) -> Result<()> {
                             .collect::<Vec<_>>()
                             .join(" "),
                         row.division_path.clone(),
+                    ]
+                },
+            )
+        }
+    }
+}
+
+async fn posture_command(access: Access, command: &PostureCommand) -> Result<()> {
+    match command {
+        PostureCommand::Show { agent, output } => {
+            let view: PostureView = match &access {
+                Access::Local { admin, .. } => admin.posture(agent)?,
+                Access::Remote(client) => {
+                    client
+                        .get(&format!("/api/v1/agents/{}/posture", query_escape(agent)))
+                        .await?
+                }
+            };
+            if let Output::Json = output {
+                println!("{}", serde_json::to_string_pretty(&view)?);
+                return Ok(());
+            }
+            println!(
+                "{} {} score {} ({}, taken {})",
+                view.agent_id, view.hostname, view.score, view.policy, view.taken
+            );
+            print_rows(
+                *output,
+                &view.results,
+                &["id", "severity", "result", "title", "evidence"],
+                |result| {
+                    vec![
+                        result.id.clone(),
+                        result.severity.clone(),
+                        serde_json::to_value(result.result)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_owned))
+                            .unwrap_or_default(),
+                        result.title.clone(),
+                        result.evidence.first().cloned().unwrap_or_default(),
+                    ]
+                },
+            )
+        }
+        PostureCommand::Failing {
+            division,
+            severity,
+            output,
+        } => {
+            let rows: Vec<FailingRow> = match &access {
+                Access::Local { admin, .. } => {
+                    admin.posture_failing(division.as_deref(), severity.as_deref())?
+                }
+                Access::Remote(client) => {
+                    client
+                        .get(&format!(
+                            "/api/v1/posture/failing{}",
+                            query_string(&[
+                                ("division", division.clone()),
+                                ("severity", severity.clone())
+                            ])
+                        ))
+                        .await?
+                }
+            };
+            print_rows(
+                *output,
+                &rows,
+                &[
+                    "severity", "id", "agent", "hostname", "title", "evidence", "division",
+                ],
+                |row| {
+                    vec![
+                        row.severity.clone(),
+                        row.id.clone(),
+                        row.agent_id.clone(),
+                        row.hostname.clone(),
+                        row.title.clone(),
+                        row.evidence.first().cloned().unwrap_or_default(),
+                        row.division_path.clone(),
+                    ]
+                },
+            )
+        }
+        PostureCommand::Findings {
+            since,
+            division,
+            agent,
+            severity,
+            limit,
+            output,
+        } => {
+            let query = FindingsQuery {
+                since: since.clone(),
+                division: division.clone(),
+                agent: agent.clone(),
+                severity: severity.clone(),
+                limit: Some(*limit),
+            };
+            let rows: Vec<FindingView> = match &access {
+                Access::Local { admin, .. } => admin.findings(&query)?,
+                Access::Remote(client) => {
+                    client
+                        .get(&format!(
+                            "/api/v1/posture/findings{}",
+                            query_string(&[
+                                ("since", since.clone()),
+                                ("division", division.clone()),
+                                ("agent", agent.clone()),
+                                ("severity", severity.clone()),
+                                ("limit", Some(limit.to_string())),
+                            ])
+                        ))
+                        .await?
+                }
+            };
+            print_rows(
+                *output,
+                &rows,
+                &[
+                    "time", "severity", "kind", "agent", "hostname", "title", "evidence",
+                ],
+                |row| {
+                    vec![
+                        row.time.clone(),
+                        row.severity.clone(),
+                        row.kind.clone(),
+                        row.agent_id.clone(),
+                        row.hostname.clone(),
+                        row.title.clone(),
+                        row.evidence.join("; "),
+                    ]
+                },
+            )
+        }
+        PostureCommand::Divisions { division, output } => {
+            let rows: Vec<DivisionPostureRow> = match &access {
+                Access::Local { admin, .. } => admin.posture_divisions(division.as_deref())?,
+                Access::Remote(client) => {
+                    client
+                        .get(&format!(
+                            "/api/v1/posture/divisions{}",
+                            query_string(&[("division", division.clone())])
+                        ))
+                        .await?
+                }
+            };
+            print_rows(
+                *output,
+                &rows,
+                &["division", "name", "hosts", "score", "min", "failing_high"],
+                |row| {
+                    vec![
+                        row.division.clone(),
+                        row.name.clone(),
+                        row.hosts.to_string(),
+                        row.score
+                            .map(|s| format!("{s:.1}"))
+                            .unwrap_or_else(|| "-".into()),
+                        row.min_score
+                            .map(|s| s.to_string())
+                            .unwrap_or_else(|| "-".into()),
+                        row.failing_high.to_string(),
                     ]
                 },
             )

@@ -43,6 +43,7 @@ pub fn project(store: &Store, reports: &[&NewReport]) -> Outcome {
         store,
         assets: HashMap::new(),
         dirty: HashSet::new(),
+        posture_seen: HashMap::new(),
         outcome: Outcome::default(),
     };
     for report in reports {
@@ -51,12 +52,47 @@ pub fn project(store: &Store, reports: &[&NewReport]) -> Outcome {
     projector.finish()
 }
 
+/// Who sent a report and when, for findings.
+#[derive(Clone, Copy)]
+struct Meta<'a> {
+    agent_id: &'a str,
+    seq: u64,
+    received_ms: u64,
+}
+
+fn report_meta(report: &NewReport) -> Meta<'_> {
+    Meta {
+        agent_id: &report.agent_id,
+        seq: report.seq,
+        received_ms: report.report.received_ms,
+    }
+}
+
+/// Listening ports that mean a cleartext or remote-shell service (等保: no cleartext remote
+/// administration), with the service's name.
+pub const RISKY_PORTS: [(u16, &str); 8] = [
+    (21, "ftp"),
+    (23, "telnet"),
+    (69, "tftp"),
+    (512, "rexec"),
+    (513, "rlogin"),
+    (514, "rsh"),
+    (111, "rpcbind"),
+    (2049, "nfs"),
+];
+
+fn is_high(severity: &str) -> bool {
+    matches!(severity, "high" | "critical")
+}
+
 struct Projector<'a> {
     store: &'a Store,
     /// Asset records touched in this batch (`None`: the agent has none yet).
     assets: HashMap<String, Option<AssetRecord>>,
     /// Agents whose asset record this batch changed.
     dirty: HashSet<String>,
+    /// Posture reports already projected in this batch.
+    posture_seen: HashMap<String, assets::PostureReport>,
     outcome: Outcome,
 }
 
@@ -73,6 +109,10 @@ impl Projector<'_> {
             CHECK_RESULT => {
                 payload::decode::<CheckResult>(body).map(|result| self.check(report, result))
             }
+            assets::POSTURE_REPORT => payload::decode::<assets::PostureReport>(body)
+                .map(|posture| self.posture(report_meta(report), posture)),
+            assets::FIM_EVENTS => payload::decode::<assets::FimEvents>(body)
+                .map(|events| self.fim(report_meta(report), events)),
             METRICS => payload::decode::<Metrics>(body).map(|metrics| {
                 self.outcome.projection.health.push((
                     report.agent_id.clone(),
@@ -121,6 +161,22 @@ impl Projector<'_> {
 
     fn snapshot(&mut self, report: &NewReport, mut snapshot: AssetSnapshot) {
         let current = self.current(&report.agent_id);
+        let added: Vec<assets::Listening> = match &current {
+            Some(current) => snapshot
+                .listening
+                .iter()
+                .filter(|socket| {
+                    !current
+                        .snapshot
+                        .listening
+                        .iter()
+                        .any(|old| assets::Section::key(old) == assets::Section::key(*socket))
+                })
+                .cloned()
+                .collect(),
+            None => snapshot.listening.clone(),
+        };
+        self.risky_services(report_meta(report), snapshot.taken_ms, &added);
         if let Some(current) = &current {
             assets::carry_failed_sections(&current.snapshot, &mut snapshot);
             let changes = assets::diff(&current.snapshot, &snapshot);
@@ -149,6 +205,13 @@ impl Projector<'_> {
     }
 
     fn changes(&mut self, report: &NewReport, changes: AssetChanges) {
+        let added: Vec<assets::Listening> = changes
+            .changes
+            .iter()
+            .filter(|change| change.section == "listening" && change.op == assets::ChangeOp::Added)
+            .filter_map(|change| assets::decode_item(change.new.as_deref()?).ok())
+            .collect();
+        self.risky_services(report_meta(report), changes.taken_ms, &added);
         let Some(mut record) = self.current(&report.agent_id) else {
             // Changes with nothing to apply them to: keep them in the history, ask for the
             // whole picture.
@@ -240,6 +303,137 @@ impl Projector<'_> {
                 since_ms,
             },
         ));
+    }
+
+    fn finding(&mut self, meta: Meta<'_>, time_ms: u64, finding: crate::store::FindingRecord) {
+        self.outcome
+            .projection
+            .findings
+            .push(crate::store::FindingRecord {
+                agent_id: meta.agent_id.to_owned(),
+                time_ms,
+                received_ms: meta.received_ms,
+                seq: meta.seq,
+                ..finding
+            });
+    }
+
+    fn posture(&mut self, meta: Meta<'_>, report: assets::PostureReport) {
+        let previous = self.posture_seen.get(meta.agent_id).cloned().or_else(|| {
+            self.store
+                .posture(meta.agent_id)
+                .ok()
+                .flatten()
+                .map(|r| r.report)
+        });
+        let failing_before: HashSet<String> = previous
+            .iter()
+            .flat_map(|report| report.results.iter())
+            .filter(|result| result.result == assets::CheckVerdict::Fail)
+            .map(|result| result.id.clone())
+            .collect();
+        for result in &report.results {
+            if result.result == assets::CheckVerdict::Fail
+                && is_high(&result.severity)
+                && !failing_before.contains(&result.id)
+            {
+                self.finding(
+                    meta,
+                    report.taken_ms,
+                    crate::store::FindingRecord {
+                        kind: "check_failed".into(),
+                        severity: result.severity.clone(),
+                        subject: result.id.clone(),
+                        title: result.title.clone(),
+                        evidence: result.evidence.clone(),
+                        remediation: result.remediation.clone(),
+                        ..Default::default()
+                    },
+                );
+            }
+        }
+        self.posture_seen
+            .insert(meta.agent_id.to_owned(), report.clone());
+        self.outcome.projection.posture.push((
+            meta.agent_id.to_owned(),
+            crate::store::PostureRecord {
+                report,
+                received_ms: meta.received_ms,
+                seq: meta.seq,
+            },
+        ));
+    }
+
+    fn fim(&mut self, meta: Meta<'_>, events: assets::FimEvents) {
+        for event in events.events {
+            let mut evidence = Vec::new();
+            if event.old_sm3 != event.new_sm3 {
+                evidence.push(format!(
+                    "sm3 {} → {}",
+                    if event.old_sm3.is_empty() {
+                        "-"
+                    } else {
+                        &event.old_sm3
+                    },
+                    if event.new_sm3.is_empty() {
+                        "-"
+                    } else {
+                        &event.new_sm3
+                    }
+                ));
+            }
+            if event.old_size != event.new_size {
+                evidence.push(format!("size {} → {}", event.old_size, event.new_size));
+            }
+            if event.old_mode != event.new_mode {
+                evidence.push(format!("mode {:o} → {:o}", event.old_mode, event.new_mode));
+            }
+            if event.old_owner != event.new_owner {
+                evidence.push(format!("owner {} → {}", event.old_owner, event.new_owner));
+            }
+            self.finding(
+                meta,
+                event.time_ms,
+                crate::store::FindingRecord {
+                    kind: "file_changed".into(),
+                    severity: "high".into(),
+                    title: format!("protected file {}: {}", event.change, event.path),
+                    subject: event.path.clone(),
+                    evidence,
+                    remediation: "confirm the change was authorised (change ticket); otherwise restore the file and investigate the host".into(),
+                    ..Default::default()
+                },
+            );
+        }
+    }
+
+    /// A listening socket on a risky port that was not there before.
+    fn risky_services(&mut self, meta: Meta<'_>, time_ms: u64, added: &[assets::Listening]) {
+        for socket in added {
+            if let Some((_, service)) = RISKY_PORTS.iter().find(|(port, _)| *port == socket.port) {
+                self.finding(
+                    meta,
+                    time_ms,
+                    crate::store::FindingRecord {
+                        kind: "risky_service".into(),
+                        severity: "high".into(),
+                        subject: assets::Section::key(socket),
+                        title: format!(
+                            "{service} listening on {}:{} ({})",
+                            socket.address, socket.port, socket.proto
+                        ),
+                        evidence: vec![format!(
+                            "{}/{}:{} process {} pid {}",
+                            socket.proto, socket.address, socket.port, socket.process, socket.pid
+                        )],
+                        remediation: format!(
+                            "stop and disable the {service} service; use SSH (or SFTP) instead"
+                        ),
+                        ..Default::default()
+                    },
+                );
+            }
+        }
     }
 
     fn resync(&mut self, agent_id: &str) {
@@ -479,4 +673,96 @@ fn rfc3339(ms: u64) -> String {
         return String::new();
     }
     bagui_protocol::units::format_rfc3339(ms)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Posture views
+// ---------------------------------------------------------------------------------------------
+
+/// The latest baseline run of one agent (`bagui-cp posture show`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PostureView {
+    pub agent_id: String,
+    pub hostname: String,
+    pub division: String,
+    pub division_path: String,
+    pub policy: String,
+    /// 0..=100 (severity-weighted share of applicable checks passed).
+    pub score: u32,
+    pub taken: String,
+    pub received: String,
+    pub results: Vec<assets::PostureResult>,
+}
+
+/// One failing check on one agent (`bagui-cp posture failing`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct FailingRow {
+    pub agent_id: String,
+    pub hostname: String,
+    pub division: String,
+    pub division_path: String,
+    pub id: String,
+    pub severity: String,
+    pub title: String,
+    pub evidence: Vec<String>,
+    pub remediation: String,
+}
+
+/// A security finding (`bagui-cp posture findings`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct FindingView {
+    pub time: String,
+    pub received: String,
+    pub agent_id: String,
+    pub hostname: String,
+    pub division: String,
+    pub kind: String,
+    pub severity: String,
+    pub subject: String,
+    pub title: String,
+    pub evidence: Vec<String>,
+    pub remediation: String,
+}
+
+impl FindingView {
+    pub fn new(record: crate::store::FindingRecord, hostname: &str, division: &str) -> FindingView {
+        FindingView {
+            time: rfc3339(record.time_ms),
+            received: rfc3339(record.received_ms),
+            agent_id: record.agent_id,
+            hostname: hostname.to_owned(),
+            division: division.to_owned(),
+            kind: record.kind,
+            severity: record.severity,
+            subject: record.subject,
+            title: record.title,
+            evidence: record.evidence,
+            remediation: record.remediation,
+        }
+    }
+}
+
+/// Posture of one division's subtree (`bagui-cp posture divisions`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct DivisionPostureRow {
+    pub division: String,
+    pub name: String,
+    /// Agents below it that sent a baseline run.
+    pub hosts: u64,
+    /// Mean of their scores (the division's posture score); `null` without hosts.
+    pub score: Option<f64>,
+    pub min_score: Option<u32>,
+    /// Failing high or critical checks, summed over the hosts.
+    pub failing_high: u64,
+}
+
+/// Orders severities for `--severity` filters.
+pub fn severity_rank(severity: &str) -> u8 {
+    match severity {
+        "critical" => 4,
+        "high" => 3,
+        "medium" => 2,
+        "low" => 1,
+        _ => 0,
+    }
 }

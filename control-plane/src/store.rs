@@ -182,6 +182,34 @@ pub struct CheckRecord {
     pub since_ms: u64,
 }
 
+/// The latest baseline run of one agent.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PostureRecord {
+    pub report: bagui_protocol::assets::PostureReport,
+    pub received_ms: u64,
+    pub seq: u64,
+}
+
+/// A security finding: what the security team is told about (the incident engine routes it).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FindingRecord {
+    pub agent_id: String,
+    pub time_ms: u64,
+    pub received_ms: u64,
+    pub seq: u64,
+    /// `check_failed`, `risky_service`, `file_changed`.
+    pub kind: String,
+    /// `low`, `medium`, `high`, `critical`.
+    pub severity: String,
+    /// Check id, `proto/address:port`, or the file path.
+    pub subject: String,
+    pub title: String,
+    pub evidence: Vec<String>,
+    pub remediation: String,
+}
+
 /// The probes pushed to one agent and whether it confirmed the latest set.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -203,6 +231,8 @@ pub struct Projection {
     pub packages_added: Vec<(String, String, String, PackageIndexEntry)>,
     pub health: Vec<(String, MetricsRecord)>,
     pub checks: Vec<(String, String, CheckRecord)>,
+    pub posture: Vec<(String, PostureRecord)>,
+    pub findings: Vec<FindingRecord>,
 }
 
 /// One entry of the SM3-chained audit log.
@@ -372,6 +402,10 @@ pub struct Store {
     checks: sled::Tree,
     /// agent id → [`ProbeSet`]: the probes operators pushed to it.
     probes: sled::Tree,
+    /// agent id → [`PostureRecord`]: the latest baseline run.
+    posture: sled::Tree,
+    /// `time_ms \0 agent id \0 seq index` → [`FindingRecord`]: security findings, append-only.
+    findings: sled::Tree,
 }
 
 impl std::fmt::Debug for Store {
@@ -409,6 +443,8 @@ impl Store {
             health: db.open_tree("health")?,
             checks: db.open_tree("checks")?,
             probes: db.open_tree("probes")?,
+            posture: db.open_tree("posture")?,
+            findings: db.open_tree("findings")?,
             db,
         })
     }
@@ -785,7 +821,65 @@ impl Store {
             );
         }
         self.checks.apply_batch(checks)?;
+        let mut posture = sled::Batch::default();
+        for (agent, record) in &projection.posture {
+            posture.insert(agent.as_bytes(), encode("posture", record)?);
+        }
+        self.posture.apply_batch(posture)?;
+        let mut findings = sled::Batch::default();
+        for (index, finding) in projection.findings.iter().enumerate() {
+            let mut key = finding.time_ms.to_be_bytes().to_vec();
+            key.extend_from_slice(finding.agent_id.as_bytes());
+            key.push(0);
+            key.extend_from_slice(&finding.seq.to_be_bytes());
+            key.extend_from_slice(&(index as u32).to_be_bytes());
+            findings.insert(key, encode("findings", finding)?);
+        }
+        self.findings.apply_batch(findings)?;
         Ok(())
+    }
+
+    // --- posture ----------------------------------------------------------------------------
+
+    pub fn posture(&self, agent_id: &str) -> Result<Option<PostureRecord>, StoreError> {
+        self.posture
+            .get(agent_id.as_bytes())?
+            .map(|bytes| decode("posture", agent_id.as_bytes(), &bytes))
+            .transpose()
+    }
+
+    /// Every agent's latest baseline run.
+    pub fn all_posture(
+        &self,
+    ) -> impl Iterator<Item = Result<(String, PostureRecord), StoreError>> + '_ {
+        self.posture.iter().map(|item| {
+            let (key, value) = item?;
+            Ok((
+                String::from_utf8_lossy(&key).into_owned(),
+                decode("posture", &key, &value)?,
+            ))
+        })
+    }
+
+    /// Findings with `time_ms >= since_ms`, oldest first, at most `limit`.
+    pub fn findings(
+        &self,
+        since_ms: u64,
+        mut keep: impl FnMut(&FindingRecord) -> bool,
+        limit: usize,
+    ) -> Result<Vec<FindingRecord>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.findings.range(since_ms.to_be_bytes().to_vec()..) {
+            let (key, value) = item?;
+            let finding: FindingRecord = decode("findings", &key, &value)?;
+            if keep(&finding) {
+                out.push(finding);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
     }
 
     // --- pushed probes ----------------------------------------------------------------------

@@ -10,9 +10,11 @@
 
 pub mod assets;
 pub mod checks;
+pub mod fim;
 pub mod host;
 pub mod inventory;
 pub mod packages;
+pub mod posture;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -62,6 +62,8 @@ pub fn fast_agent_config() -> AgentConfig {
     config.link.keep_alive = Duration::from_millis(300);
     config.collectors.metrics_interval = Duration::from_secs(3600);
     config.collectors.assets_enabled = false;
+    config.posture.enabled = false;
+    config.fim.enabled = false;
     config.status.interval = Duration::from_millis(200);
     config
 }
