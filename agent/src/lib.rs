@@ -61,6 +61,28 @@ impl std::fmt::Debug for Agent {
     }
 }
 
+/// Seals the outbox's records to the control plane's SM2 key from the join (see
+/// [`outbox`]'s "Sealed at rest"). Without a usable key (a state written by a control plane
+/// that sent none) records stay in clear, as before, and a warning says so.
+fn seal_to_control_plane(outbox: Outbox, state: &state::AgentState) -> Outbox {
+    let key = bagui_protocol::digest::unhex(&state.control_plane_sm2_public_key)
+        .filter(|key| !key.is_empty())
+        .map(|key| bagui_protocol::sealed::Recipient::from_sec1(&key));
+    match key {
+        Some(Ok(recipient)) => outbox.with_encryption(recipient),
+        Some(Err(error)) => {
+            tracing::error!(%error, "the control plane's SM2 key in the agent state is unusable; outbox records are stored unencrypted");
+            outbox
+        }
+        None => {
+            tracing::warn!(
+                "no control plane SM2 key in the agent state; outbox records are stored unencrypted"
+            );
+            outbox
+        }
+    }
+}
+
 impl Agent {
     /// Starts the link, the collectors and the status file.
     pub async fn start(options: AgentOptions) -> Result<Agent> {
@@ -82,7 +104,7 @@ impl Agent {
             )
         })?
         .with_max_body(max_body);
-        let outbox = Arc::new(outbox);
+        let outbox = Arc::new(seal_to_control_plane(outbox, &state));
         let status = StatusBoard::default();
         status.update(|s| {
             s.agent_id = state.agent_id.clone();
@@ -148,6 +170,10 @@ impl Agent {
                     options.config.posture.interval,
                 ),
                 options.config.posture.interval,
+                options
+                    .state_dir
+                    .sm2_key()?
+                    .map(|key| (state.agent_id.clone(), key)),
             ));
             scheduled.push(scheduler::Scheduled {
                 interval: runner.interval(),

@@ -521,6 +521,7 @@ impl<'a> Session<'a> {
                             kind: pending.record.kind,
                             created_ms: pending.record.created_ms,
                             body: pending.record.body,
+                            cipher: pending.record.cipher,
                         }
                         .into();
                         match message.encode(self.max_frame_len, &mut buffer) {

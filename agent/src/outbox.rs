@@ -15,6 +15,20 @@
 //! Lane, sequence and size stay outside the payload, so payloads can be encrypted at rest
 //! without changing any of this.
 //!
+//! # Sealed at rest
+//!
+//! An outbox opened [`Outbox::with_encryption`] (the agent does so once it has joined and
+//! holds the control plane's SM2 key) seals every body before it is written: SM4-CCM under a
+//! data key wrapped with SM2 to the control plane (see [`bagui_protocol::sealed`]). The data
+//! key lives only in this process's memory and is replaced at every start, every hour and
+//! every 10,000 records, so nothing on disk — and no later agent process — can open a
+//! buffered record; only the control plane can. Within the current key epoch the running
+//! process could still decrypt its own recent records (it holds the key); there is no API
+//! that does. A sealed record carries its cipher name (`"sm4-ccm/sm2"`); records written
+//! before sealing, or by an outbox without a key, carry `""` and are sent as plaintext, so an
+//! old outbox still drains. Lane, sequence, time, kind and size stay outside the seal (they
+//! are authenticated by it), and the size the outbox accounts for is the sealed record's.
+//!
 //! # On disk
 //!
 //! A purpose-built append-only log (it replaced sled, whose page cache and threads cost the
@@ -31,6 +45,8 @@
 //!            crc u32 LE                                 (CRC-32/IEEE of len bytes ++ payload)
 //!            payload[len]
 //! payload  = 1 lane u8  seq u64  created_ms u64  kind_len u16  kind  body   push
+//!          | 4 lane u8  seq u64  created_ms u64  kind_len u16  kind
+//!              cipher_len u8  cipher  sealed_body                           sealed push
 //!          | 2 lane u8  seq u64                                              remove (tombstone)
 //!          | 3 next_seq u64  dropped u64 × 4 (security, state, inventory, metrics)   meta
 //! ```
@@ -78,8 +94,10 @@
 
 use std::path::Path;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use bagui_protocol::messages::payload::OutboxDrops;
+use bagui_protocol::sealed::{self, DataKey, Recipient, RecordContext, SealError};
 use bagui_protocol::{Lane, LaneCounts, OutboxStats};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
@@ -107,6 +125,9 @@ pub enum OutboxError {
     Locked { path: String },
     #[error("outbox {what} is corrupt: {message}")]
     Corrupt { what: String, message: String },
+    /// A record could not be sealed (the system RNG failed): it is not written in clear.
+    #[error("outbox: sealing a record: {0}")]
+    Seal(#[from] SealError),
 }
 
 /// A stored record.
@@ -115,12 +136,55 @@ pub enum OutboxError {
 pub struct OutboxRecord {
     pub kind: String,
     pub created_ms: u64,
+    /// As stored: sealed to the control plane unless `cipher` is `""`.
     pub body: ByteBuf,
+    /// `""`: `body` is plaintext; else how it is sealed (see [`bagui_protocol::sealed`]).
+    pub cipher: String,
 }
 
 impl OutboxRecord {
+    #[cfg(test)]
     fn size(kind: &str, body: &[u8]) -> u64 {
-        kind.len() as u64 + body.len() as u64 + RECORD_OVERHEAD
+        OutboxRecord::stored_size(kind, "", body.len())
+    }
+
+    /// The bytes a record takes on disk (what the limit counts): framing, kind, cipher name,
+    /// and the body as stored.
+    fn stored_size(kind: &str, cipher: &str, body_len: usize) -> u64 {
+        let cipher = if cipher.is_empty() {
+            0
+        } else {
+            1 + cipher.len() as u64
+        };
+        kind.len() as u64 + cipher + body_len as u64 + RECORD_OVERHEAD
+    }
+}
+
+/// A data key is replaced after this many records...
+const KEY_MAX_RECORDS: u64 = 10_000;
+/// ... or this long, whichever comes first (and at every start: it is never stored).
+const KEY_MAX_AGE: Duration = Duration::from_secs(3600);
+
+/// Seals bodies to the control plane; holds the current data key, in memory only.
+#[derive(Debug)]
+struct Sealer {
+    recipient: Recipient,
+    current: Option<(DataKey, Instant)>,
+}
+
+impl Sealer {
+    /// The data key to seal the next record with, replacing a worn or old one.
+    fn key(&mut self) -> Result<&mut DataKey, SealError> {
+        let fresh = |(key, made): &(DataKey, Instant)| {
+            key.sealed() < KEY_MAX_RECORDS && made.elapsed() < KEY_MAX_AGE
+        };
+        if !self.current.as_ref().is_some_and(fresh) {
+            // The old key is dropped (and overwritten) here: from now on, nothing can open
+            // the records sealed under it but the control plane.
+            self.current = None;
+            self.current = Some((DataKey::generate(&self.recipient)?, Instant::now()));
+        }
+        Ok(&mut self.current.as_mut().expect("just set").0)
     }
 }
 
@@ -149,6 +213,8 @@ struct State {
     unreported: LaneCounts,
     /// The drop notice still in the outbox (its seq and the drops it reports), if any.
     pending_notice: Option<(u64, LaneCounts)>,
+    /// Seals bodies before they are written; `None`: they are written in clear.
+    sealer: Option<Sealer>,
 }
 
 impl State {
@@ -211,6 +277,7 @@ impl Outbox {
             store: Store::open(path, segment_bytes)?,
             unreported: LaneCounts::default(),
             pending_notice: None,
+            sealer: None,
         };
         state.absorb_lost();
         Ok(Outbox {
@@ -246,10 +313,26 @@ impl Outbox {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    /// Sets the largest body accepted (the control plane's frame limit less some room).
+    /// Sets the largest body accepted (the control plane's frame limit less some room). It
+    /// applies to the body as sent: sealed, when sealing.
     pub fn with_max_body(mut self, bytes: usize) -> Outbox {
         self.max_body_bytes = bytes;
         self
+    }
+
+    /// Seals every body pushed from now on to `recipient` (the control plane's SM2 key).
+    /// Records already stored stay as they are and are sent as they are.
+    pub fn with_encryption(self, recipient: Recipient) -> Outbox {
+        self.lock().sealer = Some(Sealer {
+            recipient,
+            current: None,
+        });
+        self
+    }
+
+    /// Whether pushed bodies are sealed.
+    pub fn encrypts(&self) -> bool {
+        self.lock().sealer.is_some()
     }
 
     /// Adds a record. It is on disk (synced) when this returns.
@@ -260,12 +343,25 @@ impl Outbox {
         created_ms: u64,
         body: &[u8],
     ) -> Result<Pushed, OutboxError> {
-        let size = OutboxRecord::size(kind, body);
         let mut state = self.lock();
-        if body.len() > self.max_body_bytes.min(format::MAX_BODY) || kind.len() > format::MAX_KIND {
+        let state = &mut *state;
+        let (cipher, stored_len) = match &mut state.sealer {
+            Some(sealer) => (sealed::SM4_CCM_SM2, sealer.key()?.sealed_len(body.len())),
+            None => ("", body.len()),
+        };
+        let size = OutboxRecord::stored_size(kind, cipher, stored_len);
+        let too_large = if cipher.is_empty() {
+            false
+        } else {
+            body.len() > sealed::MAX_PLAINTEXT
+        };
+        if too_large
+            || stored_len > self.max_body_bytes.min(format::MAX_BODY)
+            || kind.len() > format::MAX_KIND
+        {
             tracing::warn!(
                 kind,
-                bytes = body.len(),
+                bytes = stored_len,
                 limit = self.max_body_bytes,
                 "record too large for one frame; dropped"
             );
@@ -275,7 +371,7 @@ impl Outbox {
                 evicted: 0,
             });
         }
-        let Some(victims) = self.plan_evictions(&state, lane, size) else {
+        let Some(victims) = self.plan_evictions(state, lane, size) else {
             // Only higher-priority records (or nothing big enough) stand in the way: the
             // incoming record is the one dropped.
             state.count_drop(lane)?;
@@ -289,18 +385,30 @@ impl Outbox {
         for (victim, _) in &victims {
             *dropped.get_mut(*victim) += 1;
         }
+        let sealed_body = match &mut state.sealer {
+            Some(sealer) => {
+                let context = RecordContext {
+                    lane,
+                    seq,
+                    created_ms,
+                    kind,
+                };
+                Some(sealer.key()?.seal(&context, body)?)
+            }
+            None => None,
+        };
         let record = NewRecord {
             lane,
             seq,
             created_ms,
             kind,
-            body,
+            cipher,
+            body: sealed_body.as_deref().unwrap_or(body),
         };
         state.store.push(record, &victims, dropped)?;
         for (victim, _) in &victims {
             *state.unreported.get_mut(*victim) += 1;
         }
-        drop(state);
         self.notify.notify_one();
         Ok(Pushed {
             seq: Some(seq),
@@ -478,7 +586,7 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use bagui_protocol::sealed::Envelope;
 
     fn seqs(batch: &[Pending]) -> Vec<(Lane, u64)> {
         batch
@@ -896,6 +1004,237 @@ mod tests {
             Some(1)
         );
         assert!(dir.path().join("db").exists());
+    }
+
+    // --- Sealed at rest ----------------------------------------------------------------------
+
+    fn control_plane_key() -> (sealed::Opener, Recipient) {
+        let secret = <sm2::SecretKey as sm2::elliptic_curve::Generate>::try_generate().unwrap();
+        (
+            sealed::Opener::new(&secret),
+            Recipient::new(secret.public_key()),
+        )
+    }
+
+    fn files_contain(dir: &Path, needle: &[u8]) -> bool {
+        segment_files(dir).iter().any(|file| {
+            std::fs::read(file)
+                .unwrap()
+                .windows(needle.len())
+                .any(|window| window == needle)
+        })
+    }
+
+    fn open_pending(opener: &sealed::Opener, pending: &Pending) -> Vec<u8> {
+        opener
+            .open(
+                &pending.record.cipher,
+                &pending.record.body,
+                &RecordContext {
+                    lane: pending.lane,
+                    seq: pending.seq,
+                    created_ms: pending.record.created_ms,
+                    kind: &pending.record.kind,
+                },
+            )
+            .unwrap()
+    }
+
+    #[test]
+    fn sealed_records_reach_the_disk_only_as_ciphertext_and_open_at_the_control_plane() {
+        let dir = tempfile::tempdir().unwrap();
+        let (opener, recipient) = control_plane_key();
+        let marker = b"MARKER-guangxi-township-report-0042";
+        let outbox = Outbox::open(dir.path(), 1 << 20)
+            .unwrap()
+            .with_encryption(recipient);
+        assert!(outbox.encrypts());
+        outbox.push(Lane::Security, "finding", 77, marker).unwrap();
+        outbox
+            .push(Lane::Metrics, "metrics", 78, b"second")
+            .unwrap();
+        assert!(!files_contain(dir.path(), marker), "no plaintext on disk");
+        let data_key = *outbox
+            .lock()
+            .sealer
+            .as_ref()
+            .unwrap()
+            .current
+            .as_ref()
+            .unwrap()
+            .0
+            .secret()
+            .expose();
+        assert!(!files_contain(dir.path(), &data_key), "no data key on disk");
+
+        let batch = all(&outbox);
+        assert_eq!(seqs(&batch), [(Lane::Security, 1), (Lane::Metrics, 2)]);
+        let record = &batch[0].record;
+        assert_eq!(record.cipher, sealed::SM4_CCM_SM2);
+        assert_eq!((record.kind.as_str(), record.created_ms), ("finding", 77));
+        assert_eq!(record.body.len(), marker.len() + sealed::OVERHEAD);
+        assert_eq!(open_pending(&opener, &batch[0]), marker);
+        assert_eq!(open_pending(&opener, &batch[1]), b"second");
+        // The limit counts the sealed record.
+        assert_eq!(
+            outbox.stats().bytes,
+            OutboxRecord::stored_size("finding", sealed::SM4_CCM_SM2, record.body.len())
+                + OutboxRecord::stored_size("metrics", sealed::SM4_CCM_SM2, 6 + sealed::OVERHEAD)
+        );
+
+        // A later process (a new outbox over the same disk) has a new data key: what it can
+        // hold opens nothing written before, and there is no API that yields plaintext.
+        drop(outbox);
+        let reopened = Outbox::open(dir.path(), 1 << 20)
+            .unwrap()
+            .with_encryption(control_plane_key().1);
+        reopened
+            .push(Lane::Metrics, "metrics", 79, b"third")
+            .unwrap();
+        let batch = all(&reopened);
+        assert_eq!(batch.len(), 3);
+        assert_eq!(batch[0].record.body.len(), marker.len() + sealed::OVERHEAD);
+        assert_eq!(open_pending(&opener, &batch[0]), marker);
+        let new_key = reopened
+            .lock()
+            .sealer
+            .as_ref()
+            .unwrap()
+            .current
+            .as_ref()
+            .unwrap()
+            .0
+            .secret()
+            .clone();
+        let old = Envelope::parse(sealed::SM4_CCM_SM2, &batch[0].record.body).unwrap();
+        assert_ne!(new_key.expose(), &data_key);
+        assert_eq!(
+            old.open_with(
+                &new_key,
+                &RecordContext {
+                    lane: Lane::Security,
+                    seq: 1,
+                    created_ms: 77,
+                    kind: "finding"
+                }
+            ),
+            Err(SealError::Authentication)
+        );
+    }
+
+    #[test]
+    fn plaintext_records_from_before_sealing_still_drain_as_they_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let (opener, recipient) = control_plane_key();
+        {
+            let outbox = Outbox::open(dir.path(), 1 << 20).unwrap();
+            assert!(!outbox.encrypts());
+            outbox
+                .push(Lane::State, "state", 1, b"written in clear")
+                .unwrap();
+        }
+        let outbox = Outbox::open(dir.path(), 1 << 20)
+            .unwrap()
+            .with_encryption(recipient);
+        outbox.push(Lane::State, "state", 2, b"sealed now").unwrap();
+        let batch = all(&outbox);
+        assert_eq!(batch[0].record.cipher, "");
+        assert_eq!(batch[0].record.body.as_slice(), b"written in clear");
+        assert_eq!(batch[1].record.cipher, sealed::SM4_CCM_SM2);
+        assert_eq!(open_pending(&opener, &batch[1]), b"sealed now");
+        assert_eq!(
+            outbox.stats().bytes,
+            OutboxRecord::size("state", b"written in clear")
+                + OutboxRecord::stored_size("state", sealed::SM4_CCM_SM2, 10 + sealed::OVERHEAD)
+        );
+        // Acknowledged, both leave.
+        outbox.remove(Lane::State, 1).unwrap();
+        outbox.remove(Lane::State, 2).unwrap();
+        assert_eq!(outbox.stats().records, 0);
+    }
+
+    #[test]
+    fn pressure_counts_sealed_sizes_and_still_drops_the_lowest_lane() {
+        let dir = tempfile::tempdir().unwrap();
+        let (opener, recipient) = control_plane_key();
+        let record = OutboxRecord::stored_size("k", sealed::SM4_CCM_SM2, 68 + sealed::OVERHEAD);
+        let outbox = Outbox::open(dir.path(), record * 4)
+            .unwrap()
+            .with_encryption(recipient);
+        for index in 0..4 {
+            outbox.push(Lane::Metrics, "k", index, &[7u8; 68]).unwrap();
+        }
+        assert_eq!(outbox.stats().bytes, record * 4);
+        let pushed = outbox.push(Lane::Security, "k", 9, &[9u8; 68]).unwrap();
+        assert_eq!(
+            pushed,
+            Pushed {
+                seq: Some(5),
+                evicted: 1
+            }
+        );
+        let batch = all(&outbox);
+        assert_eq!(
+            seqs(&batch),
+            [
+                (Lane::Security, 5),
+                (Lane::Metrics, 2),
+                (Lane::Metrics, 3),
+                (Lane::Metrics, 4)
+            ]
+        );
+        assert_eq!(open_pending(&opener, &batch[0]), [9u8; 68]);
+        // The drop notice is sealed like any record.
+        let notice = outbox.push_drop_notice(10).unwrap().unwrap();
+        let batch = all(&outbox);
+        let pending = batch.iter().find(|pending| pending.seq == notice).unwrap();
+        assert_eq!(pending.record.cipher, sealed::SM4_CCM_SM2);
+        let notice: OutboxDrops =
+            bagui_protocol::messages::payload::decode(&open_pending(&opener, pending)).unwrap();
+        assert_eq!(notice.dropped.metrics, 1);
+    }
+
+    #[test]
+    fn a_sealed_body_must_fit_the_frame_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(dir.path(), 1 << 20)
+            .unwrap()
+            .with_max_body(100 + sealed::OVERHEAD)
+            .with_encryption(control_plane_key().1);
+        assert_eq!(
+            outbox.push(Lane::Metrics, "k", 1, &[0u8; 101]).unwrap().seq,
+            None
+        );
+        assert_eq!(
+            outbox.push(Lane::Metrics, "k", 1, &[0u8; 100]).unwrap().seq,
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn the_data_key_is_replaced_after_its_record_budget() {
+        let mut sealer = Sealer {
+            recipient: control_plane_key().1,
+            current: None,
+        };
+        let context = RecordContext {
+            lane: Lane::Metrics,
+            seq: 1,
+            created_ms: 1,
+            kind: "k",
+        };
+        let first = sealer.key().unwrap().secret().clone();
+        for _ in 0..KEY_MAX_RECORDS {
+            let key = sealer.key().unwrap();
+            assert_eq!(key.secret(), &first);
+            key.seal(&context, b"").unwrap();
+        }
+        assert_ne!(sealer.key().unwrap().secret(), &first);
+        assert_eq!(sealer.key().unwrap().sealed(), 0);
+        // And after its time.
+        let second = sealer.key().unwrap().secret().clone();
+        sealer.current.as_mut().unwrap().1 = Instant::now() - KEY_MAX_AGE;
+        assert_ne!(sealer.key().unwrap().secret(), &second);
     }
 
     /// A deterministic xorshift generator: the model test must replay identically.

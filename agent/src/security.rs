@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 use bagui_plugins::fim::FimCollector;
 use bagui_plugins::posture::PostureCollector;
 use bagui_plugins::{CollectError, Collector, Output};
+use bagui_protocol::assets::{POSTURE_REPORT, PostureReport};
+use bagui_protocol::messages::payload;
+use bagui_protocol::proof;
 
 /// How often the baseline runner looks whether a run is due (or was asked for).
 const POSTURE_TICK: Duration = Duration::from_secs(1);
@@ -18,6 +21,8 @@ const POSTURE_TICK: Duration = Duration::from_secs(1);
 /// Runs the baseline every `interval`, and at the next tick after [`PostureRunner::run_soon`].
 pub struct PostureRunner {
     inner: PostureCollector,
+    /// Signs each report with the agent's SM2 identity key (agent id, key).
+    signer: Option<(String, sm2::SecretKey)>,
     interval: Duration,
     last_run: Mutex<Option<Instant>>,
     asked: AtomicBool,
@@ -34,9 +39,14 @@ impl std::fmt::Debug for PostureRunner {
 }
 
 impl PostureRunner {
-    pub fn new(inner: PostureCollector, interval: Duration) -> PostureRunner {
+    pub fn new(
+        inner: PostureCollector,
+        interval: Duration,
+        signer: Option<(String, sm2::SecretKey)>,
+    ) -> PostureRunner {
         PostureRunner {
             inner,
+            signer,
             interval,
             last_run: Mutex::new(None),
             asked: AtomicBool::new(false),
@@ -82,7 +92,15 @@ impl Collector for PostureRunner {
             return Ok(Vec::new());
         }
         self.ran.store(true, Ordering::SeqCst);
-        self.inner.collect(now_ms)
+        let mut outputs = self.inner.collect(now_ms)?;
+        if let Some((agent_id, key)) = &self.signer {
+            for output in &mut outputs {
+                if output.kind == POSTURE_REPORT {
+                    output.body = sign_report(agent_id, key, &output.body)?;
+                }
+            }
+        }
+        Ok(outputs)
     }
 
     fn committed(&self) {
@@ -95,6 +113,19 @@ impl Collector for PostureRunner {
         self.inner.request_full();
         self.run_soon();
     }
+}
+
+/// Re-encodes a posture report with the agent's SM2 signature over its transcript.
+fn sign_report(agent_id: &str, key: &sm2::SecretKey, body: &[u8]) -> Result<Vec<u8>, CollectError> {
+    use sm2::dsa::signature::Signer;
+    let mut report: PostureReport = payload::decode(body)
+        .map_err(|error| CollectError::Other(format!("posture report: {error}")))?;
+    let signing_key = sm2::dsa::SigningKey::new(proof::SM2_DISTID, key)
+        .map_err(|error| CollectError::Other(format!("SM2 key: {error}")))?;
+    let signature: sm2::dsa::Signature =
+        signing_key.sign(&proof::posture_transcript(agent_id, &report));
+    report.signature = serde_bytes::ByteBuf::from(signature.to_bytes().to_vec());
+    Ok(payload::encode(&report))
 }
 
 /// File integrity monitoring that also asks the baseline to run when files change.

@@ -62,6 +62,11 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
         .mode(mode)
         .open(&temporary)
         .with_context(|| format!("creating {}", temporary.display()))?;
+    // `mode` applies only when the file is created: a temp file left by a crash keeps its old
+    // mode, so set it explicitly before any secret is written.
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting the mode of {}", temporary.display()))?;
     file.write_all(contents)
         .and_then(|()| file.sync_all())
         .with_context(|| format!("writing {}", temporary.display()))?;

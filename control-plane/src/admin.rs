@@ -1015,6 +1015,7 @@ impl Admin {
             score: record.report.score,
             taken: format_rfc3339(record.report.taken_ms),
             received: format_rfc3339(record.received_ms),
+            signed: record.signed,
             results: record.report.results,
         })
     }

@@ -56,6 +56,10 @@ pub struct Cli {
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, global = true, env = "BAGUI_LOG")]
     pub log_level: Option<String>,
+    /// File whose first line is the CA key's passphrase (`init --protect-ca-key`, and every
+    /// command that loads a protected CA). Else BAGUI_CA_PASSPHRASE, else asked on the terminal.
+    #[arg(long, global = true, env = "BAGUI_CA_PASSPHRASE_FILE")]
+    pub ca_passphrase_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -77,6 +81,10 @@ pub enum Command {
         /// Extra names (DNS or IP) for the server certificate.
         #[arg(long)]
         san: Vec<String>,
+        /// Encrypt the CA private key at rest (SM4-CCM under PBKDF2-HMAC-SM3 of a passphrase
+        /// from --ca-passphrase-file, BAGUI_CA_PASSPHRASE or the terminal).
+        #[arg(long)]
+        protect_ca_key: bool,
     },
     /// Serve QUIC (agents) and HTTP (API) until SIGTERM or SIGINT.
     Run(RunArgs),
@@ -98,7 +106,7 @@ pub enum Command {
     /// Security posture: 等保2.0 baseline results, scores, findings (FIM, risky services).
     #[command(subcommand)]
     Posture(PostureCommand),
-    /// The SM3-chained audit log.
+    /// The SM3-chained, SM2-checkpointed audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
     /// Throw-away control plane plus one local agent, for a first look.
@@ -344,8 +352,14 @@ pub enum AgentCommand {
 
 #[derive(Subcommand)]
 pub enum AuditCommand {
-    /// Check the hash chain from the first entry to the last.
-    Verify,
+    /// Check the hash chain from the first entry to the last and every signed checkpoint;
+    /// names the first bad entry and fails if any. Reads the store, so stop `run` first.
+    Verify {
+        /// Checkpoint public key (PEM SubjectPublicKeyInfo or hex SEC1) held by the auditor;
+        /// default DATA_DIR/audit-signing.pub.
+        #[arg(long)]
+        pubkey: Option<PathBuf>,
+    },
     /// Print entries.
     List {
         #[arg(long, default_value_t = 0)]
@@ -451,21 +465,51 @@ fn query_escape(text: &str) -> String {
 
 /// Runs the CLI.
 pub async fn run(cli: Cli) -> Result<()> {
+    if let Some(path) = &cli.ca_passphrase_file {
+        crate::datadir::set_ca_passphrase_file(path.clone());
+    }
     match &cli.command {
-        Command::Init { advertise, san } => {
+        Command::Init {
+            advertise,
+            san,
+            protect_ca_key,
+        } => {
             init_logging(cli.log_level.as_deref().unwrap_or("warn"));
             let data_dir = DataDir::new(&cli.data_dir);
-            let deployment = data_dir.init(advertise, san, &SystemClock)?;
-            let ca = data_dir.ca()?;
+            if data_dir.is_initialized() {
+                // Refused by init below; don't ask for a passphrase first.
+                data_dir.init(advertise, san, &SystemClock)?;
+            }
+            let options = crate::datadir::InitOptions {
+                ca_passphrase: if *protect_ca_key {
+                    Some(crate::datadir::ca_passphrase(true)?)
+                } else {
+                    None
+                },
+            };
+            let deployment = data_dir.init_with(advertise, san, &SystemClock, &options)?;
             println!("initialised {}", data_dir.root().display());
             println!("  advertise     {}", deployment.advertise);
             println!("  names         {}", deployment.names.join(", "));
             println!(
                 "  CA            {} ({})",
                 data_dir.ca_cert_path().display(),
-                ca.fingerprint()
+                data_dir.ca_fingerprint()?
             );
+            if *protect_ca_key {
+                println!(
+                    "  CA key        encrypted (SM4-CCM, PBKDF2-HMAC-SM3); `run` needs the passphrase"
+                );
+            }
             println!("  admin token   {}", data_dir.admin_token_path().display());
+            println!(
+                "  audit key     {} (SM2, signs audit checkpoints)",
+                data_dir.audit_signing_pub_path().display()
+            );
+            println!(
+                "                {}",
+                bagui_protocol::digest::hex(&data_dir.sm2_public_key()?)
+            );
             println!(
                 "next: bagui-cp run --data-dir {}",
                 data_dir.root().display()
@@ -500,7 +544,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Audit(command) => {
             init_logging(cli.log_level.as_deref().unwrap_or("warn"));
-            audit_command(access(&cli)?, command).await
+            audit_command(&cli, command).await
         }
     }
 }
@@ -1291,26 +1335,64 @@ async fn health_command(access: Access, command: &HealthCommand) -> Result<()> {
     }
 }
 
-async fn audit_command(access: Access, command: &AuditCommand) -> Result<()> {
+/// The store, opened directly (the audit verbs need neither the CA nor an API).
+fn local_store(cli: &Cli) -> Result<Option<Store>> {
+    if cli.api.is_some() {
+        return Ok(None);
+    }
+    let data_dir = DataDir::new(&cli.data_dir);
+    data_dir.deployment()?;
+    match Store::open(&data_dir.store_path()) {
+        Ok(store) => Ok(Some(store)),
+        Err(StoreError::Locked { .. }) => Ok(None),
+        Err(error) => Err(error.into()),
+    }
+}
+
+async fn audit_command(cli: &Cli, command: &AuditCommand) -> Result<()> {
     match command {
-        AuditCommand::Verify => match &access {
-            Access::Local { store, .. } => {
-                let entries = audit::verify(store)?;
-                println!("audit log intact: {entries} entries");
-                Ok(())
-            }
-            Access::Remote(_) => {
+        AuditCommand::Verify { pubkey } => {
+            let Some(store) = local_store(cli)? else {
                 bail!("stop the control plane (or copy its store) to verify the audit log offline")
-            }
-        },
-        AuditCommand::List { after, limit } => {
-            let entries: Vec<AuditEntry> = match &access {
-                Access::Local { admin, .. } => admin.audit_entries(*after, *limit)?,
-                Access::Remote(client) => {
-                    client
-                        .get(&format!("/api/v1/audit?after={after}&limit={limit}"))
-                        .await?
+            };
+            let data_dir = DataDir::new(&cli.data_dir);
+            let key = match pubkey {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    audit::parse_public_key(&text)
+                        .with_context(|| format!("reading {}", path.display()))?
                 }
+                None => data_dir.audit_verifying_key()?,
+            };
+            let summary =
+                audit::verify_signed(&store, &key).context("the audit log does not verify")?;
+            println!(
+                "audit log intact: {} entries, {} signed checkpoints (the last covers entry {}), {} entries after it",
+                summary.entries,
+                summary.checkpoints,
+                summary.last_checkpoint_covers,
+                summary.unsigned_tail
+            );
+            println!(
+                "checkpoint key {}",
+                bagui_protocol::digest::hex(&key.to_sec1_bytes())
+            );
+            Ok(())
+        }
+        AuditCommand::List { after, limit } => {
+            let entries: Vec<AuditEntry> = match local_store(cli)? {
+                Some(store) => store.audit_entries(*after, (*limit).min(10_000))?,
+                None => match access(cli)? {
+                    Access::Local { store, .. } => {
+                        store.audit_entries(*after, (*limit).min(10_000))?
+                    }
+                    Access::Remote(client) => {
+                        client
+                            .get(&format!("/api/v1/audit?after={after}&limit={limit}"))
+                            .await?
+                    }
+                },
             };
             print_rows(
                 Output::Table,

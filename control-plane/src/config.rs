@@ -23,6 +23,36 @@ pub struct ControlPlaneConfig {
     pub store: StoreSection,
     pub log: LogSection,
     pub probes: ProbesSection,
+    pub audit: AuditSection,
+}
+
+/// `[audit]`: SM2 checkpoints of the audit log and its remote syslog copy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditSection {
+    /// A signed checkpoint after this many entries.
+    pub checkpoint_every: u64,
+    /// A signed checkpoint at least this often while entries are being added.
+    #[serde(with = "units::duration")]
+    pub checkpoint_interval: Duration,
+    /// Remote syslog collector, `udp://HOST:PORT` or `tcp://HOST:PORT` (RFC 5424; TCP with
+    /// octet counting). None: no export.
+    pub syslog: Option<String>,
+    /// Longest wait between retries while the collector is unreachable.
+    #[serde(with = "units::duration")]
+    pub syslog_retry_max: Duration,
+}
+
+impl Default for AuditSection {
+    fn default() -> AuditSection {
+        let defaults = crate::audit::AuditConfig::default();
+        AuditSection {
+            checkpoint_every: defaults.checkpoint_every,
+            checkpoint_interval: defaults.checkpoint_interval,
+            syslog: None,
+            syslog_retry_max: Duration::from_secs(60),
+        }
+    }
 }
 
 /// What operators may push to agents as probes (see `crate::probes`).
@@ -227,7 +257,32 @@ impl ControlPlaneConfig {
             "enroll.cert_lifetime must be at least 1s"
         );
         self.probe_policy()?;
+        anyhow::ensure!(
+            self.audit.checkpoint_every >= 1,
+            "audit.checkpoint_every must be at least 1"
+        );
+        anyhow::ensure!(
+            self.audit.checkpoint_interval >= Duration::from_secs(1),
+            "audit.checkpoint_interval must be at least 1s"
+        );
+        if let Some(url) = &self.audit.syslog {
+            self.syslog_config(url).context("audit.syslog")?;
+        }
         Ok(())
+    }
+
+    /// The syslog exporter's settings for `url`.
+    pub fn syslog_config(&self, url: &str) -> Result<crate::syslog::ExportConfig> {
+        let mut config = crate::syslog::ExportConfig::new(crate::syslog::Target::parse(url)?);
+        config.backoff_max = self.audit.syslog_retry_max.max(config.backoff_min);
+        Ok(config)
+    }
+
+    pub fn audit_config(&self) -> crate::audit::AuditConfig {
+        crate::audit::AuditConfig {
+            checkpoint_every: self.audit.checkpoint_every,
+            checkpoint_interval: self.audit.checkpoint_interval,
+        }
     }
 
     /// The pushed-probe policy; refuses a malformed range.
@@ -308,6 +363,11 @@ mod tests {
             ("[session]\nmax_frame = \"1KiB\"\n", "max_frame"),
             ("[sesion]\n", "sesion"),
             ("[admission]\nrate_per_second = 0\n", "rate_per_second"),
+            (
+                "[audit]\nsyslog = \"http://127.0.0.1:514\"\n",
+                "audit.syslog",
+            ),
+            ("[audit]\ncheckpoint_every = 0\n", "checkpoint_every"),
         ] {
             let error = format!("{:#}", ControlPlaneConfig::parse(text).unwrap_err());
             assert!(error.contains(expected), "{text}: {error}");

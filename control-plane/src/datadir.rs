@@ -2,10 +2,15 @@
 //!
 //! ```text
 //! DIR/ca.crt            CA certificate (PEM); agents pin its SM3 digest
-//! DIR/ca.key            CA private key (0600)
+//! DIR/ca.key            CA private key (0600): PKCS#8 PEM, or after `init --protect-ca-key`
+//!                       a JSON [`SealedKey`] (SM4-CCM under PBKDF2-HMAC-SM3 of a passphrase)
 //! DIR/server.crt        server certificate chain (leaf, CA) for QUIC and HTTPS
 //! DIR/server.key        server private key (0600)
-//! DIR/sm2.key           the control plane's SM2 key, hex scalar (0600)
+//! DIR/sm2.key           the control plane's SM2 key, hex scalar (0600); also signs the audit
+//!                       log's checkpoints
+//! DIR/audit-signing.pub the public half of sm2.key as SubjectPublicKeyInfo PEM (`PUBLIC
+//!                       KEY`, id-ecPublicKey with the SM2 curve OID 1.2.156.10197.1.301),
+//!                       for auditors verifying checkpoints (`audit verify --pubkey`)
 //! DIR/admin.token       admin API credential (0600)
 //! DIR/reset.key         QUIC stateless-reset and connection-id keys (0600), so agents notice a
 //!                       restart at once
@@ -16,6 +21,7 @@
 //! ```
 
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -24,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
 use crate::divisions::{Divisions, GUANGXI_CSV};
-use crate::pki::{self, CertificateAuthority};
+use crate::pki::{self, CertificateAuthority, SealedKey};
 use crate::store::Store;
 
 /// Server certificates live a year and are re-issued by `run` when 30 days remain.
@@ -55,6 +61,70 @@ pub struct ApiInfo {
 #[derive(Debug, Clone)]
 pub struct DataDir {
     root: PathBuf,
+}
+
+/// The environment variable holding the CA key's passphrase.
+pub const CA_PASSPHRASE_ENV: &str = "BAGUI_CA_PASSPHRASE";
+
+static CA_PASSPHRASE_FILE: OnceLock<PathBuf> = OnceLock::new();
+static CA_PASSPHRASE_CACHE: Mutex<Option<String>> = Mutex::new(None);
+
+/// Where the CA key's passphrase comes from in this process (`--ca-passphrase-file`); set once,
+/// by the CLI, before any [`DataDir`] is used.
+pub fn set_ca_passphrase_file(path: PathBuf) {
+    let _ = CA_PASSPHRASE_FILE.set(path);
+}
+
+/// The passphrase protecting the CA key, from (in order) `--ca-passphrase-file FILE` (its first
+/// line), `BAGUI_CA_PASSPHRASE`, or a line read from standard input when it is a terminal.
+/// The terminal prompt echoes what is typed: turning echo off needs `termios` calls this
+/// crate cannot make without `unsafe`, so prefer the file or the variable on shared screens.
+/// `confirm` asks twice (for `init`). Read once per process.
+pub fn ca_passphrase(confirm: bool) -> Result<String> {
+    let mut cache = CA_PASSPHRASE_CACHE
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner());
+    if let Some(passphrase) = cache.as_ref() {
+        return Ok(passphrase.clone());
+    }
+    let passphrase = if let Some(path) = CA_PASSPHRASE_FILE.get() {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the CA passphrase from {}", path.display()))?;
+        text.lines().next().unwrap_or_default().to_owned()
+    } else if let Ok(value) = std::env::var(CA_PASSPHRASE_ENV) {
+        value
+    } else if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        let read_line = |prompt: &str| -> Result<String> {
+            eprint!("{prompt} (input is echoed): ");
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("reading the CA passphrase")?;
+            Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+        };
+        let first = read_line("CA key passphrase")?;
+        if confirm && read_line("again")? != first {
+            bail!("the passphrases differ");
+        }
+        first
+    } else {
+        bail!(
+            "the CA key is passphrase-protected: give --ca-passphrase-file FILE, set \
+             {CA_PASSPHRASE_ENV}, or run on a terminal to be asked"
+        );
+    };
+    if passphrase.is_empty() {
+        bail!("the CA passphrase is empty");
+    }
+    *cache = Some(passphrase.clone());
+    Ok(passphrase)
+}
+
+/// Options of [`DataDir::init_with`].
+#[derive(Debug, Clone, Default)]
+pub struct InitOptions {
+    /// Encrypt `ca.key` under this passphrase.
+    pub ca_passphrase: Option<String>,
 }
 
 /// Splits `HOST:PORT` (IPv6 in brackets) into host and port.
@@ -110,6 +180,9 @@ impl DataDir {
     fn sm2_key_path(&self) -> PathBuf {
         self.root.join("sm2.key")
     }
+    pub fn audit_signing_pub_path(&self) -> PathBuf {
+        self.root.join("audit-signing.pub")
+    }
     pub fn admin_token_path(&self) -> PathBuf {
         self.root.join("admin.token")
     }
@@ -140,6 +213,17 @@ impl DataDir {
         extra_names: &[String],
         clock: &dyn Clock,
     ) -> Result<Deployment> {
+        self.init_with(advertise, extra_names, clock, &InitOptions::default())
+    }
+
+    /// [`DataDir::init`] with options (a passphrase-protected CA key).
+    pub fn init_with(
+        &self,
+        advertise: &str,
+        extra_names: &[String],
+        clock: &dyn Clock,
+        options: &InitOptions,
+    ) -> Result<Deployment> {
         if self.is_initialized() {
             bail!(
                 "{} already holds a deployment (found {}); refusing to overwrite it",
@@ -159,7 +243,17 @@ impl DataDir {
         }
         let (ca, ca_key) = CertificateAuthority::generate("Bagui deployment CA", now)
             .context("creating the CA")?;
-        write_private(&self.ca_key_path(), ca_key.as_bytes())?;
+        match &options.ca_passphrase {
+            Some(passphrase) => {
+                if passphrase.is_empty() {
+                    bail!("the CA passphrase is empty");
+                }
+                let sealed =
+                    SealedKey::seal(&ca_key, passphrase.as_bytes(), pki::SEALED_KEY_ITERATIONS)?;
+                write_private(&self.ca_key_path(), sealed.as_bytes())?;
+            }
+            None => write_private(&self.ca_key_path(), ca_key.as_bytes())?,
+        }
         write_with_mode(&self.ca_cert_path(), ca.cert_pem().as_bytes(), 0o644)?;
         let deployment = Deployment {
             advertise: advertise.to_owned(),
@@ -175,6 +269,14 @@ impl DataDir {
             &self.sm2_key_path(),
             format!("{}\n", digest::hex(&sm2_secret.to_bytes())).as_bytes(),
         )?;
+        {
+            use sm2::pkcs8::EncodePublicKey;
+            let public_pem = sm2_secret
+                .public_key()
+                .to_public_key_pem(sm2::pkcs8::LineEnding::LF)
+                .map_err(|error| anyhow::anyhow!("encoding the SM2 public key: {error}"))?;
+            write_with_mode(&self.audit_signing_pub_path(), public_pem.as_bytes(), 0o644)?;
+        }
         let admin_token: [u8; 32] = rand::random();
         write_private(
             &self.admin_token_path(),
@@ -221,9 +323,29 @@ impl DataDir {
             .with_context(|| format!("parsing {}", self.deployment_path().display()))
     }
 
+    /// Whether `ca.key` is passphrase-protected.
+    pub fn ca_key_protected(&self) -> Result<bool> {
+        Ok(SealedKey::is_sealed(&read(&self.ca_key_path())?))
+    }
+
+    /// The CA, with its key. A protected key is decrypted with [`ca_passphrase`].
     pub fn ca(&self) -> Result<CertificateAuthority> {
-        CertificateAuthority::load(&read(&self.ca_cert_path())?, &read(&self.ca_key_path())?)
-            .context("loading the CA")
+        let mut key = read(&self.ca_key_path())?;
+        if SealedKey::is_sealed(&key) {
+            let passphrase = ca_passphrase(false)?;
+            key = SealedKey::open(&key, passphrase.as_bytes())
+                .with_context(|| format!("decrypting {}", self.ca_key_path().display()))?;
+        }
+        CertificateAuthority::load(&read(&self.ca_cert_path())?, &key).context("loading the CA")
+    }
+
+    /// `sm3:<hex>` of the CA certificate (no key needed).
+    pub fn ca_fingerprint(&self) -> Result<String> {
+        let certificate = pki::certs_from_pem(&read(&self.ca_cert_path())?)?
+            .into_iter()
+            .next()
+            .context("no certificate in ca.crt")?;
+        Ok(digest::sm3_tagged(&certificate))
     }
 
     /// The server certificate chain and key, re-issued first if it expires within 30 days.
@@ -254,11 +376,29 @@ impl DataDir {
 
     /// The control plane's SM2 public key, SEC1 uncompressed.
     pub fn sm2_public_key(&self) -> Result<Vec<u8>> {
+        Ok(self.sm2_secret_key()?.public_key().to_sec1_bytes().to_vec())
+    }
+
+    /// The control plane's SM2 private key: opens the report bodies agents seal to it.
+    pub fn sm2_secret_key(&self) -> Result<sm2::SecretKey> {
         let text = read(&self.sm2_key_path())?;
         let bytes = bagui_protocol::digest::unhex(text.trim()).context("sm2.key is not hex")?;
-        let secret = sm2::SecretKey::from_slice(&bytes)
-            .map_err(|_| anyhow::anyhow!("sm2.key is not an SM2 key"))?;
-        Ok(secret.public_key().to_sec1_bytes().to_vec())
+        sm2::SecretKey::from_slice(&bytes).map_err(|_| anyhow::anyhow!("sm2.key is not an SM2 key"))
+    }
+
+    /// The key audit checkpoints verify with: `audit-signing.pub`, or (deployments made
+    /// before it existed) the public half of `sm2.key`.
+    pub fn audit_verifying_key(&self) -> Result<sm2::dsa::VerifyingKey> {
+        let path = self.audit_signing_pub_path();
+        if path.exists() {
+            return crate::audit::parse_public_key(&read(&path)?)
+                .with_context(|| format!("reading {}", path.display()));
+        }
+        sm2::dsa::VerifyingKey::new(
+            crate::audit::SM2_DISTID,
+            self.sm2_secret_key()?.public_key(),
+        )
+        .map_err(|error| anyhow::anyhow!("the SM2 key: {error}"))
     }
 
     pub fn admin_token(&self) -> Result<String> {
@@ -324,6 +464,11 @@ mod tests {
         }
         assert_eq!(data.divisions().unwrap().len(), 18_091);
         assert_eq!(data.sm2_public_key().unwrap().len(), 65);
+        assert_eq!(
+            data.audit_verifying_key().unwrap().to_sec1_bytes().to_vec(),
+            data.sm2_public_key().unwrap()
+        );
+        assert!(!data.ca_key_protected().unwrap());
         assert_eq!(data.admin_token().unwrap().len(), 64);
         let ca = data.ca().unwrap();
         let (chain, _) = data.server_identity(&ca, clock.as_ref()).unwrap();
@@ -334,6 +479,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("refusing to overwrite"), "{error}");
+    }
+
+    #[test]
+    fn a_protected_ca_key_is_no_pem_and_needs_its_passphrase() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path());
+        let options = InitOptions {
+            ca_passphrase: Some("s3cret 口令".into()),
+        };
+        data.init_with("127.0.0.1:7443", &[], ManualClock::new().as_ref(), &options)
+            .unwrap();
+        let text = std::fs::read_to_string(dir.path().join("ca.key")).unwrap();
+        assert!(!text.contains("PRIVATE KEY"), "{text}");
+        assert!(data.ca_key_protected().unwrap());
+        let fingerprint = data.ca_fingerprint().unwrap();
+        // This process has no passphrase source yet: a clear error, not a PEM parse failure.
+        if std::env::var_os(CA_PASSPHRASE_ENV).is_none()
+            && !std::io::IsTerminal::is_terminal(&std::io::stdin())
+        {
+            let error = format!("{:#}", data.ca().unwrap_err());
+            assert!(error.contains("passphrase"), "{error}");
+        }
+        *CA_PASSPHRASE_CACHE.lock().unwrap() = Some("wrong".into());
+        let error = format!("{:#}", data.ca().unwrap_err());
+        assert!(error.contains("wrong passphrase"), "{error}");
+        *CA_PASSPHRASE_CACHE.lock().unwrap() = Some("s3cret 口令".into());
+        assert_eq!(data.ca().unwrap().fingerprint(), fingerprint);
+        *CA_PASSPHRASE_CACHE.lock().unwrap() = None;
     }
 
     #[test]

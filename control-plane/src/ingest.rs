@@ -10,6 +10,13 @@
 //! flushed the store. Reports from all sessions share one writer thread, so one fsync covers
 //! every report that arrived while the previous fsync ran (group commit); acks therefore cost
 //! no flush each, and a kill -9 can lose only reports that were never acknowledged.
+//!
+//! Sealed reports (`Report::cipher` = `"sm4-ccm/sm2"`, see [`bagui_protocol::sealed`]) are
+//! opened here, before they are stored and projected, by the [`Unsealer`]: it caches each
+//! agent data key it unwraps, so the control plane does one SM2 decryption per data key (an
+//! agent makes one per start and per hour), not one per report. A report that does not open
+//! is stored as received (still sealed, its cipher kept: the flag), counted in
+//! `bagui_reports_undecryptable_total`, acknowledged and not projected; the session goes on.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -19,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use bagui_agent::wire::ReadError;
 use bagui_protocol::proof::{EXPORTER_LABEL, EXPORTER_LEN};
+use bagui_protocol::sealed::{self, Envelope, Opener, RecordContext, SealError};
 use bagui_protocol::{
     ALPN_JOIN, ALPN_SESSION, Ack, AgentMessage, ComeBackLater, Decoded, ErrorCode, Frame,
     FrameDecoder, FrameError, Heartbeat, JoinClientMessage, JoinRefusal, JoinRejected,
@@ -647,7 +655,13 @@ fn commit(
     let mut resync = Vec::new();
     let result = store
         .insert_reports_with(&mut reports, |store, fresh| {
-            let outcome = crate::inventory::project(store, fresh);
+            // A report still sealed (it did not open) is kept, not projected.
+            let fresh: Vec<&NewReport> = fresh
+                .iter()
+                .copied()
+                .filter(|report| report.report.cipher.is_empty())
+                .collect();
+            let outcome = crate::inventory::project(store, &fresh);
             metrics.asset_changes.inc_by(outcome.changes);
             metrics.payload_errors.inc_by(outcome.bad_payloads);
             resync = outcome.resync;
@@ -728,6 +742,139 @@ pub struct IngestContext {
     pub metrics: Metrics,
     pub config: IngestConfig,
     pub followups: mpsc::UnboundedSender<Followup>,
+    /// Opens sealed report bodies (the control plane's SM2 key and a cache of data keys).
+    pub unsealer: Arc<Unsealer>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sealed reports
+// ---------------------------------------------------------------------------------------------
+
+/// Data keys kept unwrapped: enough for every agent of a large fleet to have two live keys
+/// (18,000 agents); ~100 bytes each.
+const KEY_CACHE_ENTRIES: usize = 65_536;
+
+/// Opens sealed report bodies with the control plane's SM2 key, caching unwrapped data keys
+/// by SM3 of the wrapped key (a key that did not unwrap is remembered too, so a sender of
+/// garbage costs one SM2 decryption per distinct wrapped key, not per report).
+pub struct Unsealer {
+    opener: Opener,
+    cache: Mutex<KeyCache>,
+}
+
+#[derive(Default)]
+struct KeyCache {
+    /// Key id → the key (`None`: it did not unwrap) and when it was last used.
+    keys: HashMap<[u8; 32], (Option<sealed::SecretKey>, u64)>,
+    clock: u64,
+}
+
+impl KeyCache {
+    fn get(&mut self, id: &[u8; 32]) -> Option<Option<sealed::SecretKey>> {
+        self.clock += 1;
+        let clock = self.clock;
+        self.keys.get_mut(id).map(|(key, used)| {
+            *used = clock;
+            key.clone()
+        })
+    }
+
+    fn insert(&mut self, id: [u8; 32], key: Option<sealed::SecretKey>) {
+        if self.keys.len() >= KEY_CACHE_ENTRIES {
+            // Least recently used quarter out, in one pass (amortised over many inserts).
+            let mut used: Vec<u64> = self.keys.values().map(|(_, used)| *used).collect();
+            let cut = used.len() / 4;
+            let (_, threshold, _) = used.select_nth_unstable(cut);
+            let threshold = *threshold;
+            self.keys.retain(|_, (_, used)| *used > threshold);
+        }
+        self.clock += 1;
+        self.keys.insert(id, (key, self.clock));
+    }
+}
+
+impl std::fmt::Debug for Unsealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unsealer")
+            .field("cached_keys", &self.cached_keys())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Unsealer {
+    pub fn new(secret: &sm2::SecretKey) -> Unsealer {
+        Unsealer {
+            opener: Opener::new(secret),
+            cache: Mutex::new(KeyCache::default()),
+        }
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, KeyCache> {
+        self.cache
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Data keys held (unwrapped or known bad).
+    pub fn cached_keys(&self) -> usize {
+        self.cache().keys.len()
+    }
+
+    /// Opens a body sealed with `cipher`. The SM2 step (on a cache miss) runs on a blocking
+    /// thread so the session's runtime thread is not held for it.
+    pub async fn open(
+        self: &Arc<Self>,
+        cipher: &str,
+        body: &[u8],
+        context: &RecordContext<'_>,
+    ) -> Result<Vec<u8>, SealError> {
+        let envelope = Envelope::parse(cipher, body)?;
+        let id = envelope.key_id();
+        let cached = self.cache().get(&id);
+        let key = match cached {
+            Some(Some(key)) => key,
+            Some(None) => return Err(SealError::Unwrap),
+            None => {
+                let unsealer = self.clone();
+                let wrapped = envelope.wrapped_key.to_vec();
+                let unwrapped = tokio::task::spawn_blocking(move || {
+                    let result = unsealer.opener.unwrap_bytes(&wrapped).and_then(|key| {
+                        <[u8; sealed::KEY_LEN]>::try_from(key.as_slice())
+                            .map(sealed::SecretKey::from_bytes)
+                            .map_err(|_| SealError::Unwrap)
+                    });
+                    unsealer.cache().insert(id, result.clone().ok());
+                    result
+                })
+                .await
+                .map_err(|_| SealError::Unwrap)?;
+                unwrapped?
+            }
+        };
+        envelope.open_with(&key, context)
+    }
+
+    /// Opens a body without the blocking-thread hop (tests, tools).
+    pub fn open_now(
+        &self,
+        cipher: &str,
+        body: &[u8],
+        context: &RecordContext<'_>,
+    ) -> Result<Vec<u8>, SealError> {
+        let envelope = Envelope::parse(cipher, body)?;
+        let id = envelope.key_id();
+        let cached = self.cache().get(&id);
+        let key = match cached {
+            Some(Some(key)) => key,
+            Some(None) => return Err(SealError::Unwrap),
+            None => {
+                let result = envelope.unwrap_key(&self.opener);
+                self.cache().insert(id, result.clone().ok());
+                result?
+            }
+        };
+        envelope.open_with(&key, context)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -1261,6 +1408,41 @@ async fn persist_last_seen(context: &IngestContext, agent_id: &str, live: LiveSe
     .await;
 }
 
+/// Opens a sealed report; one that does not open comes back as it was (still sealed), counted.
+async fn unseal(
+    context: &IngestContext,
+    agent_id: &str,
+    mut report: bagui_protocol::Report,
+) -> bagui_protocol::Report {
+    if report.cipher.is_empty() {
+        return report;
+    }
+    let opened = context
+        .unsealer
+        .open(
+            &report.cipher,
+            &report.body,
+            &RecordContext {
+                lane: report.lane,
+                seq: report.seq,
+                created_ms: report.created_ms,
+                kind: &report.kind,
+            },
+        )
+        .await;
+    match opened {
+        Ok(plaintext) => {
+            report.body = serde_bytes::ByteBuf::from(plaintext);
+            report.cipher.clear();
+        }
+        Err(error) => {
+            context.metrics.reports_undecryptable.inc();
+            tracing::warn!(agent = %agent_id, seq = report.seq, kind = %report.kind, cipher = %report.cipher, %error, "sealed report does not open; stored as received");
+        }
+    }
+    report
+}
+
 async fn session_loop(
     context: &IngestContext,
     agent_id: &str,
@@ -1287,6 +1469,7 @@ async fn session_loop(
                 }
                 let late = now.saturating_sub(report.created_ms)
                     > context.config.late_after.as_millis() as u64;
+                let report = unseal(context, agent_id, report).await;
                 let report = NewReport {
                     agent_id: agent_id.to_owned(),
                     seq: report.seq,
@@ -1298,6 +1481,7 @@ async fn session_loop(
                         late,
                         arrival: 0,
                         body: report.body,
+                        cipher: report.cipher,
                     },
                 };
                 context
@@ -1372,6 +1556,81 @@ async fn session_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_unsealer_unwraps_each_data_key_once_and_never_panics_on_garbage() {
+        use bagui_protocol::Lane;
+        use bagui_protocol::sealed::{DataKey, Recipient};
+        let secret = <sm2::SecretKey as sm2::elliptic_curve::Generate>::try_generate().unwrap();
+        let unsealer = Unsealer::new(&secret);
+        let mut key = DataKey::generate(&Recipient::new(secret.public_key())).unwrap();
+        let context = |seq| RecordContext {
+            lane: Lane::Metrics,
+            seq,
+            created_ms: 5,
+            kind: "metrics",
+        };
+        for seq in 1..=20 {
+            let body = key.seal(&context(seq), &seq.to_le_bytes()).unwrap();
+            assert_eq!(
+                unsealer
+                    .open_now(sealed::SM4_CCM_SM2, &body, &context(seq))
+                    .unwrap(),
+                seq.to_le_bytes()
+            );
+        }
+        assert_eq!(
+            unsealer.cached_keys(),
+            1,
+            "one SM2 decryption for 20 reports"
+        );
+        // Sealed to another key: refused, and remembered as refused.
+        let stranger = <sm2::SecretKey as sm2::elliptic_curve::Generate>::try_generate().unwrap();
+        let mut other = DataKey::generate(&Recipient::new(stranger.public_key())).unwrap();
+        let body = other.seal(&context(1), b"x").unwrap();
+        for _ in 0..2 {
+            assert_eq!(
+                unsealer.open_now(sealed::SM4_CCM_SM2, &body, &context(1)),
+                Err(SealError::Unwrap)
+            );
+        }
+        assert_eq!(unsealer.cached_keys(), 2);
+        // Garbage of every length, an unknown cipher, a moved body: errors, never a panic.
+        let good = key.seal(&context(1), b"y").unwrap();
+        for len in 0..good.len() {
+            assert!(
+                unsealer
+                    .open_now(sealed::SM4_CCM_SM2, &good[..len], &context(1))
+                    .is_err()
+            );
+        }
+        assert!(unsealer.open_now("rot13", &good, &context(1)).is_err());
+        assert_eq!(
+            unsealer.open_now(sealed::SM4_CCM_SM2, &good, &context(2)),
+            Err(SealError::Authentication)
+        );
+    }
+
+    #[test]
+    fn the_key_cache_stays_bounded_and_keeps_recently_used_keys() {
+        let mut cache = KeyCache::default();
+        let id = |n: u32| {
+            let mut id = [0u8; 32];
+            id[..4].copy_from_slice(&n.to_le_bytes());
+            id
+        };
+        cache.insert(id(0), None);
+        for n in 1..(KEY_CACHE_ENTRIES as u32 * 2) {
+            cache.insert(id(n), None);
+            // Key 0 is in use all along.
+            if n % 1000 == 0 {
+                assert!(cache.get(&id(0)).is_some(), "after {n}");
+            }
+            assert!(cache.keys.len() <= KEY_CACHE_ENTRIES);
+        }
+        assert!(cache.get(&id(0)).is_some());
+        assert!(cache.get(&id(1)).is_none(), "the least recently used went");
+    }
 
     #[test]
     fn admission_holds_within_the_window_then_tells_then_refuses() {

@@ -354,14 +354,41 @@ impl Projector<'_> {
         }
         self.posture_seen
             .insert(meta.agent_id.to_owned(), report.clone());
+        let signed = self.posture_signed(meta.agent_id, &report);
+        if !signed {
+            tracing::warn!(agent = %meta.agent_id, "posture report without a valid SM2 signature");
+        }
         self.outcome.projection.posture.push((
             meta.agent_id.to_owned(),
             crate::store::PostureRecord {
                 report,
                 received_ms: meta.received_ms,
                 seq: meta.seq,
+                signed,
             },
         ));
+    }
+
+    /// Whether the report carries a valid SM2 signature by the agent's registered key.
+    fn posture_signed(&self, agent_id: &str, report: &assets::PostureReport) -> bool {
+        use sm2::dsa::signature::Verifier;
+        let Ok(Some(agent)) = self.store.agent(agent_id) else {
+            return false;
+        };
+        let Ok(key) = sm2::dsa::VerifyingKey::from_sec1_bytes(
+            bagui_protocol::proof::SM2_DISTID,
+            &agent.sm2_public_key,
+        ) else {
+            return false;
+        };
+        let Ok(signature) = sm2::dsa::Signature::from_slice(&report.signature) else {
+            return false;
+        };
+        key.verify(
+            &bagui_protocol::proof::posture_transcript(agent_id, report),
+            &signature,
+        )
+        .is_ok()
     }
 
     fn fim(&mut self, meta: Meta<'_>, events: assets::FimEvents) {
@@ -691,6 +718,8 @@ pub struct PostureView {
     pub score: u32,
     pub taken: String,
     pub received: String,
+    /// The report carried a valid SM2 signature by the agent's registered identity key.
+    pub signed: bool,
     pub results: Vec<assets::PostureResult>,
 }
 
@@ -764,5 +793,88 @@ pub fn severity_rank(severity: &str) -> u8 {
         "medium" => 2,
         "low" => 1,
         _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{AgentRecord, StoredReport};
+    use bagui_protocol::Lane;
+    use sm2::dsa::signature::Signer;
+
+    fn signed_report(agent_id: &str, key: &sm2::SecretKey) -> assets::PostureReport {
+        let mut report = assets::PostureReport {
+            taken_ms: 1,
+            policy: "test 1".into(),
+            score: 40,
+            results: vec![assets::PostureResult {
+                id: "BG-SSH-001".into(),
+                severity: "high".into(),
+                result: assets::CheckVerdict::Fail,
+                ..Default::default()
+            }],
+            signature: Default::default(),
+        };
+        let signing = sm2::dsa::SigningKey::new(bagui_protocol::proof::SM2_DISTID, key).unwrap();
+        let signature: sm2::dsa::Signature = signing.sign(
+            &bagui_protocol::proof::posture_transcript(agent_id, &report),
+        );
+        report.signature = serde_bytes::ByteBuf::from(signature.to_bytes().to_vec());
+        report
+    }
+
+    fn new_report(agent_id: &str, seq: u64, report: &assets::PostureReport) -> NewReport {
+        NewReport {
+            agent_id: agent_id.into(),
+            seq,
+            report: StoredReport {
+                lane: Lane::Security,
+                kind: assets::POSTURE_REPORT.into(),
+                body: serde_bytes::ByteBuf::from(payload::encode(report)),
+                ..StoredReport::default()
+            },
+        }
+    }
+
+    #[test]
+    fn posture_signatures_are_checked_against_the_registered_key_and_failures_raise_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(&dir.path().join("store")).unwrap();
+        let key = bagui_agent::identity::generate_sm2_key().unwrap();
+        store
+            .put_agent(&AgentRecord {
+                id: "ag-1".into(),
+                sm2_public_key: serde_bytes::ByteBuf::from(
+                    key.public_key().to_sec1_bytes().to_vec(),
+                ),
+                ..AgentRecord::default()
+            })
+            .unwrap();
+        let good = signed_report("ag-1", &key);
+        let outcome = project(&store, &[&new_report("ag-1", 1, &good)]);
+        assert!(outcome.projection.posture[0].1.signed);
+        assert_eq!(
+            outcome.projection.findings.len(),
+            1,
+            "a newly failing high check"
+        );
+        // Signed by someone else, or tampered with after signing: not attributable.
+        let other = bagui_agent::identity::generate_sm2_key().unwrap();
+        let forged = signed_report("ag-1", &other);
+        let mut tampered = good.clone();
+        tampered.score = 100;
+        for report in [forged, tampered] {
+            let outcome = project(&store, &[&new_report("ag-1", 2, &report)]);
+            assert!(!outcome.projection.posture[0].1.signed);
+        }
+        // The same failure reported again (after the first was stored) is not a new finding.
+        store
+            .insert_reports_with(&mut [new_report("ag-1", 1, &good)], |store, fresh| {
+                project(store, fresh).projection
+            })
+            .unwrap();
+        let again = project(&store, &[&new_report("ag-1", 3, &good)]);
+        assert!(again.projection.findings.is_empty());
     }
 }

@@ -25,5 +25,6 @@ pub mod pki;
 pub mod probes;
 pub mod server;
 pub mod store;
+pub mod syslog;
 pub mod tls;
 pub mod topology;

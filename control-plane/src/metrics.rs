@@ -11,6 +11,7 @@ pub struct Metrics {
     registry: Registry,
     pub reports_received: IntCounter,
     pub reports_duplicate: IntCounter,
+    pub reports_undecryptable: IntCounter,
     pub reports_late: IntCounter,
     pub commit_seconds: Histogram,
     pub commit_batch_reports: Histogram,
@@ -78,6 +79,11 @@ impl Metrics {
                 &registry,
                 "bagui_reports_duplicate_total",
                 "Reports received again after being stored (acknowledged, not stored twice)",
+            ),
+            reports_undecryptable: counter(
+                &registry,
+                "bagui_reports_undecryptable_total",
+                "Sealed reports that could not be opened (stored sealed, as received)",
             ),
             reports_late: counter(
                 &registry,

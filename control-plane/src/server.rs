@@ -33,12 +33,14 @@ pub struct ControlPlane {
     pub sessions: Sessions,
     pub metrics: Metrics,
     pub store: Store,
+    pub audit: Audit,
     data_dir: DataDir,
     shutdown: watch::Sender<bool>,
     ingest_task: JoinHandle<()>,
     http_task: JoinHandle<()>,
     housekeeping_task: JoinHandle<()>,
     load_task: JoinHandle<()>,
+    audit_tasks: Vec<JoinHandle<()>>,
     commit_thread: std::thread::JoinHandle<()>,
 }
 
@@ -67,7 +69,9 @@ impl ControlPlane {
         let divisions = Arc::new(data_dir.divisions()?);
         let ca = Arc::new(data_dir.ca()?);
         let (chain, key) = data_dir.server_identity(&ca, clock.as_ref())?;
-        let audit = Audit::new(store.clone(), clock.clone())?;
+        let audit_config = config.audit_config();
+        let audit = Audit::new(store.clone(), clock.clone())?
+            .with_checkpoints(&data_dir.sm2_secret_key()?, audit_config.checkpoint_every)?;
         let metrics = Metrics::new();
         let enroller = Arc::new(Enroller::new(
             store.clone(),
@@ -125,6 +129,22 @@ impl ControlPlane {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let load = Arc::new(LoadMonitor::default());
         let load_task = load.spawn(metrics.clone(), shutdown_rx.clone());
+        // Signed audit checkpoints on a timer, and the remote syslog copy.
+        let mut audit_tasks = vec![tokio::spawn(
+            audit
+                .clone()
+                .run_checkpoints(audit_config.checkpoint_interval, shutdown_rx.clone()),
+        )];
+        if let Some(url) = &config.audit.syslog {
+            let export = config.syslog_config(url)?;
+            tracing::info!(target = ?export.target, "exporting the audit log to syslog");
+            audit_tasks.push(tokio::spawn(crate::syslog::run_exporter(
+                store.clone(),
+                export,
+                audit.appended(),
+                shutdown_rx.clone(),
+            )));
+        }
         let context = IngestContext {
             enroller: enroller.clone(),
             store: store.clone(),
@@ -144,6 +164,7 @@ impl ControlPlane {
             metrics: metrics.clone(),
             config: ingest_config,
             followups: resync_tx.clone(),
+            unsealer: Arc::new(crate::ingest::Unsealer::new(&data_dir.sm2_secret_key()?)),
         };
         let ingest_task = tokio::spawn(ingest::serve(endpoint, context, shutdown_rx.clone()));
 
@@ -153,7 +174,7 @@ impl ControlPlane {
                 store.clone(),
                 divisions.clone(),
                 enroller,
-                audit,
+                audit.clone(),
                 clock.clone(),
                 Some(sessions.clone()),
                 deployment.advertise.clone(),
@@ -277,12 +298,14 @@ impl ControlPlane {
             sessions,
             metrics,
             store,
+            audit,
             data_dir,
             shutdown,
             ingest_task,
             http_task,
             housekeeping_task,
             load_task,
+            audit_tasks,
             commit_thread,
         })
     }
@@ -304,6 +327,13 @@ impl ControlPlane {
         .await;
         if joined.is_err() {
             tracing::warn!("commit thread did not stop within 10 s");
+        }
+        for task in self.audit_tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        // The last entries get a signed checkpoint before the store closes.
+        if let Err(error) = self.audit.checkpoint() {
+            tracing::error!(%error, "final audit checkpoint failed");
         }
         self.store.flush()?;
         self.data_dir.remove_api_info();

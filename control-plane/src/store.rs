@@ -125,6 +125,11 @@ pub struct StoredReport {
     /// Store-wide arrival order, increasing across restarts.
     pub arrival: u64,
     pub body: ByteBuf,
+    /// `""`: `body` is plaintext (as sent, or opened at ingest). Otherwise the body is still
+    /// sealed as the agent sent it because it could not be opened (counted in
+    /// `bagui_reports_undecryptable_total`), and this names the seal.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub cipher: String,
 }
 
 /// The current asset state of one agent.
@@ -189,6 +194,8 @@ pub struct PostureRecord {
     pub report: bagui_protocol::assets::PostureReport,
     pub received_ms: u64,
     pub seq: u64,
+    /// The report's SM2 signature verified against the key the agent registered at join.
+    pub signed: bool,
 }
 
 /// A security finding: what the security team is told about (the incident engine routes it).
@@ -1069,6 +1076,63 @@ impl Store {
                 decode("audit", &key, &value)
             })
             .collect()
+    }
+
+    /// Stored audit records with `seq > after`, oldest first, undecoded: `(seq of the key,
+    /// MessagePack bytes)`. Verification decodes them itself so that a damaged record is
+    /// reported by its position instead of failing the whole read.
+    pub fn audit_raw(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        self.audit
+            .range(after.saturating_add(1).to_be_bytes()..)
+            .take(limit)
+            .map(|item| {
+                let (key, value) = item?;
+                let seq = key
+                    .as_ref()
+                    .try_into()
+                    .map(u64::from_be_bytes)
+                    .unwrap_or(u64::MAX);
+                Ok((seq, value.to_vec()))
+            })
+            .collect()
+    }
+
+    /// The newest audit entries, newest first.
+    pub fn audit_tail(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        self.audit
+            .iter()
+            .rev()
+            .take(limit)
+            .map(|item| {
+                let (key, value) = item?;
+                decode("audit", &key, &value)
+            })
+            .collect()
+    }
+
+    /// Replaces the stored bytes of one audit record, bypassing encoding: for tamper tests.
+    #[doc(hidden)]
+    pub fn rewrite_audit_raw(&self, seq: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        self.audit.insert(seq.to_be_bytes(), bytes)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// The last audit seq delivered to the remote syslog collector (0: none yet).
+    pub fn audit_export_cursor(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .meta
+            .get("audit_syslog_cursor")?
+            .and_then(|bytes| bytes.as_ref().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0))
+    }
+
+    /// Records (and flushes) how far the syslog export got.
+    pub fn set_audit_export_cursor(&self, seq: u64) -> Result<(), StoreError> {
+        self.meta
+            .insert("audit_syslog_cursor", &seq.to_be_bytes())?;
+        self.meta.flush()?;
+        Ok(())
     }
 }
 

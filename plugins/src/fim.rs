@@ -1417,27 +1417,4 @@ mod tests {
         );
         assert_eq!(config.max_files, 50_000);
     }
-
-    /// `cargo test -p bagui-plugins --release --lib fim::tests::timing -- --ignored --nocapture`
-    #[test]
-    #[ignore = "timing, not a check"]
-    fn timing_10k_small_files() {
-        let dir = tempfile::tempdir().unwrap();
-        for bucket in 0..10 {
-            let sub = dir.path().join(format!("data/{bucket}"));
-            std::fs::create_dir_all(&sub).unwrap();
-            for index in 0..1000 {
-                std::fs::write(
-                    sub.join(format!("f{index}")),
-                    format!("file {bucket}/{index}\n").repeat(8),
-                )
-                .unwrap();
-            }
-        }
-        let root = HostRoot::new(dir.path());
-        let (files, bytes, took) = scan_timing(&root, &["/data/".into()]);
-        println!("10k files: {files} files, {bytes} bytes, {took:?}");
-        let (files, bytes, took) = scan_timing(&HostRoot::default(), &FimConfig::default().paths);
-        println!("default list on this host: {files} files, {bytes} bytes, {took:?}");
-    }
 }

@@ -327,6 +327,9 @@ pub struct PostureReport {
     /// 0..=100, see the posture module for the formula.
     pub score: u32,
     pub results: Vec<PostureResult>,
+    /// SM2 signature (raw r‖s) by the agent's identity key over
+    /// [`crate::proof::posture_transcript`]; empty when unsigned.
+    pub signature: ByteBuf,
 }
 
 /// One change to a watched file.

@@ -18,6 +18,7 @@ pub mod digest;
 pub mod error;
 pub mod messages;
 pub mod proof;
+pub mod sealed;
 pub mod units;
 
 pub use codec::{DEFAULT_MAX_FRAME_LEN, Frame, FrameDecoder, FrameError, HARD_MAX_FRAME_LEN};

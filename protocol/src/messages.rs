@@ -584,6 +584,11 @@ pub struct Report {
     /// When the agent produced it (agent clock, ms since the Unix epoch).
     pub created_ms: u64,
     pub body: ByteBuf,
+    /// How `body` is sealed: `""` plaintext (outboxes written before sealing, older agents),
+    /// [`crate::sealed::SM4_CCM_SM2`] sealed to the control plane's SM2 key. Left out of the
+    /// encoding when empty, so plaintext reports encode as before.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub cipher: String,
 }
 
 /// Inclusive range of sequence numbers.
@@ -842,6 +847,7 @@ mod tests {
             kind: payload::METRICS.into(),
             created_ms: 1_700_000_000_000,
             body: ByteBuf::from(vec![1, 2, 3]),
+            cipher: String::new(),
         };
         assert_eq!(
             round_trip_agent(AgentMessage::Report(report.clone())),

@@ -12,6 +12,18 @@ pub const EXPORTER_LEN: usize = 32;
 /// SM2 distinguishing identifier used for every Bagui signature (the GB/T 32918 default).
 pub const SM2_DISTID: &str = "1234567812345678";
 
+/// The message an agent signs for a posture report, so stored evidence is attributable: domain,
+/// agent id and the report encoded with its `signature` field empty.
+pub fn posture_transcript(agent_id: &str, report: &crate::assets::PostureReport) -> Vec<u8> {
+    let mut unsigned = report.clone();
+    unsigned.signature.clear();
+    let mut out = b"bagui posture report v1\0".to_vec();
+    out.extend_from_slice(agent_id.as_bytes());
+    out.push(0);
+    out.extend_from_slice(&crate::messages::payload::encode(&unsigned));
+    out
+}
+
 /// Why a proof is made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProofPurpose {

@@ -136,6 +136,7 @@ fn samples() -> Vec<(&'static str, &'static str, BytesMut)> {
             kind: payload::HOST_FACTS.into(),
             created_ms: 1_795_000_123_456,
             body: ByteBuf::from(payload::encode(&host_facts)),
+            cipher: String::new(),
         }
         .into(),
         Heartbeat {

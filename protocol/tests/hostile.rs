@@ -69,6 +69,7 @@ fn valid_stream() -> Vec<u8> {
             kind: "metrics".into(),
             created_ms: 1,
             body: serde_bytes::ByteBuf::from(vec![0x80]),
+            cipher: String::new(),
         }
         .into(),
         Heartbeat::default().into(),

@@ -667,6 +667,7 @@ async fn session(
                     kind: kind.into(),
                     created_ms: bagui_agent::join::now_ms(),
                     body: ByteBuf::from(body),
+                    cipher: String::new(),
                 };
                 unacked.insert(seq, report.clone());
                 stats.reports_sent.fetch_add(1, Ordering::Relaxed);

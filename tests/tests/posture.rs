@@ -50,6 +50,10 @@ async fn permitting_root_login_is_a_failed_check_and_a_file_finding_within_five_
     .await
     .unwrap();
     let first = control_plane.admin.posture(&state.agent_id).unwrap();
+    assert!(
+        first.signed,
+        "posture reports carry the agent's SM2 signature"
+    );
     let ssh_root = first
         .results
         .iter()

@@ -21,15 +21,20 @@ pub(super) const MAX_PAYLOAD: usize = 256 << 20;
 const PUSH: u8 = 1;
 const REMOVE: u8 = 2;
 const META: u8 = 3;
+/// A push whose body is sealed (see `bagui_protocol::sealed`): a push with a cipher name.
+/// Plaintext pushes keep type 1, byte for byte as before.
+const PUSH_SEALED: u8 = 4;
 
 /// Type, lane, seq, created_ms, kind length.
 const PUSH_FIXED: usize = 1 + 1 + 8 + 8 + 2;
 /// The bytes a pushed record takes on disk besides its kind and body.
 pub(super) const PUSH_OVERHEAD: usize = FRAME_HEADER_LEN + PUSH_FIXED;
+/// The longest cipher name a sealed push can carry.
+pub(super) const MAX_CIPHER: usize = u8::MAX as usize;
 /// The longest kind a push record can carry.
 pub(super) const MAX_KIND: usize = u16::MAX as usize;
 /// The largest body a push record can carry.
-pub(super) const MAX_BODY: usize = MAX_PAYLOAD - PUSH_FIXED - MAX_KIND;
+pub(super) const MAX_BODY: usize = MAX_PAYLOAD - PUSH_FIXED - MAX_KIND - 1 - MAX_CIPHER;
 const REMOVE_LEN: usize = 1 + 1 + 8;
 const META_LEN: usize = 1 + 8 + 4 * 8;
 
@@ -50,6 +55,8 @@ pub(super) enum Entry<'a> {
         seq: u64,
         created_ms: u64,
         kind: &'a str,
+        /// `""`: the body is plaintext; else the name of its seal.
+        cipher: &'a str,
         body: &'a [u8],
     },
     /// A tombstone: the record was acknowledged, evicted or discarded.
@@ -95,9 +102,10 @@ pub(super) fn encode(entry: &Entry<'_>, out: &mut Vec<u8>) {
             seq,
             created_ms,
             kind,
+            cipher,
             body,
         } => {
-            out.push(PUSH);
+            out.push(if cipher.is_empty() { PUSH } else { PUSH_SEALED });
             out.push(*lane as u8);
             out.extend_from_slice(&seq.to_le_bytes());
             out.extend_from_slice(&created_ms.to_le_bytes());
@@ -105,6 +113,11 @@ pub(super) fn encode(entry: &Entry<'_>, out: &mut Vec<u8>) {
             let kind = &kind.as_bytes()[..kind.len().min(MAX_KIND)];
             out.extend_from_slice(&(kind.len() as u16).to_le_bytes());
             out.extend_from_slice(kind);
+            if !cipher.is_empty() {
+                let cipher = &cipher.as_bytes()[..cipher.len().min(MAX_CIPHER)];
+                out.push(cipher.len() as u8);
+                out.extend_from_slice(cipher);
+            }
             out.extend_from_slice(body);
         }
         Entry::Remove { lane, seq } => {
@@ -158,18 +171,30 @@ pub(super) fn read_frame(buf: &[u8], at: usize) -> Result<(&[u8], usize), FrameE
 pub(super) fn decode(payload: &[u8]) -> Result<Entry<'_>, FrameError> {
     let mut reader = Reader(payload);
     let entry = match reader.u8()? {
-        PUSH => {
+        kind @ (PUSH | PUSH_SEALED) => {
             let lane = reader.lane()?;
             let seq = reader.u64()?;
             let created_ms = reader.u64()?;
             let kind_len = usize::from(reader.u16()?);
-            let kind = std::str::from_utf8(reader.take(kind_len)?)
+            let kind_name = std::str::from_utf8(reader.take(kind_len)?)
                 .map_err(|_| FrameError::BadPayload("kind is not UTF-8"))?;
+            let cipher = if kind == PUSH_SEALED {
+                let cipher_len = usize::from(reader.u8()?);
+                let cipher = std::str::from_utf8(reader.take(cipher_len)?)
+                    .map_err(|_| FrameError::BadPayload("cipher is not UTF-8"))?;
+                if cipher.is_empty() {
+                    return Err(FrameError::BadPayload("sealed push without a cipher"));
+                }
+                cipher
+            } else {
+                ""
+            };
             Entry::Push {
                 lane,
                 seq,
                 created_ms,
-                kind,
+                kind: kind_name,
+                cipher,
                 body: reader.rest(),
             }
         }
@@ -328,6 +353,18 @@ mod tests {
             seq,
             created_ms: 7,
             kind: "kind",
+            cipher: "",
+            body,
+        }
+    }
+
+    fn sealed_push<'a>(seq: u64, cipher: &'a str, body: &'a [u8]) -> Entry<'a> {
+        Entry::Push {
+            lane: Lane::Security,
+            seq,
+            created_ms: 9,
+            kind: "finding",
+            cipher,
             body,
         }
     }
@@ -360,6 +397,8 @@ mod tests {
         let all = [
             push(1, b"body"),
             push(u64::MAX, b""),
+            sealed_push(2, "sm4-ccm/sm2", b"sealed bytes"),
+            sealed_push(3, "x", b""),
             Entry::Remove {
                 lane: Lane::Security,
                 seq: 9,
@@ -383,6 +422,26 @@ mod tests {
         let mut buf = Vec::new();
         encode(&push(1, &[0; 100]), &mut buf);
         assert_eq!(buf.len(), PUSH_OVERHEAD + "kind".len() + 100);
+        let mut sealed = Vec::new();
+        encode(&sealed_push(1, "sm4-ccm/sm2", &[0; 100]), &mut sealed);
+        assert_eq!(
+            sealed.len(),
+            PUSH_OVERHEAD + "finding".len() + 1 + "sm4-ccm/sm2".len() + 100
+        );
+    }
+
+    #[test]
+    fn plaintext_pushes_keep_the_old_encoding() {
+        // Type 1, no cipher field: logs written before sealing read back unchanged, and
+        // plaintext records written now read the same in an older agent.
+        let mut buf = Vec::new();
+        encode(&push(5, b"xy"), &mut buf);
+        let payload = &buf[FRAME_HEADER_LEN..];
+        assert_eq!(payload[0], PUSH);
+        assert_eq!(&payload[PUSH_FIXED..], b"kindxy");
+        let mut sealed = Vec::new();
+        encode(&sealed_push(5, "c", b"xy"), &mut sealed);
+        assert_eq!(sealed[FRAME_HEADER_LEN], PUSH_SEALED);
     }
 
     #[test]

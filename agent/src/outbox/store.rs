@@ -50,6 +50,8 @@ pub(super) struct NewRecord<'a> {
     pub seq: u64,
     pub created_ms: u64,
     pub kind: &'a str,
+    /// `""` for a plaintext body, else the name of its seal.
+    pub cipher: &'a str,
     pub body: &'a [u8],
 }
 
@@ -168,6 +170,7 @@ impl Store {
         let Ok(Entry::Push {
             created_ms,
             kind,
+            cipher,
             body,
             ..
         }) = format::decode(payload)
@@ -175,12 +178,14 @@ impl Store {
             return Err(corrupt(loc, "not the pushed record"));
         };
         let kind = kind.to_owned();
+        let cipher = cipher.to_owned();
         let body_start = buf.len() - body.len();
         buf.drain(..body_start);
         Ok(Some(OutboxRecord {
             kind,
             created_ms,
             body: ByteBuf::from(buf),
+            cipher,
         }))
     }
 
@@ -242,6 +247,7 @@ impl Store {
             seq: record.seq,
             created_ms: record.created_ms,
             kind: record.kind,
+            cipher: record.cipher,
             body: record.body,
         });
         let appended = self.append(&entries, true);

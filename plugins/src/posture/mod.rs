@@ -246,6 +246,8 @@ pub fn evaluate(policy: &Policy, root: &HostRoot, now_ms: u64) -> PostureReport 
         policy: format!("{} {}", policy.policy.name, policy.policy.version),
         score: score(&policy.checks, &results),
         results,
+        // Signed by the agent, which holds the identity key.
+        signature: Default::default(),
     }
 }
 
