@@ -31,12 +31,14 @@
 //! A stolen disk, or an agent restarted from it, never yields a plaintext: the data keys of
 //! earlier epochs are gone with the process that made them. Within the current epoch (at most
 //! an hour), a compromised *running* agent process still has the data key in memory and could
-//! decrypt the records it sealed under it. Key bytes are overwritten when a key is dropped, on
-//! a best-effort basis (safe Rust cannot guarantee that no copy is left behind).
+//! decrypt the records it sealed under it. Key bytes and SM4 round keys are zeroized when
+//! dropped (`zeroize`); moves and stack copies the compiler makes can still leave traces in
+//! memory, which is why the guarantee is about the disk, not about a live process.
 
 use ccm::aead::{AeadInOut, KeyInit};
 use sm2::pke::{DecryptingKey, EncryptingKey, Mode};
 use sm3::Digest;
+use sm4::cipher::zeroize::Zeroize;
 
 use crate::Lane;
 
@@ -149,8 +151,7 @@ impl SecretKey {
 
 impl Drop for SecretKey {
     fn drop(&mut self) {
-        self.0 = [0; KEY_LEN];
-        std::hint::black_box(&mut self.0);
+        self.0.zeroize();
     }
 }
 
@@ -174,8 +175,7 @@ impl DataKey {
         let mut bytes = [0u8; KEY_LEN];
         sm2::elliptic_curve::common::getrandom::fill(&mut bytes).map_err(|_| SealError::Random)?;
         let key = SecretKey(bytes);
-        bytes = [0; KEY_LEN];
-        std::hint::black_box(&mut bytes);
+        bytes.zeroize();
         let wrapped = recipient.wrap(key.expose())?;
         if wrapped.len() > usize::from(u16::MAX) {
             return Err(SealError::Wrap("wrapped key too long".into()));
@@ -276,8 +276,7 @@ impl<'a> Envelope<'a> {
         let result = <[u8; KEY_LEN]>::try_from(key.as_slice())
             .map(SecretKey)
             .map_err(|_| SealError::Unwrap);
-        key.fill(0);
-        std::hint::black_box(&mut key);
+        key.zeroize();
         result
     }
 
