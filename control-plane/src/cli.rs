@@ -386,6 +386,20 @@ enum Access {
     Remote(ApiClient),
 }
 
+impl Access {
+    /// Reads a view: from the store when local, with `GET path` through the API when remote.
+    async fn read<T: serde::de::DeserializeOwned>(
+        &self,
+        local: impl FnOnce(&Admin) -> Result<T, crate::admin::AdminError>,
+        path: impl FnOnce() -> String,
+    ) -> Result<T> {
+        match self {
+            Access::Local { admin, .. } => Ok(local(admin)?),
+            Access::Remote(client) => client.get(&path()).await,
+        }
+    }
+}
+
 fn local_admin(data_dir: &DataDir, store: Store) -> Result<Admin> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let divisions = Arc::new(data_dir.divisions()?);
@@ -715,14 +729,12 @@ async fn agent_command(access: Access, command: &AgentCommand) -> Result<()> {
             )
         }
         AgentCommand::Show { id } => {
-            let agent: AgentView = match &access {
-                Access::Local { admin, .. } => admin.agent(id)?,
-                Access::Remote(client) => {
-                    client
-                        .get(&format!("/api/v1/agents/{}", query_escape(id)))
-                        .await?
-                }
-            };
+            let agent: AgentView = access
+                .read(
+                    |admin| admin.agent(id),
+                    || format!("/api/v1/agents/{}", query_escape(id)),
+                )
+                .await?;
             println!("{}", serde_json::to_string_pretty(&agent)?);
             Ok(())
         }
@@ -778,17 +790,17 @@ async fn agent_command(access: Access, command: &AgentCommand) -> Result<()> {
             Ok(())
         }
         AgentCommand::Reports { id, after, limit } => {
-            let reports: Vec<ReportView> = match &access {
-                Access::Local { admin, .. } => admin.reports(id, *after, *limit)?,
-                Access::Remote(client) => {
-                    client
-                        .get(&format!(
+            let reports: Vec<ReportView> = access
+                .read(
+                    |admin| admin.reports(id, *after, *limit),
+                    || {
+                        format!(
                             "/api/v1/agents/{}/reports?after={after}&limit={limit}",
                             query_escape(id)
-                        ))
-                        .await?
-                }
-            };
+                        )
+                    },
+                )
+                .await?;
             println!("{}", serde_json::to_string_pretty(&reports)?);
             Ok(())
         }
@@ -845,14 +857,12 @@ fn query_string(pairs: &[(&str, Option<String>)]) -> String {
 async fn asset_command(access: Access, command: &AssetCommand) -> Result<()> {
     match command {
         AssetCommand::Show { agent, output } => {
-            let view: AssetView = match &access {
-                Access::Local { admin, .. } => admin.asset(agent)?,
-                Access::Remote(client) => {
-                    client
-                        .get(&format!("/api/v1/agents/{}/assets", query_escape(agent)))
-                        .await?
-                }
-            };
+            let view: AssetView = access
+                .read(
+                    |admin| admin.asset(agent),
+                    || format!("/api/v1/agents/{}/assets", query_escape(agent)),
+                )
+                .await?;
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&view)?),
                 Output::Table | Output::Csv => {
@@ -932,22 +942,23 @@ async fn asset_command(access: Access, command: &AssetCommand) -> Result<()> {
                 section: section.clone(),
                 limit: Some(*limit),
             };
-            let changes: Vec<ChangeView> = match &access {
-                Access::Local { admin, .. } => admin.asset_changes(&query)?,
-                Access::Remote(client) => {
-                    let path = format!(
-                        "/api/v1/assets/changes{}",
-                        query_string(&[
-                            ("since", since.clone()),
-                            ("division", division.clone()),
-                            ("agent", agent.clone()),
-                            ("section", section.clone()),
-                            ("limit", Some(limit.to_string())),
-                        ])
-                    );
-                    client.get(&path).await?
-                }
-            };
+            let changes: Vec<ChangeView> = access
+                .read(
+                    |admin| admin.asset_changes(&query),
+                    || {
+                        format!(
+                            "/api/v1/assets/changes{}",
+                            query_string(&[
+                                ("since", since.clone()),
+                                ("division", division.clone()),
+                                ("agent", agent.clone()),
+                                ("section", section.clone()),
+                                ("limit", Some(limit.to_string())),
+                            ])
+                        )
+                    },
+                )
+                .await?;
             print_rows(
                 *output,
                 &changes,
@@ -986,24 +997,25 @@ async fn asset_command(access: Access, command: &AssetCommand) -> Result<()> {
                 division: division.clone(),
                 online: *online,
             };
-            let rows: Vec<FindRow> = match &access {
-                Access::Local { admin, .. } => admin.asset_find(&query)?,
-                Access::Remote(client) => {
-                    let path = format!(
-                        "/api/v1/assets/find{}",
-                        query_string(&[
-                            ("package", package.clone()),
-                            ("version_below", version_below.clone()),
-                            ("version_at_least", version_at_least.clone()),
-                            ("port", port.map(|port| port.to_string())),
-                            ("os", os.clone()),
-                            ("division", division.clone()),
-                            ("online", online.map(|online| online.to_string())),
-                        ])
-                    );
-                    client.get(&path).await?
-                }
-            };
+            let rows: Vec<FindRow> = access
+                .read(
+                    |admin| admin.asset_find(&query),
+                    || {
+                        format!(
+                            "/api/v1/assets/find{}",
+                            query_string(&[
+                                ("package", package.clone()),
+                                ("version_below", version_below.clone()),
+                                ("version_at_least", version_at_least.clone()),
+                                ("port", port.map(|port| port.to_string())),
+                                ("os", os.clone()),
+                                ("division", division.clone()),
+                                ("online", online.map(|online| online.to_string())),
+                            ])
+                        )
+                    },
+                )
+                .await?;
             print_rows(
                 *output,
                 &rows,
@@ -1047,14 +1059,12 @@ async fn asset_command(access: Access, command: &AssetCommand) -> Result<()> {
 async fn posture_command(access: Access, command: &PostureCommand) -> Result<()> {
     match command {
         PostureCommand::Show { agent, output } => {
-            let view: PostureView = match &access {
-                Access::Local { admin, .. } => admin.posture(agent)?,
-                Access::Remote(client) => {
-                    client
-                        .get(&format!("/api/v1/agents/{}/posture", query_escape(agent)))
-                        .await?
-                }
-            };
+            let view: PostureView = access
+                .read(
+                    |admin| admin.posture(agent),
+                    || format!("/api/v1/agents/{}/posture", query_escape(agent)),
+                )
+                .await?;
             if let Output::Json = output {
                 println!("{}", serde_json::to_string_pretty(&view)?);
                 return Ok(());
@@ -1136,11 +1146,11 @@ async fn posture_command(access: Access, command: &PostureCommand) -> Result<()>
                 severity: severity.clone(),
                 limit: Some(*limit),
             };
-            let rows: Vec<FindingView> = match &access {
-                Access::Local { admin, .. } => admin.findings(&query)?,
-                Access::Remote(client) => {
-                    client
-                        .get(&format!(
+            let rows: Vec<FindingView> = access
+                .read(
+                    |admin| admin.findings(&query),
+                    || {
+                        format!(
                             "/api/v1/posture/findings{}",
                             query_string(&[
                                 ("since", since.clone()),
@@ -1149,10 +1159,10 @@ async fn posture_command(access: Access, command: &PostureCommand) -> Result<()>
                                 ("severity", severity.clone()),
                                 ("limit", Some(limit.to_string())),
                             ])
-                        ))
-                        .await?
-                }
-            };
+                        )
+                    },
+                )
+                .await?;
             print_rows(
                 *output,
                 &rows,
@@ -1173,17 +1183,17 @@ async fn posture_command(access: Access, command: &PostureCommand) -> Result<()>
             )
         }
         PostureCommand::Divisions { division, output } => {
-            let rows: Vec<DivisionPostureRow> = match &access {
-                Access::Local { admin, .. } => admin.posture_divisions(division.as_deref())?,
-                Access::Remote(client) => {
-                    client
-                        .get(&format!(
+            let rows: Vec<DivisionPostureRow> = access
+                .read(
+                    |admin| admin.posture_divisions(division.as_deref()),
+                    || {
+                        format!(
                             "/api/v1/posture/divisions{}",
                             query_string(&[("division", division.clone())])
-                        ))
-                        .await?
-                }
-            };
+                        )
+                    },
+                )
+                .await?;
             print_rows(
                 *output,
                 &rows,
@@ -1283,14 +1293,12 @@ async fn probe_command(access: Access, command: &ProbeCommand) -> Result<()> {
 async fn health_command(access: Access, command: &HealthCommand) -> Result<()> {
     match command {
         HealthCommand::Show { agent, output } => {
-            let view: HealthView = match &access {
-                Access::Local { admin, .. } => admin.health(agent)?,
-                Access::Remote(client) => {
-                    client
-                        .get(&format!("/api/v1/agents/{}/health", query_escape(agent)))
-                        .await?
-                }
-            };
+            let view: HealthView = access
+                .read(
+                    |admin| admin.health(agent),
+                    || format!("/api/v1/agents/{}/health", query_escape(agent)),
+                )
+                .await?;
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&view)?),
                 _ => {

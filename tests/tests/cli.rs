@@ -275,6 +275,97 @@ async fn an_operator_session_with_the_real_binaries() {
         "{table}"
     );
 
+    // The agent (default configuration) sent its inventory and baseline at start: `asset show`
+    // and `posture show` through the API, JSON as documented.
+    let agent_id = status["agent_id"].as_str().unwrap().to_owned();
+    let mut asset = serde_json::Value::Null;
+    for _ in 0..150 {
+        let output = run(
+            "bagui-cp",
+            &[
+                "--data-dir",
+                data,
+                "asset",
+                "show",
+                &agent_id,
+                "--output",
+                "json",
+            ],
+        );
+        if output.status.success() {
+            asset = serde_json::from_slice(&output.stdout).unwrap();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for field in [
+        "os",
+        "hardware",
+        "packages",
+        "listening",
+        "users",
+        "services",
+    ] {
+        assert!(
+            asset.get(field).is_some(),
+            "asset show lacks {field}: {asset}"
+        );
+    }
+    let package = &asset["packages"][0];
+    for field in ["name", "version", "arch"] {
+        assert!(package[field].is_string(), "{package}");
+    }
+    if let Some(socket) = asset["listening"].as_array().and_then(|list| list.first()) {
+        assert!(socket["port"].is_u64(), "port is a number: {socket}");
+        for field in ["proto", "address", "process"] {
+            assert!(socket[field].is_string(), "{socket}");
+        }
+    }
+    let csv = stdout_of(&run(
+        "bagui-cp",
+        &[
+            "--data-dir",
+            data,
+            "asset",
+            "find",
+            "--package",
+            "dpkg",
+            "--output",
+            "csv",
+        ],
+    ));
+    assert!(
+        csv.starts_with("agent,hostname,online,os,package,version"),
+        "{csv}"
+    );
+    assert!(csv.contains(&agent_id), "{csv}");
+    let mut posture = None;
+    for _ in 0..150 {
+        let output = run(
+            "bagui-cp",
+            &[
+                "--data-dir",
+                data,
+                "posture",
+                "show",
+                &agent_id,
+                "--output",
+                "json",
+            ],
+        );
+        if output.status.success() {
+            posture = Some(serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let posture = posture.expect("a baseline run within 15 s");
+    assert!(
+        posture["score"].is_u64() && posture["signed"] == true,
+        "{posture}"
+    );
+    assert!(posture["results"].as_array().unwrap().len() >= 30);
+
     // Another control plane's API with a wrong token is refused with a clear message.
     let url =
         serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&api_json).unwrap())
