@@ -18,6 +18,7 @@ pub struct AgentConfig {
     pub posture: PostureSection,
     pub fim: FimSection,
     pub log: LogSection,
+    pub identity: IdentitySection,
     /// External check plugins (Nagios, JSON-lines) and built-in probes: `[[checks]]`.
     pub checks: Vec<bagui_plugins::checks::CheckConfig>,
 }
@@ -159,6 +160,16 @@ impl Default for StatusSection {
     }
 }
 
+/// The agent's private keys (`identity.pem`, `sm2.key` in the state directory).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdentitySection {
+    /// A file whose first line is the passphrase the keys are encrypted under (SM4-CCM,
+    /// PBKDF2-HMAC-SM3); unset keeps them in plaintext (0600). `BAGUI_AGENT_KEY_PASSPHRASE_FILE`
+    /// (or `--key-passphrase-file`) overrides it.
+    pub key_passphrase_file: Option<std::path::PathBuf>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogSection {
@@ -208,6 +219,13 @@ impl AgentConfig {
                 "fim.paths: {path:?} is not an absolute path"
             );
         }
+        if let Some(path) = &config.identity.key_passphrase_file {
+            anyhow::ensure!(
+                path.is_absolute(),
+                "identity.key_passphrase_file: {} is not an absolute path",
+                path.display()
+            );
+        }
         if let Some(address) = config.self_metrics.listen {
             anyhow::ensure!(
                 address.ip().is_loopback(),
@@ -233,11 +251,24 @@ mod tests {
         let config = AgentConfig::parse("").unwrap();
         assert_eq!(config.outbox.max_size, 64 << 20);
         assert_eq!(config.link.backoff_max, Duration::from_secs(300));
+        assert_eq!(config.identity.key_passphrase_file, None);
+        let config =
+            AgentConfig::parse("[identity]\nkey_passphrase_file = \"/etc/bagui/agent-key.pass\"\n")
+                .unwrap();
+        assert_eq!(
+            config.identity.key_passphrase_file.as_deref(),
+            Some(Path::new("/etc/bagui/agent-key.pass"))
+        );
         for (text, expected) in [
             ("[link]\nbackoff_min = \"10m\"\n", "backoff_min"),
             ("[outbox]\nmax_size = \"1KiB\"\n", "max_size"),
             ("[outbox]\nmax_size = \"lots\"\n", "size"),
             ("[linkk]\n", "linkk"),
+            (
+                "[identity]\nkey_passphrase_file = \"agent-key.pass\"\n",
+                "absolute",
+            ),
+            ("[identity]\npassphrase = \"x\"\n", "passphrase"),
         ] {
             let error = format!("{:#}", AgentConfig::parse(text).unwrap_err());
             assert!(error.contains(expected), "{text}: {error}");

@@ -83,10 +83,35 @@ fn seal_to_control_plane(outbox: Outbox, state: &state::AgentState) -> Outbox {
     }
 }
 
+/// Applies `[identity] key_passphrase_file` (unless the state directory already has a
+/// passphrase, from the environment), encrypts keys still in plaintext, and checks that the
+/// keys open: a missing or wrong passphrase fails the start with a clear error instead of
+/// surfacing at the first connection as "join again".
+fn protect_keys(state_dir: StateDir, config: &AgentConfig) -> Result<StateDir> {
+    let state_dir = match &config.identity.key_passphrase_file {
+        Some(path) if !state_dir.has_key_passphrase() => {
+            state_dir.with_key_passphrase_file(path)?
+        }
+        _ => state_dir,
+    };
+    let migrated = state_dir.encrypt_plaintext_keys()?;
+    if migrated > 0 {
+        tracing::info!(files = migrated, "encrypted the identity keys at rest");
+    }
+    if state_dir.has_key_passphrase() {
+        // A wrong passphrase is an error now (plaintext keys keep their old behaviour: an
+        // unreadable identity asks for a re-join from the link).
+        state_dir.tls_identity()?;
+        state_dir.sm2_key()?;
+    }
+    Ok(state_dir)
+}
+
 impl Agent {
     /// Starts the link, the collectors and the status file.
-    pub async fn start(options: AgentOptions) -> Result<Agent> {
+    pub async fn start(mut options: AgentOptions) -> Result<Agent> {
         let state = options.state_dir.agent_state()?;
+        options.state_dir = protect_keys(options.state_dir, &options.config)?;
         // The frame limit known from the join; a record that could never fit one frame is
         // refused at the door instead of blocking the queue later.
         let max_body = (state.params.max_frame_len as usize)

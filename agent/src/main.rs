@@ -29,6 +29,10 @@ struct Cli {
         default_value = "/var/lib/bagui-agent"
     )]
     state_dir: PathBuf,
+    /// File whose first line is the passphrase the identity keys are encrypted under
+    /// (overrides `[identity] key_passphrase_file` of the config).
+    #[arg(long, global = true, env = "BAGUI_AGENT_KEY_PASSPHRASE_FILE")]
+    key_passphrase_file: Option<PathBuf>,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, global = true, env = "BAGUI_LOG")]
     log_level: Option<String>,
@@ -69,6 +73,10 @@ enum Command {
         /// Join a division below the token's own (for example a village under a township token).
         #[arg(long)]
         division: Option<String>,
+        /// Agent configuration file: its `[identity]` section says whether the keys are
+        /// written encrypted (give the same file to `run`).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Run: connect, report, renew, reconnect (until SIGTERM or SIGINT).
     Run {
@@ -129,6 +137,11 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<ExitCode> {
     let state_dir = StateDir::new(&cli.state_dir);
+    // Only `join` and `run` touch the keys: `status` and `check` need no passphrase.
+    let with_passphrase = |state_dir: StateDir| match &cli.key_passphrase_file {
+        Some(path) => state_dir.with_key_passphrase_file(path),
+        None => Ok(state_dir),
+    };
     match cli.command {
         Command::Join {
             server,
@@ -137,8 +150,18 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             ca_hash,
             instance_id,
             division,
+            config,
         } => {
             init_logging(cli.log_level.as_deref().unwrap_or("warn"));
+            let mut state_dir = with_passphrase(state_dir)?;
+            if let Some(path) = config {
+                let config = AgentConfig::load(&path)?;
+                if let Some(file) = &config.identity.key_passphrase_file
+                    && !state_dir.has_key_passphrase()
+                {
+                    state_dir = state_dir.with_key_passphrase_file(file)?;
+                }
+            }
             let token = match (token, token_file) {
                 (Some(token), _) => token,
                 (None, Some(path)) => std::fs::read_to_string(&path)
@@ -182,7 +205,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             };
             init_logging(cli.log_level.as_deref().unwrap_or(&config.log.level));
             let mut agent = Agent::start(AgentOptions {
-                state_dir,
+                state_dir: with_passphrase(state_dir)?,
                 config,
                 host_root: HostRoot::default(),
             })

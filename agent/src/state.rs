@@ -11,11 +11,23 @@
 //!
 //! Key and certificate share one file so that a crash during renewal can never leave a key
 //! next to a certificate for another key.
+//!
+//! # Keys encrypted at rest
+//!
+//! With a key passphrase ([`StateDir::with_key_passphrase`], from `[identity]
+//! key_passphrase_file` or `BAGUI_AGENT_KEY_PASSPHRASE_FILE`), `identity.pem` (key and
+//! certificate together) and `sm2.key` are written as [`SealedKey`] JSON instead: SM4-CCM
+//! under PBKDF2-HMAC-SM3 of the passphrase, the format of the control plane's protected CA key
+//! (see [`bagui_protocol::keyfile`]), still 0600. A copy of the state directory without the
+//! passphrase yields no usable key. Plaintext keys found while a passphrase is set are still
+//! read, and [`StateDir::encrypt_plaintext_keys`] (called at every start) rewrites them
+//! encrypted; an encrypted key without a passphrase is an error that says what to set.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use bagui_protocol::keyfile::{KeyPassphrase, SealedKey};
 use bagui_protocol::{DeploymentParams, Role, digest};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -84,15 +96,100 @@ fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
 }
 
+/// What an encrypted key without a passphrase says.
+pub const KEYS_ENCRYPTED: &str = "the identity keys are encrypted: set [identity] \
+     key_passphrase_file in the agent config (or BAGUI_AGENT_KEY_PASSPHRASE_FILE)";
+
+/// Reads a key passphrase file: its first line, without the line ending. Empty is an error.
+pub fn read_key_passphrase_file(path: &Path) -> Result<KeyPassphrase> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the key passphrase from {}", path.display()))?;
+    KeyPassphrase::new(text.lines().next().unwrap_or_default())
+        .with_context(|| format!("in the key passphrase file {}", path.display()))
+}
+
 /// The state directory.
 #[derive(Debug, Clone)]
 pub struct StateDir {
     root: PathBuf,
+    /// Encrypts the private keys at rest when set.
+    key_passphrase: Option<KeyPassphrase>,
 }
 
 impl StateDir {
     pub fn new(root: impl Into<PathBuf>) -> StateDir {
-        StateDir { root: root.into() }
+        StateDir {
+            root: root.into(),
+            key_passphrase: None,
+        }
+    }
+
+    /// Writes the private keys encrypted under `passphrase` (and reads encrypted ones).
+    pub fn with_key_passphrase(mut self, passphrase: KeyPassphrase) -> StateDir {
+        self.key_passphrase = Some(passphrase);
+        self
+    }
+
+    /// [`StateDir::with_key_passphrase`] with the first line of `path`.
+    pub fn with_key_passphrase_file(self, path: &Path) -> Result<StateDir> {
+        Ok(self.with_key_passphrase(read_key_passphrase_file(path)?))
+    }
+
+    /// Whether a key passphrase is set.
+    pub fn has_key_passphrase(&self) -> bool {
+        self.key_passphrase.is_some()
+    }
+
+    /// Reads a private key file, decrypting it if it is sealed.
+    fn read_key_file(&self, path: &Path) -> Result<String> {
+        let text = read(path)?;
+        if !SealedKey::is_sealed(&text) {
+            return Ok(text);
+        }
+        let Some(passphrase) = &self.key_passphrase else {
+            bail!("{KEYS_ENCRYPTED} ({} is encrypted)", path.display());
+        };
+        let opened = passphrase
+            .open(&text)
+            .with_context(|| format!("decrypting {}", path.display()))?;
+        String::from_utf8(opened)
+            .with_context(|| format!("decrypting {}: not text", path.display()))
+    }
+
+    /// Writes a private key file (0600), encrypted when a passphrase is set.
+    fn write_key_file(&self, path: &Path, contents: &str) -> Result<()> {
+        match &self.key_passphrase {
+            Some(passphrase) => {
+                let sealed = passphrase
+                    .seal(contents.as_bytes())
+                    .with_context(|| format!("encrypting {}", path.display()))?;
+                write_atomic(path, sealed.as_bytes(), 0o600)
+            }
+            None => write_atomic(path, contents.as_bytes(), 0o600),
+        }
+    }
+
+    /// With a passphrase set, rewrites the private key files still in plaintext encrypted
+    /// (the migration of a state directory from before the passphrase); returns how many.
+    /// Without one, checks that no key file is encrypted (the clear error, at start rather
+    /// than at the first connection).
+    pub fn encrypt_plaintext_keys(&self) -> Result<usize> {
+        let mut migrated = 0;
+        for path in [self.identity_path(), self.sm2_path()] {
+            if !path.exists() {
+                continue;
+            }
+            let text = read(&path)?;
+            match (SealedKey::is_sealed(&text), &self.key_passphrase) {
+                (true, None) => bail!("{KEYS_ENCRYPTED} ({} is encrypted)", path.display()),
+                (false, Some(_)) => {
+                    self.write_key_file(&path, &text)?;
+                    migrated += 1;
+                }
+                _ => {}
+            }
+        }
+        Ok(migrated)
     }
 
     pub fn root(&self) -> &Path {
@@ -158,7 +255,7 @@ impl StateDir {
     }
 
     pub fn tls_identity(&self) -> Result<TlsIdentity> {
-        let text = read(&self.identity_path())?;
+        let text = self.read_key_file(&self.identity_path())?;
         let key = PrivateKeyDer::from_pem_slice(text.as_bytes())
             .with_context(|| format!("no private key in {}", self.identity_path().display()))?;
         let certificate = CertificateDer::from_pem_slice(text.as_bytes())
@@ -183,10 +280,9 @@ impl StateDir {
 
     pub fn save_tls_identity(&self, key_pem: &str, certificate: &CertificateDer<'_>) -> Result<()> {
         let certificate_pem = pem_encode("CERTIFICATE", certificate);
-        write_atomic(
+        self.write_key_file(
             &self.identity_path(),
-            format!("{key_pem}{certificate_pem}").as_bytes(),
-            0o600,
+            &format!("{key_pem}{certificate_pem}"),
         )
     }
 
@@ -196,7 +292,7 @@ impl StateDir {
         if !path.exists() {
             return Ok(None);
         }
-        let text = read(&path)?;
+        let text = self.read_key_file(&path)?;
         let bytes = bagui_protocol::digest::unhex(text.trim())
             .with_context(|| format!("{} is not hex", path.display()))?;
         let key = sm2::SecretKey::from_slice(&bytes)
@@ -205,10 +301,9 @@ impl StateDir {
     }
 
     pub fn save_sm2_key(&self, key: &sm2::SecretKey) -> Result<()> {
-        write_atomic(
+        self.write_key_file(
             &self.sm2_path(),
-            format!("{}\n", digest::hex(&key.to_bytes())).as_bytes(),
-            0o600,
+            &format!("{}\n", digest::hex(&key.to_bytes())),
         )
     }
 
@@ -283,6 +378,174 @@ mod tests {
         assert!(
             state.tls_identity().is_err(),
             "a truncated identity file is an error"
+        );
+    }
+
+    fn passphrase(text: &str) -> KeyPassphrase {
+        KeyPassphrase::new(text)
+            .unwrap()
+            .with_iterations(bagui_protocol::keyfile::MIN_ITERATIONS)
+    }
+
+    /// A self-signed TLS identity and a fresh SM2 key.
+    fn keys() -> (rcgen::KeyPair, rcgen::Certificate, sm2::SecretKey) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let certificate = rcgen::CertificateParams::new(vec!["x".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let sm2_key = <sm2::SecretKey as sm2::elliptic_curve::Generate>::try_generate().unwrap();
+        (key, certificate, sm2_key)
+    }
+
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    /// Neither key file holds a PEM key or the SM2 key's bytes (hex or raw).
+    fn assert_no_plain_keys(state: &StateDir, key_pem: &str, sm2_key: &sm2::SecretKey) {
+        let sm2_bytes = sm2_key.to_bytes();
+        let sm2_hex = digest::hex(&sm2_bytes);
+        let key_base64 = key_pem.lines().nth(1).unwrap();
+        for path in [state.identity_path(), state.sm2_path()] {
+            let bytes = std::fs::read(&path).unwrap();
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(SealedKey::is_sealed(&text), "{}", path.display());
+            assert!(!text.contains("PRIVATE KEY"), "{}", path.display());
+            assert!(!text.contains("CERTIFICATE"), "{}", path.display());
+            assert!(!text.contains(key_base64), "{}", path.display());
+            assert!(
+                !text.to_lowercase().contains(&sm2_hex),
+                "{}",
+                path.display()
+            );
+            assert!(
+                !bytes.windows(sm2_bytes.len()).any(|w| w == &sm2_bytes[..]),
+                "{}",
+                path.display()
+            );
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+        }
+    }
+
+    #[test]
+    fn encrypted_keys_round_trip_and_need_their_passphrase() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = StateDir::new(dir.path().join("agent"));
+        plain.create().unwrap();
+        let state = plain
+            .clone()
+            .with_key_passphrase(passphrase("县乡 passphrase"));
+        assert!(state.has_key_passphrase() && !plain.has_key_passphrase());
+        let (key, certificate, sm2_key) = keys();
+        state
+            .save_tls_identity(&key.serialize_pem(), certificate.der())
+            .unwrap();
+        state.save_sm2_key(&sm2_key).unwrap();
+        assert_no_plain_keys(&state, &key.serialize_pem(), &sm2_key);
+
+        let identity = state.tls_identity().unwrap();
+        assert_eq!(identity.certificate, *certificate.der());
+        assert_eq!(identity.key_pem, key.serialize_pem());
+        assert_eq!(
+            state.sm2_key().unwrap().unwrap().to_bytes(),
+            sm2_key.to_bytes()
+        );
+        // Another process with the passphrase (no cached key) reads them too.
+        let again = plain
+            .clone()
+            .with_key_passphrase(passphrase("县乡 passphrase"));
+        assert_eq!(again.tls_identity().unwrap().key_pem, key.serialize_pem());
+        assert_eq!(again.encrypt_plaintext_keys().unwrap(), 0);
+
+        // A wrong passphrase opens nothing.
+        let wrong = plain.clone().with_key_passphrase(passphrase("wrong"));
+        for error in [
+            wrong.tls_identity().unwrap_err(),
+            wrong.sm2_key().unwrap_err(),
+        ] {
+            assert!(
+                format!("{error:#}").contains("wrong passphrase"),
+                "{error:#}"
+            );
+        }
+        // No passphrase: the clear error, from reads and from the start-time check.
+        for error in [
+            plain.tls_identity().unwrap_err(),
+            plain.sm2_key().unwrap_err(),
+            plain.encrypt_plaintext_keys().unwrap_err(),
+        ] {
+            let message = format!("{error:#}");
+            assert!(
+                message.contains(
+                    "the identity keys are encrypted: set [identity] key_passphrase_file"
+                ),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn plaintext_keys_are_encrypted_when_a_passphrase_appears() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = StateDir::new(dir.path().join("agent"));
+        plain.create().unwrap();
+        let (key, certificate, sm2_key) = keys();
+        plain
+            .save_tls_identity(&key.serialize_pem(), certificate.der())
+            .unwrap();
+        plain.save_sm2_key(&sm2_key).unwrap();
+        assert!(
+            std::fs::read_to_string(plain.identity_path())
+                .unwrap()
+                .contains("PRIVATE KEY")
+        );
+        assert_eq!(plain.encrypt_plaintext_keys().unwrap(), 0);
+
+        let state = plain.clone().with_key_passphrase(passphrase("pass"));
+        // Plaintext keys are still read before the migration.
+        assert_eq!(state.tls_identity().unwrap().key_pem, key.serialize_pem());
+        assert_eq!(state.encrypt_plaintext_keys().unwrap(), 2);
+        assert_no_plain_keys(&state, &key.serialize_pem(), &sm2_key);
+        assert_eq!(state.encrypt_plaintext_keys().unwrap(), 0);
+        assert_eq!(state.tls_identity().unwrap().key_pem, key.serialize_pem());
+        assert_eq!(
+            state.sm2_key().unwrap().unwrap().to_bytes(),
+            sm2_key.to_bytes()
+        );
+        assert!(plain.tls_identity().is_err());
+
+        // Only the keys that exist are migrated (a state dir before its first join).
+        let fresh = StateDir::new(dir.path().join("fresh")).with_key_passphrase(passphrase("pass"));
+        fresh.create().unwrap();
+        assert_eq!(fresh.encrypt_plaintext_keys().unwrap(), 0);
+        assert!(fresh.sm2_key().unwrap().is_none());
+    }
+
+    #[test]
+    fn passphrase_files_give_their_first_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent-key.pass");
+        std::fs::write(&path, "secret line\nignored\n").unwrap();
+        let state = StateDir::new(dir.path().join("agent"))
+            .with_key_passphrase_file(&path)
+            .unwrap();
+        state.create().unwrap();
+        state.save_sm2_key(&keys().2).unwrap();
+        let by_hand = StateDir::new(dir.path().join("agent"))
+            .with_key_passphrase(KeyPassphrase::new("secret line").unwrap());
+        assert!(by_hand.sm2_key().unwrap().is_some());
+        std::fs::write(&path, "\n").unwrap();
+        assert!(
+            StateDir::new(dir.path())
+                .with_key_passphrase_file(&path)
+                .is_err()
+        );
+        assert!(
+            StateDir::new(dir.path())
+                .with_key_passphrase_file(&dir.path().join("missing"))
+                .is_err()
         );
     }
 }

@@ -248,8 +248,11 @@ impl DataDir {
                 if passphrase.is_empty() {
                     bail!("the CA passphrase is empty");
                 }
-                let sealed =
-                    SealedKey::seal(&ca_key, passphrase.as_bytes(), pki::SEALED_KEY_ITERATIONS)?;
+                let sealed = SealedKey::seal(
+                    ca_key.as_bytes(),
+                    passphrase.as_bytes(),
+                    pki::SEALED_KEY_ITERATIONS,
+                )?;
                 write_private(&self.ca_key_path(), sealed.as_bytes())?;
             }
             None => write_private(&self.ca_key_path(), ca_key.as_bytes())?,
@@ -333,8 +336,11 @@ impl DataDir {
         let mut key = read(&self.ca_key_path())?;
         if SealedKey::is_sealed(&key) {
             let passphrase = ca_passphrase(false)?;
-            key = SealedKey::open(&key, passphrase.as_bytes())
+            let opened = SealedKey::open(&key, passphrase.as_bytes())
                 .with_context(|| format!("decrypting {}", self.ca_key_path().display()))?;
+            key = String::from_utf8(opened).with_context(|| {
+                format!("{} does not hold a PEM key", self.ca_key_path().display())
+            })?;
         }
         CertificateAuthority::load(&read(&self.ca_cert_path())?, &key).context("loading the CA")
     }

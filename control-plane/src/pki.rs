@@ -28,8 +28,6 @@ pub enum PkiError {
     },
     #[error("{0}")]
     Pem(String),
-    #[error("wrong passphrase for the encrypted key (or the key file was altered)")]
-    WrongPassphrase,
 }
 
 fn rcgen_error(what: &'static str) -> impl FnOnce(rcgen::Error) -> PkiError {
@@ -215,160 +213,34 @@ impl CertificateAuthority {
     }
 }
 
+/// Passphrase-protected private keys (`DATA_DIR/ca.key` after `init --protect-ca-key`): the
+/// format and code are shared with the agent's identity keys, in [`bagui_protocol::keyfile`].
+pub use bagui_protocol::keyfile::SealedKey;
 /// The format tag of a passphrase-protected private key file.
-pub const SEALED_KEY_FORMAT: &str = "bagui-encrypted-key/1";
+pub const SEALED_KEY_FORMAT: &str = bagui_protocol::keyfile::FORMAT;
 /// PBKDF2 iterations for new sealed keys.
-pub const SEALED_KEY_ITERATIONS: u32 = 200_000;
-const MIN_ITERATIONS: u32 = 100_000;
-
-type Sm4Ccm = ccm::Ccm<sm4::Sm4, ccm::consts::U16, ccm::consts::U12>;
-
-/// A private key encrypted under a passphrase (`DATA_DIR/ca.key` after
-/// `init --protect-ca-key`), stored as JSON:
-///
-/// ```json
-/// {"format": "bagui-encrypted-key/1", "kdf": "pbkdf2-hmac-sm3", "iterations": 200000,
-///  "salt": "<16 bytes hex>", "cipher": "sm4-ccm", "nonce": "<12 bytes hex>",
-///  "ciphertext": "<hex: SM4-CCM of the PKCS#8 PEM, then the 16-byte tag>"}
-/// ```
-///
-/// The SM4 key is PBKDF2-HMAC-SM3(passphrase, salt, iterations) truncated to 16 bytes; the
-/// CCM associated data is the header ([`SealedKey::aad`]), so lowering `iterations` or
-/// swapping the salt is detected like a wrong passphrase.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct SealedKey {
-    pub format: String,
-    pub kdf: String,
-    pub iterations: u32,
-    pub salt: String,
-    pub cipher: String,
-    pub nonce: String,
-    pub ciphertext: String,
-}
-
-fn derive_key(passphrase: &[u8], salt: &[u8], iterations: u32) -> [u8; 16] {
-    let mut key = [0u8; 16];
-    pbkdf2::pbkdf2_hmac::<sm3::Sm3>(passphrase, salt, iterations, &mut key);
-    key
-}
-
-impl SealedKey {
-    fn aad(&self) -> Vec<u8> {
-        format!(
-            "{} {} {} {} {} {}",
-            self.format, self.kdf, self.iterations, self.salt, self.cipher, self.nonce
-        )
-        .into_bytes()
-    }
-
-    /// Whether `text` is a sealed key (rather than a PEM one).
-    pub fn is_sealed(text: &str) -> bool {
-        text.trim_start().starts_with('{') && text.contains(SEALED_KEY_FORMAT)
-    }
-
-    /// Encrypts `key_pem` under `passphrase` with a fresh salt and nonce.
-    pub fn seal(key_pem: &str, passphrase: &[u8], iterations: u32) -> Result<String, PkiError> {
-        use ccm::aead::{AeadInOut, KeyInit};
-        let salt: [u8; 16] = rand::random();
-        let nonce: [u8; 12] = rand::random();
-        let mut sealed = SealedKey {
-            format: SEALED_KEY_FORMAT.into(),
-            kdf: "pbkdf2-hmac-sm3".into(),
-            iterations,
-            salt: digest::hex(&salt),
-            cipher: "sm4-ccm".into(),
-            nonce: digest::hex(&nonce),
-            ciphertext: String::new(),
-        };
-        let mut key = derive_key(passphrase, &salt, iterations);
-        let mut buffer = key_pem.as_bytes().to_vec();
-        let tag = Sm4Ccm::new(&key.into())
-            .encrypt_inout_detached(&nonce.into(), &sealed.aad(), buffer.as_mut_slice().into())
-            .map_err(|_| PkiError::Pem("encrypting the key".into()));
-        key = [0; 16];
-        std::hint::black_box(&mut key);
-        buffer.extend_from_slice(&tag?);
-        sealed.ciphertext = digest::hex(&buffer);
-        serde_json::to_string_pretty(&sealed)
-            .map(|text| text + "\n")
-            .map_err(|error| PkiError::Pem(error.to_string()))
-    }
-
-    /// Decrypts a sealed key; a wrong passphrase (or an altered file) is
-    /// [`PkiError::WrongPassphrase`].
-    pub fn open(text: &str, passphrase: &[u8]) -> Result<String, PkiError> {
-        use ccm::aead::{AeadInOut, KeyInit};
-        let sealed: SealedKey = serde_json::from_str(text)
-            .map_err(|error| PkiError::Pem(format!("encrypted key file: {error}")))?;
-        if sealed.format != SEALED_KEY_FORMAT
-            || sealed.kdf != "pbkdf2-hmac-sm3"
-            || sealed.cipher != "sm4-ccm"
-        {
-            return Err(PkiError::Pem(format!(
-                "encrypted key file: unsupported format {} / {} / {}",
-                sealed.format, sealed.kdf, sealed.cipher
-            )));
-        }
-        if sealed.iterations < MIN_ITERATIONS {
-            return Err(PkiError::Pem(format!(
-                "encrypted key file: {} PBKDF2 iterations is below the minimum {MIN_ITERATIONS}",
-                sealed.iterations
-            )));
-        }
-        let bad = || PkiError::Pem("encrypted key file: bad salt, nonce or ciphertext".into());
-        let salt = digest::unhex(&sealed.salt).ok_or_else(bad)?;
-        let nonce: [u8; 12] = digest::unhex(&sealed.nonce)
-            .and_then(|nonce| nonce.try_into().ok())
-            .ok_or_else(bad)?;
-        let mut buffer = digest::unhex(&sealed.ciphertext).ok_or_else(bad)?;
-        if buffer.len() < 16 {
-            return Err(bad());
-        }
-        let tag: [u8; 16] = buffer
-            .split_off(buffer.len() - 16)
-            .try_into()
-            .map_err(|_| bad())?;
-        let mut key = derive_key(passphrase, &salt, sealed.iterations);
-        let opened = Sm4Ccm::new(&key.into()).decrypt_inout_detached(
-            &nonce.into(),
-            &sealed.aad(),
-            buffer.as_mut_slice().into(),
-            &tag.into(),
-        );
-        key = [0; 16];
-        std::hint::black_box(&mut key);
-        opened.map_err(|_| PkiError::WrongPassphrase)?;
-        String::from_utf8(buffer).map_err(|_| PkiError::WrongPassphrase)
-    }
-}
+pub const SEALED_KEY_ITERATIONS: u32 = bagui_protocol::keyfile::DEFAULT_ITERATIONS;
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn sealed_keys_open_only_with_their_passphrase() {
+    fn sealed_ca_keys_open_only_with_their_passphrase() {
         let (ca, key_pem) = CertificateAuthority::generate("test CA", now()).unwrap();
-        let sealed = SealedKey::seal(&key_pem, "正确 passphrase".as_bytes(), 100_000).unwrap();
+        let sealed =
+            SealedKey::seal(key_pem.as_bytes(), "正确 passphrase".as_bytes(), 100_000).unwrap();
         assert!(SealedKey::is_sealed(&sealed));
+        assert!(sealed.contains(SEALED_KEY_FORMAT));
         assert!(!SealedKey::is_sealed(&key_pem));
         assert!(!sealed.contains("PRIVATE KEY"), "{sealed}");
         let opened = SealedKey::open(&sealed, "正确 passphrase".as_bytes()).unwrap();
-        assert_eq!(opened, key_pem);
-        CertificateAuthority::load(ca.cert_pem(), &opened).unwrap();
-        assert!(matches!(
+        assert_eq!(opened, key_pem.as_bytes());
+        CertificateAuthority::load(ca.cert_pem(), &String::from_utf8(opened).unwrap()).unwrap();
+        assert_eq!(
             SealedKey::open(&sealed, b"wrong"),
-            Err(PkiError::WrongPassphrase)
-        ));
-        // Weakening the KDF in the file is refused or detected.
-        let weakened = sealed.replace("\"iterations\": 100000", "\"iterations\": 100001");
-        assert_ne!(weakened, sealed);
-        assert!(matches!(
-            SealedKey::open(&weakened, "正确 passphrase".as_bytes()),
-            Err(PkiError::WrongPassphrase)
-        ));
-        let weak = sealed.replace("\"iterations\": 100000", "\"iterations\": 1000");
-        assert!(SealedKey::open(&weak, "正确 passphrase".as_bytes()).is_err());
+            Err(bagui_protocol::keyfile::KeyFileError::WrongPassphrase)
+        );
     }
 
     fn now() -> u64 {

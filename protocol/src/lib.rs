@@ -16,6 +16,7 @@ pub mod assets;
 pub mod codec;
 pub mod digest;
 pub mod error;
+pub mod keyfile;
 pub mod messages;
 pub mod proof;
 pub mod sealed;
