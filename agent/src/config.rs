@@ -155,7 +155,7 @@ pub struct StatusSection {
 impl Default for StatusSection {
     fn default() -> StatusSection {
         StatusSection {
-            interval: Duration::from_secs(1),
+            interval: Duration::from_secs(5),
         }
     }
 }

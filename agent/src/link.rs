@@ -495,7 +495,8 @@ impl<'a> Session<'a> {
             (lifetime / 20).clamp(Duration::from_millis(200), Duration::from_secs(60)),
         );
         renewal_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut status_tick = tokio::time::interval(Duration::from_secs(1));
+        // The status board's view of the link (RTT, counters); the file is read by people.
+        let mut status_tick = tokio::time::interval(Duration::from_secs(5));
         let mut shutdown = self.link.shutdown.clone();
         let outbox = self.link.outbox.clone();
 

@@ -177,6 +177,11 @@ impl Collector for PushedProbes {
         Duration::from_millis(MAX_PUSHED_PROBE_TIMEOUT_MS * MAX_PUSHED_PROBES as u64)
     }
 
+    fn is_due(&self) -> bool {
+        let now = Instant::now();
+        lock(&self.entries).iter().any(|entry| entry.due <= now)
+    }
+
     fn collect(&self, now_ms: u64) -> Result<Vec<Output>, CollectError> {
         let due: Vec<CheckSpec> = {
             let mut entries = lock(&self.entries);

@@ -32,6 +32,9 @@ async fn run_once(
     status: &StatusBoard,
 ) {
     let name = collector.name();
+    if !collector.is_due() {
+        return;
+    }
     if running.swap(true, Ordering::SeqCst) {
         tracing::warn!(
             collector = name,

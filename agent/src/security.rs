@@ -86,6 +86,15 @@ impl Collector for PostureRunner {
         self.inner.deadline()
     }
 
+    fn is_due(&self) -> bool {
+        self.asked.load(Ordering::SeqCst)
+            || self
+                .last_run
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .is_none_or(|at| at.elapsed() >= self.interval)
+    }
+
     fn collect(&self, now_ms: u64) -> Result<Vec<Output>, CollectError> {
         if !self.due() {
             self.ran.store(false, Ordering::SeqCst);
@@ -157,6 +166,10 @@ impl Collector for FimRunner {
 
     fn deadline(&self) -> Duration {
         self.inner.deadline()
+    }
+
+    fn is_due(&self) -> bool {
+        self.inner.is_due()
     }
 
     fn collect(&self, now_ms: u64) -> Result<Vec<Output>, CollectError> {

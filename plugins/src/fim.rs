@@ -970,6 +970,39 @@ impl Collector for FimCollector {
         Duration::from_secs(120)
     }
 
+    /// With inotify, an idle tick is a zero-timeout `poll` of the inotify descriptor on the
+    /// scheduler's thread: no thread hand-off, no `read`, while nothing changed.
+    fn is_due(&self) -> bool {
+        use rustix::event::{PollFd, PollFlags, Timespec, poll};
+        let Ok(state) = self.state.try_lock() else {
+            return true;
+        };
+        let Some(watcher) = state.watcher.as_ref() else {
+            return true;
+        };
+        if state.needs_full
+            || !state.touched.is_empty()
+            || !state.dirty.is_empty()
+            || state.baseline.roots != self.root_keys
+            || self.full_requested.load(Ordering::SeqCst)
+            || state
+                .last_full
+                .is_none_or(|last| last.elapsed() >= self.rescan_every(true))
+        {
+            return true;
+        }
+        let mut fds = [PollFd::new(&watcher.fd, PollFlags::IN)];
+        let zero = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        match poll(&mut fds, Some(&zero)) {
+            Ok(ready) => ready > 0,
+            // Let the run find out what is wrong.
+            Err(_) => true,
+        }
+    }
+
     fn collect(&self, now_ms: u64) -> Result<Vec<Output>, CollectError> {
         let mut guard = lock(&self.state);
         let state = &mut *guard;
@@ -1218,6 +1251,25 @@ mod tests {
         assert_eq!(second[0].new_sm3, first[0].new_sm3);
         collector.committed();
         assert!(run(&collector).is_empty());
+    }
+
+    #[test]
+    fn an_idle_tick_is_not_due_and_a_change_makes_it_due() {
+        let (_dir, host, baseline) = fixture();
+        let collector = started(&host, &baseline, config());
+        assert!(run(&collector).is_empty());
+        assert!(!collector.is_due(), "nothing changed: no run needed");
+        std::fs::write(host.path("/etc/passwd"), "abc").unwrap();
+        let started = Instant::now();
+        while !collector.is_due() {
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "the change never made it due"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(run(&collector).len(), 1);
+        assert!(!collector.is_due(), "reported and committed: idle again");
     }
 
     #[test]

@@ -88,6 +88,11 @@ pub trait Collector: Send + Sync + 'static {
     }
     /// Runs once. `now_ms` is the scheduler's clock (ms since the Unix epoch).
     fn collect(&self, now_ms: u64) -> Result<Vec<Output>, CollectError>;
+    /// A cheap look, on the scheduler's own thread, whether a tick has work: a collector that
+    /// ticks often but rarely has anything to do says no here and costs no thread hand-off.
+    fn is_due(&self) -> bool {
+        true
+    }
     /// Every output of the last `collect` is durably in the outbox. A collector that sends
     /// differences moves its baseline forward here, and only here: if the outbox refused the
     /// outputs, the next run diffs against the old baseline again and nothing is lost.

@@ -1820,7 +1820,14 @@ async fn measure_bagui(seconds: u64, work: &Path) -> Result<FootprintRow> {
         }
         if first.is_none() {
             let reports: Vec<serde_json::Value> = client.get(&reports_path).await?;
-            if let Some(report) = reports.iter().find(|r| r["kind"] == "asset_snapshot") {
+            // The first full inventory: the asset snapshot and the first baseline run, both
+            // stored and acknowledged (the FIM baseline is built at the same start, silently).
+            let baseline_done = reports.iter().any(|r| r["kind"] == "posture_report");
+            if let Some(report) = reports
+                .iter()
+                .find(|r| r["kind"] == "asset_snapshot")
+                .filter(|_| baseline_done)
+            {
                 first = Some((started_at.elapsed().as_secs_f64(), watch.cpu_ns().0));
                 snapshot = Some((
                     report["seq"].as_u64().unwrap_or(0),
@@ -1920,7 +1927,7 @@ async fn footprint(args: &Args) -> Result<String> {
         "target/release/bagui-bench --sections footprint --footprint-seconds {seconds}"
     ));
     out.push_str(&format!(
-        "Each agent alone, one after another, for {seconds} s. Memory is summed over the agent's process tree from `/proc` (`VmRSS`; peak = `VmHWM`; `smaps_rollup` Pss), sampled at 10 s and at the end. CPU is time on CPU from `/proc/PID/task/*/schedstat` (ns), summed over threads and processes, sampled every 250 ms per thread so threads that exit still count. **bagui-agent**: `bagui-agent run` (release, default configuration: metrics every 15 s, asset changes every 5 min, security baseline hourly and on protected-file changes, host facts hourly) joined to a local `bagui-cp run`; the agent's own process only. **Peers**: Debian's packages on a free 127.0.0.1 port, polled every 15 s from 5 s on as their servers would (node_exporter: `GET /metrics`; zabbix_agentd: passive checks of {}). *First inventory CPU*: bagui-agent — from start until its first asset snapshot is stored and acknowledged; peers — from start until their first poll is answered. *CPU per 120 s steady*: CPU from that moment to the end, scaled to 120 s of wall time.\n\n",
+        "Each agent alone, one after another, for {seconds} s. Memory is summed over the agent's process tree from `/proc` (`VmRSS`; peak = `VmHWM`; `smaps_rollup` Pss), sampled at 10 s and at the end. CPU is time on CPU from `/proc/PID/task/*/schedstat` (ns), summed over threads and processes, sampled every 250 ms per thread so threads that exit still count. **bagui-agent**: `bagui-agent run` (release, default configuration: metrics every 15 s, asset changes every 5 min, security baseline hourly and on protected-file changes, host facts hourly) joined to a local `bagui-cp run`; the agent's own process only. **Peers**: Debian's packages on a free 127.0.0.1 port, polled every 15 s from 5 s on as their servers would (node_exporter: `GET /metrics`; zabbix_agentd: passive checks of {}). *First inventory CPU*: bagui-agent — from start until its first asset snapshot and its first security-baseline run are stored and acknowledged (the FIM baseline is built silently at the same start); peers — from start until their first poll is answered. *CPU per 120 s steady*: CPU from that moment to the end, scaled to 120 s of wall time.\n\n",
         ZABBIX_KEYS.map(|key| format!("`{key}`")).join(", ")
     ));
     out.push_str("| agent | binary (stripped) | RSS @10 s | RSS @end | peak RSS | PSS @end | first inventory CPU | CPU per 120 s steady | notes |\n|---|---|---|---|---|---|---|---|---|\n");
