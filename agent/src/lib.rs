@@ -348,6 +348,7 @@ fn spawn_status_writer(
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
+                _ = status.link_changed() => {}
                 _ = crate::stopped(&mut shutdown) => return,
             }
             match outbox.push_drop_notice(join::now_ms()) {

@@ -48,12 +48,17 @@ pub struct Status {
 
 /// The live status, shared by the agent's tasks.
 #[derive(Debug, Clone, Default)]
-pub struct StatusBoard(Arc<Mutex<Status>>);
+pub struct StatusBoard(Arc<Mutex<Status>>, Arc<tokio::sync::Notify>);
 
 impl StatusBoard {
     pub fn update(&self, change: impl FnOnce(&mut Status)) {
         let mut status = self.0.lock().unwrap_or_else(|poison| poison.into_inner());
+        let link = status.link;
         change(&mut status);
+        if status.link != link {
+            // Whoever shows the status (the status file) should not wait for its next tick.
+            self.1.notify_one();
+        }
     }
 
     pub fn get(&self) -> Status {
@@ -61,5 +66,10 @@ impl StatusBoard {
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
             .clone()
+    }
+
+    /// Resolves when the link state changes.
+    pub async fn link_changed(&self) {
+        self.1.notified().await;
     }
 }
