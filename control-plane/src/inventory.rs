@@ -838,6 +838,55 @@ mod tests {
     }
 
     #[test]
+    fn a_new_cleartext_service_is_a_finding_but_an_unchanged_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(&dir.path().join("store")).unwrap();
+        let socket = |port: u16, process: &str| assets::Listening {
+            proto: "tcp".into(),
+            address: "0.0.0.0".into(),
+            port,
+            process: process.into(),
+            pid: 100,
+        };
+        let mut first = AssetSnapshot {
+            listening: vec![socket(22, "sshd")],
+            ..AssetSnapshot::default()
+        };
+        first.seal();
+        let report = |seq: u64, kind: &str, body: Vec<u8>| NewReport {
+            agent_id: "ag-1".into(),
+            seq,
+            report: StoredReport {
+                lane: Lane::Inventory,
+                kind: kind.into(),
+                body: serde_bytes::ByteBuf::from(body),
+                ..StoredReport::default()
+            },
+        };
+        let snapshot = report(1, ASSET_SNAPSHOT, payload::encode(&first));
+        store
+            .insert_reports_with(&mut [snapshot], |store, fresh| project(store, fresh).projection)
+            .unwrap();
+        let mut second = first.clone();
+        second.listening.push(socket(23, "in.telnetd"));
+        second.seal();
+        let changes = AssetChanges {
+            taken_ms: 5,
+            base_digest: first.digest.clone(),
+            digest: second.digest.clone(),
+            changes: assets::diff(&first, &second),
+        };
+        let outcome = project(&store, &[&report(2, ASSET_CHANGES, payload::encode(&changes))]);
+        assert_eq!(outcome.projection.findings.len(), 1);
+        let finding = &outcome.projection.findings[0];
+        assert_eq!((finding.kind.as_str(), finding.severity.as_str()), ("risky_service", "high"));
+        assert!(finding.title.starts_with("telnet listening"), "{finding:?}");
+        assert!(finding.evidence[0].contains("in.telnetd"));
+        // sshd was there before: nothing about it.
+        assert!(outcome.projection.findings.iter().all(|f| !f.subject.contains(":22")));
+    }
+
+    #[test]
     fn posture_signatures_are_checked_against_the_registered_key_and_failures_raise_once() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::create(&dir.path().join("store")).unwrap();
