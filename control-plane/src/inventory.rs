@@ -865,7 +865,9 @@ mod tests {
         };
         let snapshot = report(1, ASSET_SNAPSHOT, payload::encode(&first));
         store
-            .insert_reports_with(&mut [snapshot], |store, fresh| project(store, fresh).projection)
+            .insert_reports_with(&mut [snapshot], |store, fresh| {
+                project(store, fresh).projection
+            })
             .unwrap();
         let mut second = first.clone();
         second.listening.push(socket(23, "in.telnetd"));
@@ -876,14 +878,26 @@ mod tests {
             digest: second.digest.clone(),
             changes: assets::diff(&first, &second),
         };
-        let outcome = project(&store, &[&report(2, ASSET_CHANGES, payload::encode(&changes))]);
+        let outcome = project(
+            &store,
+            &[&report(2, ASSET_CHANGES, payload::encode(&changes))],
+        );
         assert_eq!(outcome.projection.findings.len(), 1);
         let finding = &outcome.projection.findings[0];
-        assert_eq!((finding.kind.as_str(), finding.severity.as_str()), ("risky_service", "high"));
+        assert_eq!(
+            (finding.kind.as_str(), finding.severity.as_str()),
+            ("risky_service", "high")
+        );
         assert!(finding.title.starts_with("telnet listening"), "{finding:?}");
         assert!(finding.evidence[0].contains("in.telnetd"));
         // sshd was there before: nothing about it.
-        assert!(outcome.projection.findings.iter().all(|f| !f.subject.contains(":22")));
+        assert!(
+            outcome
+                .projection
+                .findings
+                .iter()
+                .all(|f| !f.subject.contains(":22"))
+        );
     }
 
     #[test]
