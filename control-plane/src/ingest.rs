@@ -838,11 +838,7 @@ impl Unsealer {
                 let unsealer = self.clone();
                 let wrapped = envelope.wrapped_key.to_vec();
                 let unwrapped = tokio::task::spawn_blocking(move || {
-                    let result = unsealer.opener.unwrap_bytes(&wrapped).and_then(|key| {
-                        <[u8; sealed::KEY_LEN]>::try_from(key.as_slice())
-                            .map(sealed::SecretKey::from_bytes)
-                            .map_err(|_| SealError::Unwrap)
-                    });
+                    let result = unsealer.opener.unwrap_data_key(&wrapped);
                     unsealer.cache().insert(id, result.clone().ok());
                     result
                 })

@@ -269,15 +269,7 @@ impl<'a> Envelope<'a> {
     /// Unwraps the data key with the control plane's SM2 key (the expensive step: ~1 SM2
     /// decryption; cache the result by [`Envelope::key_id`]).
     pub fn unwrap_key(&self, opener: &Opener) -> Result<SecretKey, SealError> {
-        let mut key = opener
-            .0
-            .decrypt(self.wrapped_key)
-            .map_err(|_| SealError::Unwrap)?;
-        let result = <[u8; KEY_LEN]>::try_from(key.as_slice())
-            .map(SecretKey)
-            .map_err(|_| SealError::Unwrap);
-        key.zeroize();
-        result
+        opener.unwrap_data_key(self.wrapped_key)
     }
 
     /// Decrypts and authenticates with an unwrapped data key.
@@ -322,6 +314,17 @@ impl Opener {
     /// The matching recipient (the public key).
     pub fn recipient(&self) -> Recipient {
         Recipient(self.0.encrypting_key().clone())
+    }
+
+    /// Unwraps a data key wrapped by the agent (an envelope's `wrapped_key`); the
+    /// intermediate plaintext is wiped.
+    pub fn unwrap_data_key(&self, wrapped: &[u8]) -> Result<SecretKey, SealError> {
+        let mut key = self.0.decrypt(wrapped).map_err(|_| SealError::Unwrap)?;
+        let result = <[u8; KEY_LEN]>::try_from(key.as_slice())
+            .map(SecretKey)
+            .map_err(|_| SealError::Unwrap);
+        key.zeroize();
+        result
     }
 
     /// Unwraps arbitrary bytes wrapped by [`Recipient::wrap`].
