@@ -670,21 +670,21 @@ impl Admin {
             match &query.package {
                 Some(name) => {
                     let mut map: HashMap<String, Vec<_>> = HashMap::new();
-                    for (agent, arch, entry) in self.store.package_holders(name)? {
+                    for holding in self.store.package_holders(name)? {
                         let keep = query.version_below.as_ref().is_none_or(|bound| {
-                            version_order(&entry.source, &entry.version, bound).is_lt()
+                            version_order(&holding.source, &holding.version, bound).is_lt()
                         }) && query.version_at_least.as_ref().is_none_or(|bound| {
-                            version_order(&entry.source, &entry.version, bound).is_ge()
+                            version_order(&holding.source, &holding.version, bound).is_ge()
                         });
                         if keep {
-                            map.entry(agent)
-                                .or_default()
-                                .push(bagui_protocol::assets::Package {
+                            map.entry(holding.agent_id).or_default().push(
+                                bagui_protocol::assets::Package {
                                     name: name.clone(),
-                                    version: entry.version,
-                                    arch,
-                                    source: entry.source,
-                                });
+                                    version: holding.version,
+                                    arch: holding.arch,
+                                    source: holding.source,
+                                },
+                            );
                         }
                     }
                     Some(map)

@@ -570,15 +570,14 @@ impl std::fmt::Debug for Committer {
 
 impl Committer {
     /// Starts the writer thread. It stops when every `Committer` clone is dropped, after
-    /// committing what was queued.
-    /// `resync` receives the agents whose asset record went stale (see [`crate::inventory`]):
-    /// the server asks each for a full snapshot, through the audited command path.
+    /// committing what was queued. After each commit it wakes the projector (see
+    /// [`crate::inventory`]), which derives the ledger from what was stored.
     pub fn spawn(
         store: Store,
         metrics: Metrics,
         max_batch: usize,
         window: Duration,
-        resync: mpsc::UnboundedSender<Followup>,
+        projector: crate::inventory::ProjectorWaker,
     ) -> (Committer, std::thread::JoinHandle<()>) {
         let (queue, mut receiver) = mpsc::channel::<IngestItem>(max_batch.max(1) * 4);
         let thread = std::thread::Builder::new()
@@ -599,7 +598,8 @@ impl Committer {
                             Err(_) => break,
                         }
                     }
-                    commit(&store, &metrics, &resync, std::mem::take(&mut batch));
+                    commit(&store, &metrics, std::mem::take(&mut batch));
+                    projector.wake();
                 }
             })
             .expect("spawning the commit thread");
@@ -633,12 +633,7 @@ impl Committer {
     }
 }
 
-fn commit(
-    store: &Store,
-    metrics: &Metrics,
-    resync_requests: &mpsc::UnboundedSender<Followup>,
-    batch: Vec<IngestItem>,
-) {
+fn commit(store: &Store, metrics: &Metrics, batch: Vec<IngestItem>) {
     let started = Instant::now();
     let count = batch.len();
     let mut reports = Vec::with_capacity(count);
@@ -652,21 +647,8 @@ fn commit(
         ));
         reports.push(item.report);
     }
-    let mut resync = Vec::new();
     let result = store
-        .insert_reports_with(&mut reports, |store, fresh| {
-            // A report still sealed (it did not open) is kept, not projected.
-            let fresh: Vec<&NewReport> = fresh
-                .iter()
-                .copied()
-                .filter(|report| report.report.cipher.is_empty())
-                .collect();
-            let outcome = crate::inventory::project(store, &fresh);
-            metrics.asset_changes.inc_by(outcome.changes);
-            metrics.payload_errors.inc_by(outcome.bad_payloads);
-            resync = outcome.resync;
-            outcome.projection
-        })
+        .insert_reports(&mut reports)
         .and_then(|fresh| store.flush().map(|()| fresh));
     metrics
         .commit_seconds
@@ -691,11 +673,6 @@ fn commit(
             for (session, seqs) in acks.into_values() {
                 // A closed session simply misses its ack; the agent resends and we de-duplicate.
                 session.send(Outgoing::Message(Ack::from_seqs(seqs).into()));
-            }
-            for agent_id in resync {
-                metrics.resync_requests.inc();
-                // Nobody listening only means the server is stopping.
-                let _ = resync_requests.send(Followup::FullSnapshot(agent_id));
             }
         }
         Err(error) => {

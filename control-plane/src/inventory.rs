@@ -1,9 +1,15 @@
-//! The asset ledger (一本账) and latest health, projected from reports as they are committed.
+//! The asset ledger (一本账) and latest health, projected from reports after they are stored.
 //!
-//! The commit thread hands every fresh report of a batch to [`project`], which turns asset
-//! snapshots, asset change sets, check results and metrics into writes on the derived trees
-//! (see [`Projection`]). The reports themselves stay stored as they came, so the ledger can
-//! always be rebuilt from them.
+//! The commit thread stores reports, makes them durable, acknowledges them and queues them
+//! (durably, in the store's projection queue); the projector thread ([`spawn_projector`])
+//! takes them from the queue in arrival order and hands each batch to [`project`], which
+//! turns asset snapshots, asset change sets, check results, posture reports and metrics into
+//! writes on the derived trees (see [`Projection`]). Acknowledgements therefore never wait
+//! for decoding a 500-package snapshot or verifying an SM2 signature: at province scale a
+//! first-contact storm is 18,000 snapshots, and projecting them inside the group commit made
+//! acks wait minutes. The ledger lags the reports by the queue (`bagui_projection_lag_seconds`);
+//! the queue survives a crash, so projection resumes where it stopped. The reports stay
+//! stored as they came, so the ledger can always be rebuilt from them.
 //!
 //! An agent sends a full snapshot on first contact and change sets afterwards. A change set
 //! names the digest of the snapshot it applies to; when that is not the stored one (a report
@@ -13,6 +19,8 @@
 //! history stays complete across resyncs.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::mpsc as std_mpsc;
+use std::time::Duration;
 
 use bagui_protocol::assets::{
     self, ASSET_CHANGES, ASSET_SNAPSHOT, AssetChange, AssetChanges, AssetSnapshot, CHECK_RESULT,
@@ -21,9 +29,113 @@ use bagui_protocol::assets::{
 use bagui_protocol::messages::payload::{self, METRICS, Metrics};
 
 use crate::store::{
-    AssetRecord, ChangeRecord, CheckRecord, MetricsRecord, NewReport, PackageIndexEntry,
-    Projection, Store,
+    AssetRecord, ChangeRecord, CheckRecord, MetricsRecord, NewReport, Projection, Store, StoreError,
 };
+
+/// Reports projected per round of the projector.
+const PROJECT_BATCH: usize = 512;
+
+/// What one round of [`project_pending`] did.
+#[derive(Debug, Default)]
+pub struct Round {
+    /// Queue entries taken (reports projected, plus entries whose report was missing).
+    pub taken: usize,
+    /// `received_ms` of the oldest report projected.
+    pub oldest_received_ms: Option<u64>,
+    pub resync: Vec<String>,
+    pub bad_payloads: u64,
+    pub changes: u64,
+}
+
+/// Projects up to `limit` queued reports and removes them from the queue.
+pub fn project_pending(store: &Store, limit: usize) -> Result<Round, StoreError> {
+    let pending = store.pending_projection(limit)?;
+    let mut keys = Vec::with_capacity(pending.len());
+    let mut reports = Vec::with_capacity(pending.len());
+    for (key, report) in pending {
+        keys.push(key);
+        reports.extend(report);
+    }
+    let refs: Vec<&NewReport> = reports.iter().collect();
+    let outcome = project(store, &refs);
+    store.finish_projection(outcome.projection, &keys)?;
+    Ok(Round {
+        taken: keys.len(),
+        oldest_received_ms: reports.iter().map(|r| r.report.received_ms).min(),
+        resync: outcome.resync,
+        bad_payloads: outcome.bad_payloads,
+        changes: outcome.changes,
+    })
+}
+
+/// Wakes the projector after a commit.
+#[derive(Clone, Debug)]
+pub struct ProjectorWaker(std_mpsc::SyncSender<()>);
+
+impl ProjectorWaker {
+    pub fn wake(&self) {
+        // Full: a wake-up is already pending, which is all we need.
+        let _ = self.0.try_send(());
+    }
+}
+
+/// Starts the projector thread. It builds the package index, drains the queue, then waits
+/// for wake-ups; it stops when every [`ProjectorWaker`] is dropped (what is still queued is
+/// projected at the next start). `followups` receives the agents whose asset record went
+/// stale, for the server to ask each for a full snapshot.
+pub fn spawn_projector(
+    store: Store,
+    metrics: crate::metrics::Metrics,
+    followups: tokio::sync::mpsc::UnboundedSender<crate::ingest::Followup>,
+) -> (ProjectorWaker, std::thread::JoinHandle<()>) {
+    let (waker, wakes) = std_mpsc::sync_channel::<()>(1);
+    let thread = std::thread::Builder::new()
+        .name("bagui-project".into())
+        .spawn(move || {
+            if let Err(error) = store.ensure_package_index() {
+                tracing::error!(%error, "building the package index; `asset find --package` will retry");
+            }
+            loop {
+                match project_pending(&store, PROJECT_BATCH) {
+                    Ok(round) if round.taken > 0 => {
+                        let now = bagui_agent::join::now_ms();
+                        if let Some(oldest) = round.oldest_received_ms {
+                            metrics
+                                .projection_lag_seconds
+                                .set(now.saturating_sub(oldest) as f64 / 1000.0);
+                        }
+                        metrics.reports_projected.inc_by(round.taken as u64);
+                        metrics.asset_changes.inc_by(round.changes);
+                        metrics.payload_errors.inc_by(round.bad_payloads);
+                        for agent_id in round.resync {
+                            metrics.resync_requests.inc();
+                            // Nobody listening only means the server is stopping.
+                            let _ = followups
+                                .send(crate::ingest::Followup::FullSnapshot(agent_id));
+                        }
+                        // Stopping: what is left stays queued for the next start.
+                        if let Err(std_mpsc::TryRecvError::Disconnected) = wakes.try_recv() {
+                            break;
+                        }
+                        continue;
+                    }
+                    Ok(_) => metrics.projection_lag_seconds.set(0.0),
+                    Err(error) => {
+                        tracing::error!(%error, "projecting stored reports; retrying in 1 s");
+                        std::thread::sleep(Duration::from_secs(1));
+                        continue;
+                    }
+                }
+                // The timeout is a safety net only: every commit wakes us.
+                match wakes.recv_timeout(Duration::from_secs(1)) {
+                    Ok(()) | Err(std_mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            }
+        })
+        .expect("spawning the projector thread");
+    (ProjectorWaker(waker), thread)
+}
 
 /// What a batch projection produced besides store writes.
 #[derive(Debug, Default)]
@@ -182,11 +294,6 @@ impl Projector<'_> {
             let changes = assets::diff(&current.snapshot, &snapshot);
             self.record_changes(report, snapshot.taken_ms, changes);
         }
-        self.reindex_packages(
-            &report.agent_id,
-            current.as_ref().map(|record| &record.snapshot),
-            &snapshot,
-        );
         snapshot.normalize();
         if snapshot.digest.is_empty() {
             snapshot.digest = snapshot.compute_digest();
@@ -223,7 +330,6 @@ impl Projector<'_> {
             // Already applied (a resend after a crash between projection and report write).
             return;
         }
-        let before = record.snapshot.clone();
         let gap = record.snapshot.digest != changes.base_digest;
         match record.snapshot.apply(&changes.changes) {
             Ok(()) => {}
@@ -243,50 +349,9 @@ impl Projector<'_> {
         record.snapshot.taken_ms = changes.taken_ms;
         record.updated_ms = report.report.received_ms;
         record.seq = report.seq;
-        self.reindex_packages(&report.agent_id, Some(&before), &record.snapshot);
         self.record_changes(report, changes.taken_ms, changes.changes);
         self.dirty.insert(report.agent_id.clone());
         self.assets.insert(report.agent_id.clone(), Some(record));
-    }
-
-    fn reindex_packages(
-        &mut self,
-        agent_id: &str,
-        old: Option<&AssetSnapshot>,
-        new: &AssetSnapshot,
-    ) {
-        let key = |package: &assets::Package| (package.name.clone(), package.arch.clone());
-        let new_set: HashMap<(String, String), &assets::Package> =
-            new.packages.iter().map(|p| (key(p), p)).collect();
-        let mut old_set: HashMap<(String, String), &assets::Package> = HashMap::new();
-        if let Some(old) = old {
-            old_set = old.packages.iter().map(|p| (key(p), p)).collect();
-            for (name, arch) in old_set.keys() {
-                if !new_set.contains_key(&(name.clone(), arch.clone())) {
-                    self.outcome.projection.packages_removed.push((
-                        name.clone(),
-                        agent_id.to_owned(),
-                        arch.clone(),
-                    ));
-                }
-            }
-        }
-        for ((name, arch), package) in new_set {
-            let unchanged = old_set
-                .get(&(name.clone(), arch.clone()))
-                .is_some_and(|old| old.version == package.version && old.source == package.source);
-            if !unchanged {
-                self.outcome.projection.packages_added.push((
-                    name,
-                    agent_id.to_owned(),
-                    arch,
-                    PackageIndexEntry {
-                        version: package.version.clone(),
-                        source: package.source.clone(),
-                    },
-                ));
-            }
-        }
     }
 
     fn check(&mut self, report: &NewReport, result: CheckResult) {
@@ -864,11 +929,9 @@ mod tests {
             },
         };
         let snapshot = report(1, ASSET_SNAPSHOT, payload::encode(&first));
-        store
-            .insert_reports_with(&mut [snapshot], |store, fresh| {
-                project(store, fresh).projection
-            })
-            .unwrap();
+        store.insert_reports(&mut [snapshot]).unwrap();
+        assert_eq!(project_pending(&store, 10).unwrap().taken, 1);
+        assert!(!store.projection_pending().unwrap());
         let mut second = first.clone();
         second.listening.push(socket(23, "in.telnetd"));
         second.seal();
@@ -933,11 +996,84 @@ mod tests {
         }
         // The same failure reported again (after the first was stored) is not a new finding.
         store
-            .insert_reports_with(&mut [new_report("ag-1", 1, &good)], |store, fresh| {
-                project(store, fresh).projection
-            })
+            .insert_reports(&mut [new_report("ag-1", 1, &good)])
             .unwrap();
+        project_pending(&store, 10).unwrap();
         let again = project(&store, &[&new_report("ag-1", 3, &good)]);
         assert!(again.projection.findings.is_empty());
+    }
+
+    fn snapshot_report(seq: u64, packages: &[(&str, &str)]) -> NewReport {
+        let mut snapshot = AssetSnapshot {
+            packages: packages
+                .iter()
+                .map(|(name, version)| assets::Package {
+                    name: (*name).into(),
+                    version: (*version).into(),
+                    arch: "amd64".into(),
+                    source: "dpkg".into(),
+                })
+                .collect(),
+            ..AssetSnapshot::default()
+        };
+        snapshot.seal();
+        NewReport {
+            agent_id: "ag-1".into(),
+            seq,
+            report: StoredReport {
+                lane: Lane::Inventory,
+                kind: ASSET_SNAPSHOT.into(),
+                body: serde_bytes::ByteBuf::from(payload::encode(&snapshot)),
+                received_ms: 1_000 + seq,
+                ..StoredReport::default()
+            },
+        }
+    }
+
+    #[test]
+    fn the_projection_queue_survives_a_restart_and_the_package_index_is_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        {
+            let store = Store::create(&path).unwrap();
+            let mut reports = [
+                snapshot_report(1, &[("openssl", "3.0.11-1")]),
+                snapshot_report(1, &[("openssl", "3.0.11-1")]),
+            ];
+            assert_eq!(store.insert_reports(&mut reports).unwrap(), [true, false]);
+            // A report that did not open is stored, never projected.
+            let mut sealed = snapshot_report(2, &[]);
+            sealed.report.cipher = "sm4-ccm/sm2".into();
+            store.insert_reports(&mut [sealed]).unwrap();
+            store.flush().unwrap();
+            // Stopped before the projector ran.
+        }
+        let store = Store::open(&path).unwrap();
+        assert!(store.projection_pending().unwrap());
+        assert!(store.asset("ag-1").unwrap().is_none());
+        let round = project_pending(&store, 10).unwrap();
+        assert_eq!((round.taken, round.oldest_received_ms), (1, Some(1_001)));
+        assert!(!store.projection_pending().unwrap());
+        assert_eq!(store.asset("ag-1").unwrap().unwrap().seq, 1);
+        assert_eq!(project_pending(&store, 10).unwrap().taken, 0);
+        store.flush().unwrap();
+        drop(store);
+        // The index is memory only: a new process builds it from the asset records.
+        let store = Store::open(&path).unwrap();
+        let holders = store.package_holders("openssl").unwrap();
+        assert_eq!(holders.len(), 1);
+        assert_eq!(
+            (holders[0].agent_id.as_str(), holders[0].version.as_str()),
+            ("ag-1", "3.0.11-1")
+        );
+        // ... and the projector keeps it current.
+        store
+            .insert_reports(&mut [snapshot_report(3, &[("openssl", "3.0.13-1")])])
+            .unwrap();
+        project_pending(&store, 10).unwrap();
+        assert_eq!(
+            store.package_holders("openssl").unwrap()[0].version,
+            "3.0.13-1"
+        );
     }
 }

@@ -21,6 +21,7 @@ pub mod exposition;
 pub mod ingest;
 pub mod inventory;
 pub mod metrics;
+pub mod package_index;
 pub mod pki;
 pub mod probes;
 pub mod server;

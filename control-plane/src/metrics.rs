@@ -28,6 +28,8 @@ pub struct Metrics {
     pub asset_changes: IntCounter,
     pub payload_errors: IntCounter,
     pub resync_requests: IntCounter,
+    pub reports_projected: IntCounter,
+    pub projection_lag_seconds: prometheus::Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -50,6 +52,14 @@ fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> 
         .register(Box::new(counter.clone()))
         .expect("metric registered once");
     counter
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> prometheus::Gauge {
+    let gauge = prometheus::Gauge::new(name, help).expect("valid metric name");
+    registry
+        .register(Box::new(gauge.clone()))
+        .expect("metric registered once");
+    gauge
 }
 
 fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
@@ -134,17 +144,11 @@ impl Metrics {
                 "bagui_admission_deferred_total",
                 "Sessions told to come back later by admission control",
             ),
-            runtime_lag_seconds: {
-                let gauge = prometheus::Gauge::new(
-                    "bagui_runtime_lag_seconds",
-                    "How late the async runtime runs timers (smoothed); admission pauses above 20 ms",
-                )
-                .expect("valid metric name");
-                registry
-                    .register(Box::new(gauge.clone()))
-                    .expect("metric registered once");
-                gauge
-            },
+            runtime_lag_seconds: gauge(
+                &registry,
+                "bagui_runtime_lag_seconds",
+                "How late the async runtime runs timers (smoothed); admission pauses above 20 ms",
+            ),
             admission_held: counter(
                 &registry,
                 "bagui_admission_held_total",
@@ -174,6 +178,16 @@ impl Metrics {
                 &registry,
                 "bagui_asset_resync_requests_total",
                 "Full asset snapshots asked for because changes did not match the stored state",
+            ),
+            reports_projected: counter(
+                &registry,
+                "bagui_reports_projected_total",
+                "Stored reports projected into the asset ledger, health, checks and posture",
+            ),
+            projection_lag_seconds: gauge(
+                &registry,
+                "bagui_projection_lag_seconds",
+                "Age of the oldest report in the projector's latest round (0: the queue is empty)",
             ),
             registry,
         }

@@ -42,6 +42,8 @@ pub struct ControlPlane {
     load_task: JoinHandle<()>,
     audit_tasks: Vec<JoinHandle<()>>,
     commit_thread: std::thread::JoinHandle<()>,
+    /// Ends after the commit thread (which holds its waker), leaving the rest of its queue.
+    projector_thread: std::thread::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -86,12 +88,14 @@ impl ControlPlane {
         let sessions = Sessions::new(ingest_config.missed_heartbeats);
         let (resync_tx, mut resync_rx) =
             tokio::sync::mpsc::unbounded_channel::<crate::ingest::Followup>();
+        let (projector, projector_thread) =
+            crate::inventory::spawn_projector(store.clone(), metrics.clone(), resync_tx.clone());
         let (committer, commit_thread) = Committer::spawn(
             store.clone(),
             metrics.clone(),
             ingest_config.max_commit_batch,
             ingest_config.commit_window,
-            resync_tx.clone(),
+            projector,
         );
 
         // QUIC.
@@ -307,6 +311,7 @@ impl ControlPlane {
             load_task,
             audit_tasks,
             commit_thread,
+            projector_thread,
         })
     }
 
@@ -327,6 +332,15 @@ impl ControlPlane {
         .await;
         if joined.is_err() {
             tracing::warn!("commit thread did not stop within 10 s");
+        }
+        let thread = self.projector_thread;
+        let joined = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::task::spawn_blocking(move || thread.join()),
+        )
+        .await;
+        if joined.is_err() {
+            tracing::warn!("projector thread did not stop within 10 s");
         }
         for task in self.audit_tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;

@@ -9,6 +9,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use bagui_protocol::assets::{AssetChange, AssetSnapshot, CheckResult};
 use bagui_protocol::messages::payload::Sample;
@@ -17,6 +18,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+
+use crate::package_index::{Holding, PackageIndex};
 
 /// Page cache of a store opened without a configured size (CLI verbs).
 pub const DEFAULT_CACHE_BYTES: u64 = 16 << 20;
@@ -45,6 +48,12 @@ pub enum StoreError {
         key: String,
         #[source]
         source: rmp_serde::decode::Error,
+    },
+    #[error("store: record {key:?} in {tree} is damaged: {reason}")]
+    Corrupt {
+        tree: &'static str,
+        key: String,
+        reason: String,
     },
     #[error("store: encoding a record for {tree}: {source}")]
     Encode {
@@ -160,14 +169,6 @@ pub struct ChangeRecord {
     pub change: AssetChange,
 }
 
-/// One package on one agent, indexed by package name.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct PackageIndexEntry {
-    pub version: String,
-    pub source: String,
-}
-
 /// The latest health samples of an agent.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -228,14 +229,12 @@ pub struct ProbeSet {
     pub delivered: bool,
 }
 
-/// Writes derived from a batch of reports (the asset ledger and health), applied together
-/// with the reports themselves by [`Store::insert_reports_with`].
+/// Writes derived from a batch of stored reports (the asset ledger, health, checks, posture,
+/// findings), applied by [`Store::finish_projection`].
 #[derive(Debug, Default)]
 pub struct Projection {
     pub assets: Vec<(String, AssetRecord)>,
     pub changes: Vec<ChangeRecord>,
-    pub packages_removed: Vec<(String, String, String)>,
-    pub packages_added: Vec<(String, String, String, PackageIndexEntry)>,
     pub health: Vec<(String, MetricsRecord)>,
     pub checks: Vec<(String, String, CheckRecord)>,
     pub posture: Vec<(String, PostureRecord)>,
@@ -331,14 +330,77 @@ fn encode<T: Serialize>(tree: &'static str, value: &T) -> Result<Vec<u8>, StoreE
     rmp_serde::to_vec_named(value).map_err(|source| StoreError::Encode { tree, source })
 }
 
+/// First byte of a packed value: 0xc1 is the one byte MessagePack never uses, so a packed
+/// value cannot be mistaken for a plain one (and plain values written before packing existed
+/// still read).
+const PACKED: u8 = 0xc1;
+
+/// Values at least this large are packed by [`encode_packed`].
+const PACK_FROM: usize = 1024;
+
+/// Like [`encode`], LZ4-compressed when large: asset snapshots and the raw reports that carry
+/// them. sled keeps the values it writes in memory for a long while, so at province scale
+/// their size is the control plane's RSS (18,000 × 500-package snapshots ≈ 450 MB raw).
+fn encode_packed<T: Serialize>(tree: &'static str, value: &T) -> Result<Vec<u8>, StoreError> {
+    let plain = encode(tree, value)?;
+    if plain.len() < PACK_FROM {
+        return Ok(plain);
+    }
+    let mut packed = Vec::with_capacity(plain.len() / 3 + 16);
+    packed.push(PACKED);
+    packed.extend_from_slice(&lz4_flex::compress_prepend_size(&plain));
+    Ok(if packed.len() < plain.len() {
+        packed
+    } else {
+        plain
+    })
+}
+
+/// (plain, as stored) sizes of a value the store packs, for benchmarks and capacity planning.
+pub fn packed_size<T: Serialize>(value: &T) -> Result<(usize, usize), StoreError> {
+    Ok((
+        encode("packed_size", value)?.len(),
+        encode_packed("packed_size", value)?.len(),
+    ))
+}
+
+/// Largest unpacked value accepted: a corrupt length prefix must not allocate gigabytes.
+const UNPACKED_MAX: usize = 256 << 20;
+
 fn decode<T: DeserializeOwned>(
     tree: &'static str,
     key: &[u8],
     bytes: &[u8],
 ) -> Result<T, StoreError> {
-    rmp_serde::from_slice(bytes).map_err(|source| StoreError::Decode {
+    let key_text = || String::from_utf8_lossy(key).into_owned();
+    let unpacked;
+    let plain = match bytes.split_first() {
+        Some((&PACKED, packed)) => {
+            let claimed = packed
+                .get(..4)
+                .map(|len| u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize)
+                .unwrap_or(usize::MAX);
+            if claimed > UNPACKED_MAX {
+                return Err(StoreError::Corrupt {
+                    tree,
+                    key: key_text(),
+                    reason: format!("packed value claims {claimed} bytes"),
+                });
+            }
+            unpacked = lz4_flex::decompress_size_prepended(packed).map_err(|error| {
+                StoreError::Corrupt {
+                    tree,
+                    key: key_text(),
+                    reason: error.to_string(),
+                }
+            })?;
+            &unpacked[..]
+        }
+        _ => bytes,
+    };
+    rmp_serde::from_slice(plain).map_err(|source| StoreError::Decode {
         tree,
-        key: String::from_utf8_lossy(key).into_owned(),
+        key: key_text(),
         source,
     })
 }
@@ -401,8 +463,11 @@ pub struct Store {
     assets: sled::Tree,
     /// `time_ms \0 agent id \0 seq index` → [`ChangeRecord`]: the append-only change history.
     asset_changes: sled::Tree,
-    /// `package name \0 agent id \0 arch` → [`PackageIndexEntry`]: who has which version.
-    packages: sled::Tree,
+    /// `arrival` (big-endian) → report key: stored reports not yet projected (see
+    /// [`Store::pending_projection`]). Durable, so projection resumes after a crash.
+    project_queue: sled::Tree,
+    /// Who has which package, in memory; built from `assets` when first needed.
+    packages: Arc<Mutex<Option<PackageIndex>>>,
     /// agent id → [`MetricsRecord`]: the latest health samples.
     health: sled::Tree,
     /// `agent id \0 check name` → [`CheckRecord`]: the latest result of each check.
@@ -436,6 +501,11 @@ impl Store {
                 }
                 _ => StoreError::Sled(error),
             })?;
+        // Until 2026-11 the package index was a tree of one key per install; it is in memory
+        // now (see `package_index`).
+        if db.tree_names().iter().any(|name| &name[..] == b"packages") {
+            db.drop_tree("packages")?;
+        }
         Ok(Store {
             meta: db.open_tree("meta")?,
             tokens: db.open_tree("tokens")?,
@@ -446,7 +516,8 @@ impl Store {
             machines: db.open_tree("machines")?,
             assets: db.open_tree("assets")?,
             asset_changes: db.open_tree("asset_changes")?,
-            packages: db.open_tree("packages")?,
+            project_queue: db.open_tree("project_queue")?,
+            packages: Arc::new(Mutex::new(None)),
             health: db.open_tree("health")?,
             checks: db.open_tree("checks")?,
             probes: db.open_tree("probes")?,
@@ -736,24 +807,17 @@ impl Store {
 
     // --- reports --------------------------------------------------------------------------
 
-    /// Stores new reports; returns, per input, whether it was new (`false`: a duplicate of
+    /// Stores new reports and queues them for projection; returns which were new (not an
     /// (agent, seq) already stored, or earlier in the same batch). Not durable until [`flush`].
+    ///
+    /// A report still sealed (`cipher` set: it did not open) is stored but not queued.
+    /// Queue entries are written before the reports: after a crash between the two, the
+    /// projector finds an entry without its report and drops it, and the agent resends the
+    /// unacknowledged report, which is then new again. The other order could store a report
+    /// that is never projected.
     ///
     /// [`flush`]: Store::flush
     pub fn insert_reports(&self, reports: &mut [NewReport]) -> Result<Vec<bool>, StoreError> {
-        self.insert_reports_with(reports, |_, _| Projection::default())
-    }
-
-    /// Stores new reports like [`Store::insert_reports`], after applying the projection that
-    /// `project` derives from the fresh ones. The projection is written first: after a crash
-    /// between the two, the agent resends the unacknowledged reports and projecting them again
-    /// is harmless (snapshots replace, change sets already applied are recognised by digest,
-    /// health is last-writer-wins), whereas the other order could lose a projection.
-    pub fn insert_reports_with(
-        &self,
-        reports: &mut [NewReport],
-        project: impl FnOnce(&Store, &[&NewReport]) -> Projection,
-    ) -> Result<Vec<bool>, StoreError> {
         let mut seen = HashSet::new();
         let mut fresh = Vec::with_capacity(reports.len());
         for item in reports.iter() {
@@ -764,44 +828,78 @@ impl Store {
             }
             fresh.push(new);
         }
-        let fresh_reports: Vec<&NewReport> = reports
-            .iter()
-            .zip(&fresh)
-            .filter(|(_, new)| **new)
-            .map(|(report, _)| report)
-            .collect();
-        let projection = project(self, &fresh_reports);
-        self.apply_projection(projection)?;
+        let mut queue = sled::Batch::default();
         let mut batch = sled::Batch::default();
         for (item, new) in reports.iter_mut().zip(&fresh) {
             if *new {
                 item.report.arrival = self.db.generate_id()?;
-                batch.insert(
-                    report_key(&item.agent_id, item.seq),
-                    encode("reports", &item.report)?,
-                );
+                let key = report_key(&item.agent_id, item.seq);
+                if item.report.cipher.is_empty() {
+                    queue.insert(&item.report.arrival.to_be_bytes(), key.clone());
+                }
+                batch.insert(key, encode_packed("reports", &item.report)?);
             }
         }
+        self.project_queue.apply_batch(queue)?;
         self.reports.apply_batch(batch)?;
         Ok(fresh)
     }
 
+    /// Up to `limit` stored reports waiting for projection, oldest first, each with its
+    /// queue key. Entries whose report is missing (see [`Store::insert_reports`]) are
+    /// returned with `None` so that [`Store::finish_projection`] removes them.
+    pub fn pending_projection(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(sled::IVec, Option<NewReport>)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.project_queue.iter().take(limit) {
+            let (queue_key, report_key) = item?;
+            let report = match self.reports.get(&report_key)? {
+                Some(bytes) => {
+                    let report: StoredReport = decode("reports", &report_key, &bytes)?;
+                    let agent_id = report_key
+                        .split(|byte| *byte == 0)
+                        .next()
+                        .map(|agent| String::from_utf8_lossy(agent).into_owned())
+                        .unwrap_or_default();
+                    Some(NewReport {
+                        agent_id,
+                        seq: seq_of_key(&report_key),
+                        report,
+                    })
+                }
+                None => None,
+            };
+            out.push((queue_key, report));
+        }
+        Ok(out)
+    }
+
+    /// Whether stored reports are waiting for projection.
+    pub fn projection_pending(&self) -> Result<bool, StoreError> {
+        Ok(!self.project_queue.is_empty())
+    }
+
+    /// Applies a projection and removes the queue entries it came from. Projecting a report
+    /// twice (a crash between the two steps) is harmless: snapshots replace, change sets
+    /// already applied are recognised by digest, health and checks are last-writer-wins and
+    /// findings are keyed by their report.
+    pub fn finish_projection(
+        &self,
+        projection: Projection,
+        queue_keys: &[sled::IVec],
+    ) -> Result<(), StoreError> {
+        self.apply_projection(projection)?;
+        let mut queue = sled::Batch::default();
+        for key in queue_keys {
+            queue.remove(key);
+        }
+        self.project_queue.apply_batch(queue)?;
+        Ok(())
+    }
+
     fn apply_projection(&self, projection: Projection) -> Result<(), StoreError> {
-        let mut packages = sled::Batch::default();
-        for (name, agent, arch) in &projection.packages_removed {
-            packages.remove(joined_key(&[
-                name.as_bytes(),
-                agent.as_bytes(),
-                arch.as_bytes(),
-            ]));
-        }
-        for (name, agent, arch, entry) in &projection.packages_added {
-            packages.insert(
-                joined_key(&[name.as_bytes(), agent.as_bytes(), arch.as_bytes()]),
-                encode("packages", entry)?,
-            );
-        }
-        self.packages.apply_batch(packages)?;
         let mut changes = sled::Batch::default();
         for (index, change) in projection.changes.iter().enumerate() {
             changes.insert(
@@ -812,9 +910,16 @@ impl Store {
         self.asset_changes.apply_batch(changes)?;
         let mut assets = sled::Batch::default();
         for (agent, record) in &projection.assets {
-            assets.insert(agent.as_bytes(), encode("assets", record)?);
+            assets.insert(agent.as_bytes(), encode_packed("assets", record)?);
         }
         self.assets.apply_batch(assets)?;
+        // After the records: an index built concurrently from the tree sees them or gets them
+        // here (setting an agent's list is idempotent).
+        if let Some(index) = self.package_index().as_mut() {
+            for (agent, record) in &projection.assets {
+                index.set(agent, &record.snapshot.packages);
+            }
+        }
         let mut health = sled::Batch::default();
         for (agent, record) in &projection.health {
             health.insert(agent.as_bytes(), encode("health", record)?);
@@ -830,7 +935,7 @@ impl Store {
         self.checks.apply_batch(checks)?;
         let mut posture = sled::Batch::default();
         for (agent, record) in &projection.posture {
-            posture.insert(agent.as_bytes(), encode("posture", record)?);
+            posture.insert(agent.as_bytes(), encode_packed("posture", record)?);
         }
         self.posture.apply_batch(posture)?;
         let mut findings = sled::Batch::default();
@@ -843,6 +948,27 @@ impl Store {
             findings.insert(key, encode("findings", finding)?);
         }
         self.findings.apply_batch(findings)?;
+        Ok(())
+    }
+
+    fn package_index(&self) -> std::sync::MutexGuard<'_, Option<PackageIndex>> {
+        // A panic while holding the lock leaves at worst a partial index; keep serving it.
+        self.packages
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Builds the in-memory package index from the asset records unless it is built.
+    pub fn ensure_package_index(&self) -> Result<(), StoreError> {
+        let mut slot = self.package_index();
+        if slot.is_none() {
+            let mut index = PackageIndex::default();
+            for item in self.assets() {
+                let (agent, record) = item?;
+                index.set(&agent, &record.snapshot.packages);
+            }
+            *slot = Some(index);
+        }
         Ok(())
     }
 
@@ -958,24 +1084,14 @@ impl Store {
         Ok(out)
     }
 
-    /// Agents that have package `name` installed: (agent id, arch, entry).
-    pub fn package_holders(
-        &self,
-        name: &str,
-    ) -> Result<Vec<(String, String, PackageIndexEntry)>, StoreError> {
-        let mut prefix = name.as_bytes().to_vec();
-        prefix.push(0);
-        self.packages
-            .scan_prefix(&prefix)
-            .map(|item| {
-                let (key, value) = item?;
-                let rest = &key[prefix.len()..];
-                let mut parts = rest.splitn(2, |byte| *byte == 0);
-                let agent = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-                let arch = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-                Ok((agent, arch, decode("packages", &key, &value)?))
-            })
-            .collect()
+    /// Agents that have package `name` installed, once per arch.
+    pub fn package_holders(&self, name: &str) -> Result<Vec<Holding>, StoreError> {
+        self.ensure_package_index()?;
+        Ok(self
+            .package_index()
+            .as_ref()
+            .map(|index| index.holders(name))
+            .unwrap_or_default())
     }
 
     /// The latest health samples of an agent.
@@ -1148,6 +1264,64 @@ mod tests {
                 kind: "metrics".into(),
                 ..Default::default()
             },
+        }
+    }
+
+    #[test]
+    fn large_values_are_packed_small_and_old_plain_ones_still_read() {
+        let large = StoredReport {
+            kind: "asset_snapshot".into(),
+            body: ByteBuf::from(b"package-0001 1.2.3-1 amd64 dpkg\n".repeat(400)),
+            ..Default::default()
+        };
+        let packed = encode_packed("reports", &large).unwrap();
+        let plain = encode("reports", &large).unwrap();
+        assert_eq!(packed[0], PACKED);
+        assert!(
+            packed.len() * 4 < plain.len(),
+            "{} vs {}",
+            packed.len(),
+            plain.len()
+        );
+        for bytes in [&packed, &plain] {
+            let back: StoredReport = decode("reports", b"k", bytes).unwrap();
+            assert_eq!(back.body, large.body);
+        }
+        // Small values stay plain.
+        let small = encode_packed("reports", &StoredReport::default()).unwrap();
+        assert_eq!(small, encode("reports", &StoredReport::default()).unwrap());
+    }
+
+    #[test]
+    fn damaged_packed_values_are_errors_not_panics() {
+        let large = StoredReport {
+            body: ByteBuf::from(vec![7u8; 8192]),
+            ..Default::default()
+        };
+        let packed = encode_packed("reports", &large).unwrap();
+        let mut huge_claim = packed.clone();
+        huge_claim[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
+        // (LZ4 blocks carry no checksum: sled's log checksums every record on disk.)
+        let cases: [&[u8]; 4] = [
+            &packed[..packed.len() / 2],
+            &packed[..3],
+            &[PACKED],
+            &huge_claim,
+        ];
+        for bytes in cases {
+            let result = decode::<StoredReport>("reports", b"ag-1", bytes);
+            assert!(
+                matches!(
+                    result,
+                    Err(StoreError::Corrupt {
+                        tree: "reports",
+                        ..
+                    })
+                ),
+                "{} bytes: {:?}",
+                bytes.len(),
+                result.map(|_| ())
+            );
         }
     }
 

@@ -327,7 +327,7 @@ fn metrics_body(samples: usize, seq: u64) -> Vec<u8> {
 
 /// A township terminal's first asset snapshot: `packages` installed packages, a few users,
 /// listening ports and services, like a lean Kylin or UOS install.
-fn asset_snapshot(agent_id: &str, packages: usize, now_ms: u64) -> AssetSnapshot {
+pub fn asset_snapshot(agent_id: &str, packages: usize, now_ms: u64) -> AssetSnapshot {
     let mut snapshot = AssetSnapshot {
         taken_ms: now_ms,
         os: assets::OsInfo {

@@ -801,6 +801,7 @@ async fn run_fleet(
     target: &bagui_tests::sim::Target,
     identities: Vec<bagui_tests::sim::SimIdentity>,
     measure: Duration,
+    packages: usize,
 ) -> Result<(FleetFigures, bagui_tests::sim::Fleet)> {
     use std::sync::atomic::Ordering::Relaxed;
     let agents = identities.len();
@@ -816,7 +817,7 @@ async fn run_fleet(
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(30),
             samples_per_report: 20,
-            packages_per_snapshot: 500,
+            packages_per_snapshot: packages,
         },
     )?;
     let connect_limit = ramp + Duration::from_secs(240);
@@ -880,6 +881,54 @@ fn fleet_row(figures: &FleetFigures, baseline_kib: u64) -> String {
     )
 }
 
+/// How far the asset ledger got with the fleet's first-contact snapshots: agents found by a
+/// package query over the whole fleet, how long that query took, and the projector's lag.
+async fn ledger_figures(target: &bagui_tests::sim::Target, agents: usize) -> String {
+    let started = Instant::now();
+    let found = target
+        .client
+        .get::<Vec<serde_json::Value>>("/api/v1/assets/find?package=package-0000")
+        .await
+        .map(|rows| rows.len());
+    let query_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let metrics = target
+        .client
+        .call_text("/metrics")
+        .await
+        .unwrap_or_default();
+    let metric = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or(f64::NAN)
+    };
+    let sizes = |snapshot: &bagui_protocol::assets::AssetSnapshot| {
+        let (plain, packed) = bagui_control_plane::store::packed_size(snapshot).unwrap_or((0, 0));
+        format!(
+            "{} packages: {:.1} KiB → {:.1} KiB",
+            snapshot.packages.len(),
+            plain as f64 / 1024.0,
+            packed as f64 / 1024.0
+        )
+    };
+    let simulated = bagui_tests::sim::asset_snapshot("ag-bench", 500, 0);
+    let real = bagui_plugins::assets::AssetReader::new(bagui_plugins::HostRoot::new("/")).read(0);
+    format!(
+        "\nStored snapshot size (MessagePack, then LZ4 as the store packs it): simulated {}; this machine's real snapshot {}.\n\nAsset ledger at the end of the window: {} of {agents} agents' snapshots projected (found by `asset find --package package-0000` over the fleet, answered in {query_ms:.0} ms); {:.0} of {:.0} received reports projected, projection lag {:.1} s.\n",
+        sizes(&simulated),
+        sizes(&real),
+        found.map_or_else(|error| format!("query failed ({error})"), |n| n.to_string()),
+        metric("bagui_reports_projected_total"),
+        metric("bagui_reports_received_total"),
+        metric("bagui_projection_lag_seconds"),
+    )
+}
+
 const FLEET_HEADER: &str = "| agents | all connected after | reports/s | samples/s | ack p50 | ack p99 | ack max | control-plane CPU (of one core) | control-plane RSS | RSS per agent | errors |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
 
 async fn scale(args: &Args) -> Result<String> {
@@ -918,13 +967,16 @@ async fn scale(args: &Args) -> Result<String> {
     // Province scale: one agent per township and village, metrics every 15 s.
     eprintln!("bench: province-scale fleet of {province}");
     let measure = Duration::from_secs(args.scale_seconds);
-    let (figures, fleet) = run_fleet(control_plane.pid(), &target, identities, measure).await?;
+    let (figures, fleet) =
+        run_fleet(control_plane.pid(), &target, identities, measure, 500).await?;
+    let ledger = ledger_figures(&target, province).await;
     out.push_str(&format!(
-        "### Province scale: {province} simulated agents (every township and village), metrics every 15 s\n\nEach agent is `bagui-sim`'s: its own identity and mTLS QUIC connection (8 client UDP sockets), a heartbeat every 5 s, a 20-sample metrics report every 15 s, an asset change (1 %) or security finding (0.1 %) now and then. The control plane runs with production defaults (`bagui-cp run`, release) and shares the 2 cores with the simulator. {} s measured after every agent connected; \"RSS per agent\" is (RSS − {:.0} MiB idle) ÷ agents. Goals: p99 ack < 200 ms, RSS < 1 GiB.\n\n{FLEET_HEADER}{}",
+        "### Province scale: {province} simulated agents (every township and village), metrics every 15 s\n\nEach agent is `bagui-sim`'s: its own identity and mTLS QUIC connection (8 client UDP sockets), a full asset snapshot of 500 packages as its first report (first contact, like a real agent's), a heartbeat every 5 s, a 20-sample metrics report every 15 s, an asset change (1 %: one package upgraded, chained by digest) or security finding (0.1 %) now and then. The control plane runs with production defaults (`bagui-cp run`, release) and shares the 2 cores with the simulator. {} s measured after every agent connected; \"RSS per agent\" is (RSS − {:.0} MiB idle) ÷ agents. Goals: p99 ack < 200 ms, RSS < 1 GiB.\n\n{FLEET_HEADER}{}",
         args.scale_seconds,
         baseline_kib as f64 / 1024.0,
         fleet_row(&figures, baseline_kib)
     ));
+    out.push_str(&ledger);
 
     // Reconnect storm: SIGKILL under the full fleet, restart, wait for everyone.
     eprintln!("bench: reconnect storm");
@@ -1002,11 +1054,21 @@ async fn scale(args: &Args) -> Result<String> {
         args.scale_seconds / 2,
         rmem_max.trim()
     ));
-    for (label, extra) in [
-        ("heartbeat 5 s (default)", ""),
+    for (label, extra, packages) in [
         (
-            "heartbeat 15 s (`[session] heartbeat_interval = \"15s\"`)",
+            "heartbeat 5 s (default), first contact with a 500-package snapshot",
+            "",
+            500,
+        ),
+        (
+            "heartbeat 5 s (default), metrics only (`bagui-sim --packages 0`)",
+            "",
+            0,
+        ),
+        (
+            "heartbeat 15 s (`[session] heartbeat_interval = \"15s\"`), 500-package snapshot",
             "[session]\nheartbeat_interval = \"15s\"\n",
+            500,
         ),
     ] {
         out.push_str(&format!("**{label}**\n\n{FLEET_HEADER}"));
@@ -1016,13 +1078,13 @@ async fn scale(args: &Args) -> Result<String> {
             let data_dir = DataDir::new(
                 temporary
                     .path()
-                    .join(format!("cp-{agents}-{}", extra.len())),
+                    .join(format!("cp-{agents}-{}-{packages}", extra.len())),
             );
             let quic_port = bagui_tests::free_udp_port();
             data_dir.init(&format!("127.0.0.1:{quic_port}"), &[], &SystemClock)?;
             let cp_config = temporary
                 .path()
-                .join(format!("cp-{agents}-{}.toml", extra.len()));
+                .join(format!("cp-{agents}-{}-{packages}.toml", extra.len()));
             std::fs::write(
                 &cp_config,
                 format!(
@@ -1038,8 +1100,14 @@ async fn scale(args: &Args) -> Result<String> {
             let baseline_kib = proc_status_kib(control_plane.pid(), "VmRSS");
             let drops_before = udp_drops(quic_port);
             eprintln!("bench: ceiling {label} {agents}: running");
-            let (figures, fleet) =
-                run_fleet(control_plane.pid(), &target, identities, measure / 2).await?;
+            let (figures, fleet) = run_fleet(
+                control_plane.pid(),
+                &target,
+                identities,
+                measure / 2,
+                packages,
+            )
+            .await?;
             let drops_after = udp_drops(quic_port);
             fleet.stop(Duration::from_secs(1)).await;
             drop(control_plane);
