@@ -12,17 +12,22 @@
 //! ```
 //!
 //! where `A · x` is `x ⊕ rotl(x, 1) ⊕ rotl(x, 3) ⊕ rotl(x, 6) ⊕ rotl(x, 7)` (a circulant
-//! matrix), and `0^-1` is taken as 0. The inversion is `x^254`, an addition chain of
-//! squarings and multiplications. Each multiplication is a shift-and-add over the eight bits of
-//! one factor, done with masks instead of branches. The four bytes of a round word sit in one
-//! `u32` and go through the arithmetic side by side (SIMD within a register), so one call
-//! substitutes a whole word. The key schedule uses the same S-box, so it is constant time too.
+//! matrix), and `0^-1` is taken as 0. The inversion is `x^254`: seven squarings (linear maps,
+//! cheap) and four multiplications, each a shift-and-add over the eight bits of one factor done
+//! with masks instead of branches. The four bytes of a round word sit in one `u32` and go
+//! through the arithmetic side by side (SIMD within a register); the parallel-block interface
+//! that CTR and GCM use also puts eight blocks side by side (`Lanes`), which the optimiser maps
+//! onto vector registers. The key schedule uses the same S-box, so it is constant time too.
+//!
+//! It is still about eight times slower than the table version (see the `sm4_throughput`
+//! example); a fully bitsliced circuit would close much of that gap.
 //!
 //! `tests::matches_table_sm4_on_random_keys_and_blocks` checks equality with the table version.
 
 use core::fmt;
+use core::ops::{BitAnd, BitOr, BitXor, Shl, Shr};
 
-use cipher::consts::{U1, U16};
+use cipher::consts::{U8, U16};
 use cipher::zeroize::{Zeroize, ZeroizeOnDrop};
 use cipher::{
     AlgorithmName, Block, BlockCipherDecBackend, BlockCipherDecClosure, BlockCipherDecrypt,
@@ -56,52 +61,176 @@ const fn round_constants() -> [u32; 32] {
 const LOW_BITS: u32 = 0x0101_0101;
 /// The affine constant of the S-box, in every byte lane.
 const AFFINE_CONSTANT: u32 = 0xd3 * LOW_BITS;
-/// The field polynomial without its `t^8` term, used to reduce after a shift.
-const REDUCTION: u32 = 0xf5;
+
+/// A word, or several words side by side, for the S-box arithmetic: `u32` for one block,
+/// [`Lanes`] for several. Every operation is lane-wise and data-independent.
+trait Word:
+    Copy
+    + BitXor<Output = Self>
+    + BitAnd<Output = Self>
+    + BitOr<Output = Self>
+    + Shl<u32, Output = Self>
+    + Shr<u32, Output = Self>
+{
+    /// The constant `value` in every lane.
+    fn splat(value: u32) -> Self;
+    fn wrapping_sub(self, other: Self) -> Self;
+    fn rotate_left(self, bits: u32) -> Self;
+}
+
+impl Word for u32 {
+    #[inline(always)]
+    fn splat(value: u32) -> Self {
+        value
+    }
+
+    #[inline(always)]
+    fn wrapping_sub(self, other: Self) -> Self {
+        u32::wrapping_sub(self, other)
+    }
+
+    #[inline(always)]
+    fn rotate_left(self, bits: u32) -> Self {
+        u32::rotate_left(self, bits)
+    }
+}
+
+/// `N` words processed together, one per block. Written as plain loops over an array so that
+/// the optimiser maps each operation onto SIMD registers.
+#[derive(Clone, Copy)]
+struct Lanes<const N: usize>([u32; N]);
+
+macro_rules! lane_wise {
+    ($trait:ident, $method:ident, $rhs:ty, |$a:ident, $b:ident| $body:expr) => {
+        impl<const N: usize> $trait<$rhs> for Lanes<N> {
+            type Output = Self;
+
+            #[inline(always)]
+            fn $method(self, rhs: $rhs) -> Self {
+                Lanes(core::array::from_fn(|i| {
+                    let ($a, $b) = (self.0[i], lane(&rhs, i));
+                    $body
+                }))
+            }
+        }
+    };
+}
+
+/// Lane `i` of a right-hand side: the same shift count for every lane, or the lane of a word.
+trait Lane {
+    fn lane(&self, i: usize) -> u32;
+}
+
+impl Lane for u32 {
+    #[inline(always)]
+    fn lane(&self, _: usize) -> u32 {
+        *self
+    }
+}
+
+impl<const N: usize> Lane for Lanes<N> {
+    #[inline(always)]
+    fn lane(&self, i: usize) -> u32 {
+        self.0[i]
+    }
+}
+
+#[inline(always)]
+fn lane(value: &impl Lane, i: usize) -> u32 {
+    value.lane(i)
+}
+
+lane_wise!(BitXor, bitxor, Lanes<N>, |a, b| a ^ b);
+lane_wise!(BitAnd, bitand, Lanes<N>, |a, b| a & b);
+lane_wise!(BitOr, bitor, Lanes<N>, |a, b| a | b);
+lane_wise!(Shl, shl, u32, |a, b| a << b);
+lane_wise!(Shr, shr, u32, |a, b| a >> b);
+
+impl<const N: usize> Word for Lanes<N> {
+    #[inline(always)]
+    fn splat(value: u32) -> Self {
+        Lanes([value; N])
+    }
+
+    #[inline(always)]
+    fn wrapping_sub(self, other: Self) -> Self {
+        Lanes(core::array::from_fn(|i| self.0[i].wrapping_sub(other.0[i])))
+    }
+
+    #[inline(always)]
+    fn rotate_left(self, bits: u32) -> Self {
+        Lanes(self.0.map(|word| word.rotate_left(bits)))
+    }
+}
 
 /// Rotates every byte of `x` left by `k` bits (`0 < k < 8`).
 #[inline(always)]
-fn rotate_bytes(x: u32, k: u32) -> u32 {
+fn rotate_bytes<W: Word>(x: W, k: u32) -> W {
     let high = LOW_BITS * ((0xff << k) & 0xff);
-    ((x << k) & high) | ((x >> (8 - k)) & !high)
+    ((x << k) & W::splat(high)) | ((x >> (8 - k)) & W::splat(!high))
 }
 
 /// The circulant matrix `A` of the S-box, applied to every byte of `x`.
 #[inline(always)]
-fn affine_matrix(x: u32) -> u32 {
+fn affine_matrix<W: Word>(x: W) -> W {
     x ^ rotate_bytes(x, 1) ^ rotate_bytes(x, 3) ^ rotate_bytes(x, 6) ^ rotate_bytes(x, 7)
 }
 
 /// Multiplies every byte of `x` by `t` in the field.
 #[inline(always)]
-fn times_t(x: u32) -> u32 {
-    ((x & 0x7f7f_7f7f) << 1) ^ (((x >> 7) & LOW_BITS) * REDUCTION)
+fn times_t<W: Word>(x: W) -> W {
+    let carry = (x >> 7) & W::splat(LOW_BITS);
+    // `carry · 0xf5` per byte, as shifts: 0xf5 has bits 0, 2, 4, 5, 6 and 7.
+    let reduction =
+        carry ^ (carry << 2) ^ (carry << 4) ^ (carry << 5) ^ (carry << 6) ^ (carry << 7);
+    ((x & W::splat(0x7f7f_7f7f)) << 1) ^ reduction
 }
 
 /// Multiplies the bytes of `a` and `b` pairwise in the field, without branches.
 #[inline(always)]
-fn field_multiply(mut a: u32, b: u32) -> u32 {
-    let mut product = 0;
+fn field_multiply<W: Word>(mut a: W, b: W) -> W {
+    let mut product = W::splat(0);
     for bit in 0..8 {
-        // 0xff in the byte lanes where this bit of `b` is set, 0x00 elsewhere.
-        let mask = ((b >> bit) & LOW_BITS) * 0xff;
-        product ^= a & mask;
+        // 0xff in the byte lanes where this bit of `b` is set, 0x00 elsewhere: each lane holds
+        // 0 or 1, and `(v << 8) - v` is `v · 0xff` without carries between lanes.
+        let selected = (b >> bit) & W::splat(LOW_BITS);
+        let mask = (selected << 8).wrapping_sub(selected);
+        product = product ^ (a & mask);
         a = times_t(a);
     }
     product
 }
 
-/// Raises every byte of `x` to the power 254, its inverse (0 stays 0).
+/// Squares every byte of `x` in the field. Squaring is linear over GF(2): bit `i` moves to
+/// `t^(2i)`, so bits 0–3 land on bits 0, 2, 4, 6 and bits 4–7 add the reduced `t^8`, `t^10`,
+/// `t^12`, `t^14`. About a quarter of the cost of [`field_multiply`].
 #[inline(always)]
-fn field_invert(x: u32) -> u32 {
-    let x2 = field_multiply(x, x);
+fn field_square<W: Word>(x: W) -> W {
+    /// `t^8`, `t^10`, `t^12`, `t^14` reduced modulo the field polynomial.
+    const HIGH_SQUARES: [u32; 4] = [0xf5, 0x3e, 0xf8, 0x0a];
+    let mut square = (x & W::splat(LOW_BITS))
+        | ((x & W::splat(0x02 * LOW_BITS)) << 1)
+        | ((x & W::splat(0x04 * LOW_BITS)) << 2)
+        | ((x & W::splat(0x08 * LOW_BITS)) << 3);
+    for (bit, reduced) in (4..8).zip(HIGH_SQUARES) {
+        let selected = (x >> bit) & W::splat(LOW_BITS);
+        let mask = (selected << 8).wrapping_sub(selected);
+        square = square ^ (mask & W::splat(reduced * LOW_BITS));
+    }
+    square
+}
+
+/// Raises every byte of `x` to the power 254, its inverse (0 stays 0): four multiplications
+/// and seven squarings.
+#[inline(always)]
+fn field_invert<W: Word>(x: W) -> W {
+    let x2 = field_square(x);
     let x3 = field_multiply(x2, x);
-    let x6 = field_multiply(x3, x3);
-    let x12 = field_multiply(x6, x6);
+    let x12 = field_square(field_square(x3));
     let x15 = field_multiply(x12, x3);
     let mut x240 = x15;
     for _ in 0..4 {
-        x240 = field_multiply(x240, x240);
+        x240 = field_square(x240);
     }
     let x252 = field_multiply(x240, x12);
     field_multiply(x252, x2)
@@ -109,13 +238,14 @@ fn field_invert(x: u32) -> u32 {
 
 /// The nonlinear transformation τ: the S-box applied to each byte of a word.
 #[inline(always)]
-fn substitute(word: u32) -> u32 {
-    affine_matrix(field_invert(affine_matrix(word) ^ AFFINE_CONSTANT)) ^ AFFINE_CONSTANT
+fn substitute<W: Word>(word: W) -> W {
+    let constant = W::splat(AFFINE_CONSTANT);
+    affine_matrix(field_invert(affine_matrix(word) ^ constant)) ^ constant
 }
 
 /// The round transformation T = L ∘ τ.
 #[inline(always)]
-fn round_transform(word: u32) -> u32 {
+fn round_transform<W: Word>(word: W) -> W {
     let b = substitute(word);
     b ^ b.rotate_left(2) ^ b.rotate_left(10) ^ b.rotate_left(18) ^ b.rotate_left(24)
 }
@@ -126,6 +256,12 @@ fn key_transform(word: u32) -> u32 {
     let b = substitute(word);
     b ^ b.rotate_left(13) ^ b.rotate_left(23)
 }
+
+/// Blocks encrypted side by side by the parallel-block interface (CTR and GCM use it). Their
+/// round words go through the same S-box arithmetic lane by lane, which the compiler turns into
+/// SIMD instructions; it is what makes the computed S-box affordable.
+type ParBlocks = U8;
+const PAR_BLOCKS: usize = <ParBlocks as cipher::typenum::Unsigned>::USIZE;
 
 fn load_words(bytes: &[u8]) -> [u32; 4] {
     core::array::from_fn(|i| {
@@ -138,17 +274,39 @@ fn load_words(bytes: &[u8]) -> [u32; 4] {
     })
 }
 
-/// Runs the 32 rounds with the round keys in the given order, then the reverse transform R.
-fn crypt_block(round_keys: impl Iterator<Item = u32>, mut block: InOut<'_, '_, Block<Sm4>>) {
-    let mut x = load_words(block.get_in());
-    for key in round_keys {
-        let next = x[0] ^ round_transform(x[1] ^ x[2] ^ x[3] ^ key);
-        x = [x[1], x[2], x[3], next];
+/// Runs the 32 rounds on `N` blocks at once, taking round `i`'s key from `key_at(i)`, then the
+/// reverse transform R. Encryption and decryption differ only in the key order.
+#[inline(always)]
+fn crypt_blocks<const N: usize>(
+    key_at: impl Fn(usize) -> u32,
+    blocks: [&[u8]; N],
+) -> [[u8; 16]; N] {
+    // x[word] holds that word of every block, one block per lane.
+    let words: [[u32; 4]; N] = blocks.map(load_words);
+    let mut x: [Lanes<N>; 4] =
+        core::array::from_fn(|word| Lanes(core::array::from_fn(|block| words[block][word])));
+    for group in 0..8 {
+        for j in 0..4 {
+            let key = Lanes::splat(key_at(4 * group + j));
+            let input = x[(j + 1) % 4] ^ x[(j + 2) % 4] ^ x[(j + 3) % 4] ^ key;
+            x[j] = x[j] ^ round_transform(input);
+        }
     }
-    let out = block.get_out();
-    for (chunk, word) in out.chunks_exact_mut(4).zip(x.iter().rev()) {
-        chunk.copy_from_slice(&word.to_be_bytes());
-    }
+    core::array::from_fn(|block| {
+        let mut out = [0u8; 16];
+        for (chunk, word) in out.chunks_exact_mut(4).zip((0..4).rev()) {
+            chunk.copy_from_slice(&x[word].0[block].to_be_bytes());
+        }
+        out
+    })
+}
+
+fn encrypt_key(round_keys: &[u32; 32]) -> impl Fn(usize) -> u32 + '_ {
+    |round| round_keys[round]
+}
+
+fn decrypt_key(round_keys: &[u32; 32]) -> impl Fn(usize) -> u32 + '_ {
+    |round| round_keys[31 - round]
 }
 
 /// SM4 with a computed (constant-time) S-box. Drop-in for `sm4::Sm4` in generic modes.
@@ -181,7 +339,7 @@ impl BlockSizeUser for Sm4 {
 }
 
 impl ParBlocksSizeUser for Sm4 {
-    type ParBlocksSize = U1;
+    type ParBlocksSize = ParBlocks;
 }
 
 impl BlockCipherEncrypt for Sm4 {
@@ -191,9 +349,20 @@ impl BlockCipherEncrypt for Sm4 {
 }
 
 impl BlockCipherEncBackend for Sm4 {
-    #[inline]
-    fn encrypt_block(&self, block: InOut<'_, '_, Block<Self>>) {
-        crypt_block(self.round_keys.iter().copied(), block);
+    fn encrypt_block(&self, mut block: InOut<'_, '_, Block<Self>>) {
+        let [out] = crypt_blocks(encrypt_key(&self.round_keys), [block.get_in().as_slice()]);
+        block.get_out().copy_from_slice(&out);
+    }
+
+    fn encrypt_par_blocks(&self, mut blocks: InOut<'_, '_, cipher::ParBlocks<Self>>) {
+        let input = blocks.get_in();
+        let out: [[u8; 16]; PAR_BLOCKS] = crypt_blocks(
+            encrypt_key(&self.round_keys),
+            core::array::from_fn(|i| input[i].as_slice()),
+        );
+        for (target, block) in blocks.get_out().iter_mut().zip(out) {
+            target.copy_from_slice(&block);
+        }
     }
 }
 
@@ -204,9 +373,20 @@ impl BlockCipherDecrypt for Sm4 {
 }
 
 impl BlockCipherDecBackend for Sm4 {
-    #[inline]
-    fn decrypt_block(&self, block: InOut<'_, '_, Block<Self>>) {
-        crypt_block(self.round_keys.iter().rev().copied(), block);
+    fn decrypt_block(&self, mut block: InOut<'_, '_, Block<Self>>) {
+        let [out] = crypt_blocks(decrypt_key(&self.round_keys), [block.get_in().as_slice()]);
+        block.get_out().copy_from_slice(&out);
+    }
+
+    fn decrypt_par_blocks(&self, mut blocks: InOut<'_, '_, cipher::ParBlocks<Self>>) {
+        let input = blocks.get_in();
+        let out: [[u8; 16]; PAR_BLOCKS] = crypt_blocks(
+            decrypt_key(&self.round_keys),
+            core::array::from_fn(|i| input[i].as_slice()),
+        );
+        for (target, block) in blocks.get_out().iter_mut().zip(out) {
+            target.copy_from_slice(&block);
+        }
     }
 }
 
@@ -334,6 +514,39 @@ mod tests {
                 assert_eq!(decrypt(&ours, ciphertext), plaintext);
             }
         }
+    }
+
+    #[test]
+    fn field_square_equals_self_multiplication() {
+        for byte in 0..=255u32 {
+            let word = byte * LOW_BITS;
+            assert_eq!(
+                field_square(word),
+                field_multiply(word, word),
+                "{byte:#04x}"
+            );
+        }
+    }
+
+    #[test]
+    fn parallel_blocks_match_table_sm4() {
+        let mut rng = StdRng::seed_from_u64(32907);
+        let key: [u8; 16] = rng.random();
+        let ours = cipher(&key);
+        let table = <sm4::Sm4 as KeyInit>::new(&key.into());
+        // 3 · PAR_BLOCKS + 5 blocks: full parallel batches and a tail.
+        let plaintext: Vec<Block<Sm4>> = (0..3 * PAR_BLOCKS + 5)
+            .map(|_| rng.random::<[u8; 16]>().into())
+            .collect();
+
+        let mut expected = plaintext.clone();
+        BlockCipherEncrypt::encrypt_blocks(&table, &mut expected);
+        let mut ciphertext = plaintext.clone();
+        BlockCipherEncrypt::encrypt_blocks(&ours, &mut ciphertext);
+        assert_eq!(ciphertext, expected);
+
+        BlockCipherDecrypt::decrypt_blocks(&ours, &mut ciphertext);
+        assert_eq!(ciphertext, plaintext);
     }
 
     #[test]
