@@ -117,6 +117,21 @@ mod tests {
     }
 
     #[test]
+    fn hkdf_expand_label_matches_openssl_tls13_kdf() {
+        // openssl kdf -keylen 16 -kdfopt mode:EXPAND_ONLY -kdfopt digest:SM3
+        //   -kdfopt hexkey:42…42 (32 bytes) -kdfopt hexprefix:746c73313320
+        //   -kdfopt label:"quic hp" TLS13-KDF   (and "quic iv" with -keylen 12)
+        // The same command with SHA2-256 reproduces RFC 9001 A.1's client "quic key".
+        let secret = HkdfSm3::from_prk(&[0x42; 32]).unwrap();
+        let mut hp = [0u8; 16];
+        hkdf_expand_label(&secret, b"quic hp", &[], &mut hp).unwrap();
+        assert_eq!(hp.as_slice(), hex("8dabfe0cd76f165e49ea063308121f02"));
+        let mut iv = [0u8; 12];
+        hkdf_expand_label(&secret, b"quic iv", &[], &mut iv).unwrap();
+        assert_eq!(iv.as_slice(), hex("3b8476ed92aea6118da10b2d"));
+    }
+
+    #[test]
     fn hkdf_expand_label_rejects_an_oversized_label() {
         let secret = HkdfSm3::from_prk(&[0x42; 32]).unwrap();
         assert!(hkdf_expand_label(&secret, &[b'a'; 250], &[], &mut [0u8; 16]).is_err());
