@@ -1,7 +1,7 @@
 //! SM4-GCM (AEAD_SM4_GCM, RFC 8998 §3.1): 16-byte key, 12-byte nonce, 16-byte tag.
 //!
 //! GCM is the generic RustCrypto implementation from `aes-gcm`, instantiated over the
-//! constant-time [`Sm4`](crate::sm4::Sm4) instead of AES. Its GHASH (`ghash`/`polyval`) is
+//! constant-time [`crate::sm4::Sm4`] instead of AES. Its GHASH (`ghash`/`polyval`) is
 //! constant time in the portable backend and uses carry-less multiply instructions where the CPU
 //! has them, so the whole AEAD keeps the constant-time property of the block cipher.
 

@@ -14,14 +14,33 @@ pub const SAMPLE_LEN: usize = 16;
 /// Length of the header-protection mask: one byte for the first byte, four for the packet number.
 pub const MASK_LEN: usize = 5;
 
-/// Returns `SM4-ECB(hp_key, sample)[..5]`.
+/// A header-protection key with its SM4 key schedule done once, for a connection's lifetime.
+#[derive(Clone, Debug)]
+pub struct HeaderProtectionKey {
+    cipher: Sm4,
+}
+
+impl HeaderProtectionKey {
+    pub fn new(hp_key: &[u8; 16]) -> HeaderProtectionKey {
+        HeaderProtectionKey {
+            cipher: Sm4::new(hp_key.into()),
+        }
+    }
+
+    /// Returns `SM4-ECB(hp_key, sample)[..5]`.
+    pub fn mask(&self, sample: &[u8; SAMPLE_LEN]) -> [u8; MASK_LEN] {
+        let mut block = Block::<Sm4>::from(*sample);
+        self.cipher.encrypt_block(&mut block);
+        let mut mask = [0u8; MASK_LEN];
+        mask.copy_from_slice(&block[..MASK_LEN]);
+        mask
+    }
+}
+
+/// Returns `SM4-ECB(hp_key, sample)[..5]` (one-off; keep a [`HeaderProtectionKey`] per
+/// connection instead of calling this per packet).
 pub fn header_protection_mask(hp_key: &[u8; 16], sample: &[u8; SAMPLE_LEN]) -> [u8; MASK_LEN] {
-    let cipher = Sm4::new(hp_key.into());
-    let mut block = Block::<Sm4>::from(*sample);
-    cipher.encrypt_block(&mut block);
-    let mut mask = [0u8; MASK_LEN];
-    mask.copy_from_slice(&block[..MASK_LEN]);
-    mask
+    HeaderProtectionKey::new(hp_key).mask(sample)
 }
 
 #[cfg(test)]
@@ -57,9 +76,8 @@ mod tests {
             0xd1, 0xb1, 0xc9, 0x8d, 0xd7, 0x68, 0x9f, 0xb8, 0xec, 0x11, 0xd2, 0x42, 0xb1, 0x23,
             0xdc, 0x9b,
         ];
-        assert_eq!(
-            header_protection_mask(&hp_key, &sample),
-            [0x09, 0xa8, 0x4f, 0x09, 0x5b]
-        );
+        let expected = [0x09, 0xa8, 0x4f, 0x09, 0x5b];
+        assert_eq!(header_protection_mask(&hp_key, &sample), expected);
+        assert_eq!(HeaderProtectionKey::new(&hp_key).mask(&sample), expected);
     }
 }

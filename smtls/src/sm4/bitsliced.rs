@@ -1,12 +1,13 @@
-//! Bitsliced SM4 rounds for [`BLOCKS`] blocks at once: the fast path behind the cipher's
-//! parallel-block interface, which CTR and GCM use for all but a message's last few blocks.
+//! Bitsliced SM4: the rounds for [`BLOCKS`] blocks at once (the path behind the cipher's
+//! parallel-block interface, which CTR and GCM use for bulk data), and the same S-box circuit
+//! for one word ([`substitute_word`]) for everything else.
 //!
 //! Each of the four state words is held as eight `u64` planes: plane `i` holds bit `i` of all
 //! 64 bytes of that word (16 blocks x 4 bytes), at lane `byte * 16 + block`, where `byte` 0 is
 //! the word's most significant byte. In this form:
 //!
-//! - the S-box is the same algebra as the scalar path — `A · (A · x ⊕ 0xD3)^-1 ⊕ 0xD3` — with
-//!   the inversion done in an isomorphic tower field (see [`substitute`]); a GF(16)
+//! - the S-box is `A · (A · x ⊕ 0xD3)^-1 ⊕ 0xD3` with the inversion done in an isomorphic
+//!   tower field (see [`substitute`]); a GF(16)
 //!   multiplication is 16 ANDs and a few XORs over whole planes, for 64 bytes at once;
 //! - rotating a word by a multiple of 8 bits is rotating every plane by 16 lanes, and rotating
 //!   by fewer bits renumbers planes, so the linear transform L costs a few dozen operations;
@@ -231,6 +232,19 @@ fn from_planes(planes: &Planes, blocks: &mut [[u8; 16]; BLOCKS], position: usize
             blocks[first + m][byte] = value;
         }
     }
+}
+
+/// The S-box on the four bytes of one word, through the same circuit with four lanes in use: the
+/// one-block path (single blocks, CTR's last blocks, header protection, the key schedule).
+pub(super) fn substitute_word(word: u32) -> u32 {
+    let bytes = u64::from(word);
+    let planes: Planes = core::array::from_fn(|bit| gather_bits((bytes >> bit) & BYTE_LOW_BITS));
+    let substituted = substitute(planes);
+    let mut out = 0u64;
+    for (bit, plane) in substituted.iter().enumerate() {
+        out |= spread_bits(plane & 0x0f) << bit;
+    }
+    out as u32
 }
 
 /// Runs the 32 rounds and the reverse transform R on [`BLOCKS`] blocks, taking round `i`'s key
