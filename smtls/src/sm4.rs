@@ -109,12 +109,13 @@ fn crypt_block(key_at: impl Fn(usize) -> u32, mut block: InOut<'_, '_, Block<Sm4
     }
 }
 
-/// From this many tail blocks (fewer than [`PAR_BLOCKS`]) on, a zero-padded bitsliced batch is
-/// faster than the one-block path (which costs about as much per block as a whole batch / 8).
+/// From this many tail blocks (fewer than [`PAR_BLOCKS`]) on, one zero-padded batch is faster
+/// than the one-block path, which runs the same circuit with most lanes idle. The choice depends
+/// only on the message length, which is public.
 const TAIL_BATCH_MIN: usize = 2;
 
 /// Encrypts or decrypts up to [`PAR_BLOCKS`] blocks on the bitsliced path, padding with zero
-/// blocks. The branch on the count depends only on the message length, which is public.
+/// blocks.
 fn crypt_batch(key_at: impl Fn(usize) -> u32, mut blocks: InOutBuf<'_, '_, Block<Sm4>>) {
     debug_assert!(blocks.len() <= PAR_BLOCKS);
     let mut buffer = [[0u8; 16]; PAR_BLOCKS];
