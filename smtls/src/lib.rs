@@ -11,7 +11,7 @@
 //!
 //! | module | what | built on |
 //! |---|---|---|
-//! | [`sm4`] | SM4 block cipher, constant time | this crate (computed S-box) |
+//! | [`sm4`] | SM4 block cipher, constant time | this crate (bitsliced, tower-field S-box) |
 //! | [`gcm`] | SM4-GCM AEAD: TLS records, QUIC packets | `aes-gcm`'s generic GCM over [`sm4::Sm4`] |
 //! | [`header`] | QUIC header-protection mask | [`sm4::Sm4`] |
 //! | [`kdf`] | HMAC-SM3, HKDF-SM3, HKDF-Expand-Label | `hmac`, `hkdf`, `sm3` |
@@ -23,7 +23,8 @@
 //! records sealed at rest (`bagui-protocol` uses it under SM4-CCM, on the host that holds the
 //! key), but a transport key is used on every packet of a long-lived connection on shared
 //! machines, so every use of SM4 here goes through [`sm4::Sm4`], which never indexes memory or
-//! branches on secret data. Its outputs equal the table version's (tested on random keys).
+//! branches on secret data. Its outputs equal the table version's (tested on random keys), and
+//! in bulk it runs at about the table version's speed.
 
 #![forbid(unsafe_code)]
 

@@ -7,14 +7,15 @@
 //! the word's most significant byte. In this form:
 //!
 //! - the S-box is `A · (A · x ⊕ 0xD3)^-1 ⊕ 0xD3` with the inversion done in an isomorphic
-//!   tower field (see [`substitute`]); a GF(16)
-//!   multiplication is 16 ANDs and a few XORs over whole planes, for 64 bytes at once;
+//!   tower field (see [`substitute`]); a GF(16) multiplication is 16 ANDs and a few XORs over
+//!   whole planes, for 64 bytes at once;
 //! - rotating a word by a multiple of 8 bits is rotating every plane by 16 lanes, and rotating
 //!   by fewer bits renumbers planes, so the linear transform L costs a few dozen operations;
 //! - round keys are broadcast into planes with masks.
 //!
 //! Nothing is indexed by secret data and nothing branches on it. Converting blocks into planes
-//! and back is a fixed loop over bit positions.
+//! and back uses carry-free multiplications by constants (constant time on the CPUs Bagui
+//! targets) in fixed loops.
 
 /// Blocks processed together (64 bytes of each state word fill a `u64` plane).
 pub(super) const BLOCKS: usize = 16;
