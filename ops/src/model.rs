@@ -83,6 +83,23 @@ pub enum WorkOrderState {
     AutoResolved,
 }
 
+/// The two SLA clocks of a work order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeadlineKind {
+    /// Acknowledge by.
+    Ack,
+    /// Resolve by.
+    Handle,
+}
+
+/// Computes SLA deadlines: `calendar` implements it from the SLA policy and the working
+/// calendar; the work-order machine only asks.
+pub trait SlaClock {
+    /// When a clock of `kind` started at `from` for a work order of `severity` runs out.
+    fn due(&self, severity: Severity, kind: DeadlineKind, from: Millis) -> Millis;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
