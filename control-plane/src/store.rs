@@ -468,6 +468,10 @@ pub struct Store {
     project_queue: sled::Tree,
     /// Who has which package, in memory; built from `assets` when first needed.
     packages: Arc<Mutex<Option<PackageIndex>>>,
+    /// Every report arrival id below this one has finished [`Store::insert_reports`] (its
+    /// report written or its write failed): a queue entry below it without its report is an
+    /// orphan, one at or above it belongs to a write still in progress.
+    finished_below: Arc<std::sync::atomic::AtomicU64>,
     /// agent id → [`MetricsRecord`]: the latest health samples.
     health: sled::Tree,
     /// `agent id \0 check name` → [`CheckRecord`]: the latest result of each check.
@@ -518,6 +522,9 @@ impl Store {
             asset_changes: db.open_tree("asset_changes")?,
             project_queue: db.open_tree("project_queue")?,
             packages: Arc::new(Mutex::new(None)),
+            // Ids only grow, across restarts too: every id before this one is from an
+            // earlier life of the store, whose writes are finished or never will be.
+            finished_below: Arc::new(std::sync::atomic::AtomicU64::new(db.generate_id()?)),
             health: db.open_tree("health")?,
             checks: db.open_tree("checks")?,
             probes: db.open_tree("probes")?,
@@ -830,28 +837,44 @@ impl Store {
         }
         let mut queue = sled::Batch::default();
         let mut batch = sled::Batch::default();
-        for (item, new) in reports.iter_mut().zip(&fresh) {
-            if *new {
-                item.report.arrival = self.db.generate_id()?;
-                let key = report_key(&item.agent_id, item.seq);
-                if item.report.cipher.is_empty() {
-                    queue.insert(&item.report.arrival.to_be_bytes(), key.clone());
+        let mut last_arrival = None;
+        let written = (|| {
+            for (item, new) in reports.iter_mut().zip(&fresh) {
+                if *new {
+                    item.report.arrival = self.db.generate_id()?;
+                    last_arrival = Some(item.report.arrival);
+                    let key = report_key(&item.agent_id, item.seq);
+                    if item.report.cipher.is_empty() {
+                        queue.insert(&item.report.arrival.to_be_bytes(), key.clone());
+                    }
+                    batch.insert(key, encode_packed("reports", &item.report)?);
                 }
-                batch.insert(key, encode_packed("reports", &item.report)?);
             }
+            self.project_queue.apply_batch(queue)?;
+            self.reports.apply_batch(batch)?;
+            Ok::<(), StoreError>(())
+        })();
+        // Written or failed: either way the projector may now judge these queue entries.
+        if let Some(last) = last_arrival {
+            self.finished_below
+                .fetch_max(last + 1, std::sync::atomic::Ordering::AcqRel);
         }
-        self.project_queue.apply_batch(queue)?;
-        self.reports.apply_batch(batch)?;
+        written?;
         Ok(fresh)
     }
 
     /// Up to `limit` stored reports waiting for projection, oldest first, each with its
-    /// queue key. Entries whose report is missing (see [`Store::insert_reports`]) are
-    /// returned with `None` so that [`Store::finish_projection`] removes them.
+    /// queue key. An entry whose report is missing is returned with `None` (so that
+    /// [`Store::finish_projection`] removes it) only when its write has finished — a crash
+    /// or a failed write between the queue entry and the report, see
+    /// [`Store::insert_reports`]; a write still in progress ends the list there.
     pub fn pending_projection(
         &self,
         limit: usize,
     ) -> Result<Vec<(sled::IVec, Option<NewReport>)>, StoreError> {
+        let finished_below = self
+            .finished_below
+            .load(std::sync::atomic::Ordering::Acquire);
         let mut out = Vec::new();
         for item in self.project_queue.iter().take(limit) {
             let (queue_key, report_key) = item?;
@@ -869,7 +892,15 @@ impl Store {
                         report,
                     })
                 }
-                None => None,
+                None => {
+                    let arrival = <[u8; 8]>::try_from(&queue_key[..])
+                        .map(u64::from_be_bytes)
+                        .unwrap_or(0);
+                    if arrival >= finished_below {
+                        break;
+                    }
+                    None
+                }
             };
             out.push((queue_key, report));
         }
@@ -1323,6 +1354,45 @@ mod tests {
                 result.map(|_| ())
             );
         }
+    }
+
+    #[test]
+    fn queue_entries_without_reports_wait_for_their_write_or_are_dropped_as_orphans() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path()).unwrap();
+        store.insert_reports(&mut [report(1)]).unwrap();
+        let pending = store.pending_projection(10).unwrap();
+        store
+            .finish_projection(Projection::default(), &[pending[0].0.clone()])
+            .unwrap();
+        let committed = store
+            .finished_below
+            .load(std::sync::atomic::Ordering::Acquire);
+        // An entry from an earlier life whose report never made it: an orphan.
+        store
+            .project_queue
+            .insert(0u64.to_be_bytes(), report_key("ag-1", 7))
+            .unwrap();
+        // An entry of a write still in progress: its report is not there yet.
+        store
+            .project_queue
+            .insert((committed + 1_000).to_be_bytes(), report_key("ag-x", 8))
+            .unwrap();
+        let pending = store.pending_projection(10).unwrap();
+        assert_eq!(pending.len(), 1, "the in-progress entry ends the list");
+        assert!(pending[0].1.is_none());
+        store
+            .finish_projection(Projection::default(), &[pending[0].0.clone()])
+            .unwrap();
+        assert!(store.pending_projection(10).unwrap().is_empty());
+        // Once the write it belongs to has finished (here: failed), its entry is an orphan.
+        store
+            .finished_below
+            .fetch_max(committed + 1_001, std::sync::atomic::Ordering::AcqRel);
+        let pending = store.pending_projection(10).unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].0[..], (committed + 1_000).to_be_bytes());
+        assert!(pending[0].1.is_none());
     }
 
     #[test]
