@@ -219,9 +219,7 @@ impl FromStr for Date {
     fn from_str(text: &str) -> Result<Date, DateError> {
         let format = || DateError::Format(text.to_owned());
         let bytes = text.as_bytes();
-        let digits_at = |range: std::ops::Range<usize>| {
-            bytes[range.clone()].iter().all(u8::is_ascii_digit) && !range.is_empty()
-        };
+        let digits_at = |range: std::ops::Range<usize>| bytes[range].iter().all(u8::is_ascii_digit);
         if bytes.len() != 10
             || bytes[4] != b'-'
             || bytes[7] != b'-'
@@ -820,9 +818,9 @@ impl WorkingCalendar {
 // ---------------------------------------------------------------------------------------------
 
 /// A duration written for people: numbers with units `d`, `h`, `m`, `s`, `ms`, largest first,
-/// without spaces, e.g.
-/// `"15m"`, `"4h"`, `"3d"`, `"1d4h30m"`. Days are kept apart from the rest because what a day
-/// is depends on the clock: 24 h on the wall clock, one working day on the working clock.
+/// without spaces, e.g. `"15m"`, `"4h"`, `"3d"`, `"1d4h30m"`. Days are kept apart from the rest
+/// because what a day is depends on the clock: 24 h on the wall clock, one working day on the
+/// working clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct HumanDuration {
