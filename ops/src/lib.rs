@@ -5,5 +5,6 @@
 //! Time is milliseconds since the Unix epoch (UTC) everywhere ([`model::Millis`]); working time
 //! and the calendar are China Standard Time (UTC+8, no daylight saving).
 
+pub mod kpi;
 pub mod model;
 pub mod workorder;
