@@ -1984,6 +1984,259 @@ mod tests {
         );
     }
 
+    /// An order brought to `state` by the shortest legal path (P1, owner "a", supervisor "s"
+    /// from a manual escalation where the state allows one).
+    fn in_state(state: WorkOrderState) -> WorkOrder {
+        let mut order = open("wo-1", Severity::P1);
+        let t = T0 + MINUTE;
+        match state {
+            S::Detected => {}
+            S::Suppressed => {
+                run(
+                    &mut order,
+                    Command::Suppress {
+                        cause: "wo-0".into(),
+                    },
+                    t,
+                );
+            }
+            S::AutoResolved => {
+                run(&mut order, Command::SourceCleared, t);
+            }
+            _ => {
+                run(&mut order, dispatch("a"), t);
+                run(&mut order, Command::Escalate { team: "s".into() }, t);
+                match state {
+                    S::Dispatched => {}
+                    S::Returned => {
+                        run(
+                            &mut order,
+                            Command::Return {
+                                reason: "not ours".into(),
+                            },
+                            t,
+                        );
+                    }
+                    _ => {
+                        run(&mut order, Command::Ack, t);
+                        if state != S::Acked {
+                            run(&mut order, Command::Start, t);
+                        }
+                        if matches!(state, S::Resolved | S::Verified | S::Closed) {
+                            run(&mut order, resolve("done"), t);
+                        }
+                        if matches!(state, S::Verified | S::Closed) {
+                            run(&mut order, Command::Verify { accepted: true }, t);
+                        }
+                        if state == S::Closed {
+                            run(&mut order, Command::Close, t);
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(order.state, state);
+        order
+    }
+
+    /// Every legal (state, command) pair, with the states the order passes through.
+    fn legal_cases() -> Vec<(WorkOrderState, Command, Vec<WorkOrderState>)> {
+        let team = |name: &str| name.to_string();
+        let recur = Command::Recur { at: T0 + HOUR };
+        // (state, command, states passed through)
+        let cases: Vec<(WorkOrderState, Command, Vec<WorkOrderState>)> = vec![
+            (S::Detected, dispatch("a"), vec![S::Dispatched]),
+            (
+                S::Detected,
+                Command::Suppress { cause: "c".into() },
+                vec![S::Suppressed],
+            ),
+            (S::Detected, Command::SourceCleared, vec![S::AutoResolved]),
+            (S::Dispatched, Command::Ack, vec![S::Acked]),
+            (
+                S::Dispatched,
+                Command::Return { reason: "r".into() },
+                vec![S::Returned],
+            ),
+            (
+                S::Dispatched,
+                Command::Suppress { cause: "c".into() },
+                vec![S::Suppressed],
+            ),
+            (S::Dispatched, Command::SourceCleared, vec![S::AutoResolved]),
+            (
+                S::Dispatched,
+                Command::Escalate { team: team("t") },
+                vec![S::Dispatched],
+            ),
+            (
+                S::Dispatched,
+                Command::TakeOver { team: team("s") },
+                vec![S::Acked],
+            ),
+            (
+                S::Dispatched,
+                Command::Reassign { team: team("b") },
+                vec![S::Dispatched],
+            ),
+            (S::Acked, Command::Start, vec![S::InProgress]),
+            (S::Acked, resolve("f"), vec![S::Resolved]),
+            (
+                S::Acked,
+                Command::Return { reason: "r".into() },
+                vec![S::Returned],
+            ),
+            (S::Acked, Command::SourceCleared, vec![S::Acked]),
+            (
+                S::Acked,
+                Command::Escalate { team: team("t") },
+                vec![S::Acked],
+            ),
+            (
+                S::Acked,
+                Command::TakeOver { team: team("s") },
+                vec![S::Acked],
+            ),
+            (
+                S::Acked,
+                Command::Reassign { team: team("b") },
+                vec![S::Dispatched],
+            ),
+            (S::InProgress, resolve("f"), vec![S::Resolved]),
+            (S::InProgress, Command::SourceCleared, vec![S::InProgress]),
+            (
+                S::InProgress,
+                Command::Escalate { team: team("t") },
+                vec![S::InProgress],
+            ),
+            (
+                S::InProgress,
+                Command::TakeOver { team: team("s") },
+                vec![S::InProgress],
+            ),
+            (
+                S::InProgress,
+                Command::Reassign { team: team("b") },
+                vec![S::Dispatched],
+            ),
+            (
+                S::Resolved,
+                Command::Verify { accepted: true },
+                vec![S::Verified],
+            ),
+            (
+                S::Resolved,
+                Command::Verify { accepted: false },
+                vec![S::Reopened, S::InProgress],
+            ),
+            (S::Resolved, Command::SourceCleared, vec![S::Resolved]),
+            (S::Resolved, recur.clone(), vec![S::Reopened, S::InProgress]),
+            (S::Verified, Command::Close, vec![S::Closed]),
+            (S::Verified, recur.clone(), vec![S::Reopened, S::InProgress]),
+            (S::Closed, recur.clone(), vec![S::Reopened, S::InProgress]),
+            (S::Suppressed, Command::Promote, vec![S::Detected]),
+            (S::Suppressed, Command::SourceCleared, vec![S::AutoResolved]),
+            (S::Returned, dispatch("b"), vec![S::Dispatched]),
+            (S::Returned, Command::SourceCleared, vec![S::AutoResolved]),
+            (S::AutoResolved, recur, vec![S::Reopened, S::Detected]),
+        ];
+        cases
+    }
+
+    /// One command of each kind, with arguments that are valid in the states where the kind
+    /// is legal.
+    fn every_command() -> Vec<Command> {
+        vec![
+            dispatch("b"),
+            Command::Ack,
+            Command::Start,
+            resolve("f"),
+            Command::Verify { accepted: true },
+            Command::Verify { accepted: false },
+            Command::Close,
+            Command::Return { reason: "r".into() },
+            Command::Suppress { cause: "c".into() },
+            Command::Promote,
+            Command::SourceCleared,
+            Command::Recur { at: T0 + HOUR },
+            Command::Escalate { team: "t".into() },
+            Command::TakeOver { team: "s".into() },
+            Command::Reassign { team: "b".into() },
+        ]
+    }
+
+    const STABLE_STATES: [WorkOrderState; 10] = [
+        S::Detected,
+        S::Dispatched,
+        S::Acked,
+        S::InProgress,
+        S::Resolved,
+        S::Verified,
+        S::Closed,
+        S::Suppressed,
+        S::Returned,
+        S::AutoResolved,
+    ];
+
+    #[test]
+    fn every_legal_command_reaches_the_documented_state() {
+        for (state, command, path) in legal_cases() {
+            let mut order = in_state(state);
+            let seq = order.next_seq;
+            let name = command.name();
+            let out = order
+                .apply(command, "alice", T0 + 2 * MINUTE, &FakeSla)
+                .unwrap_or_else(|e| panic!("{name:?} in {}: {e}", state_name(state)));
+            let mut expected_from = state;
+            assert_eq!(out.transitions.len(), path.len(), "{name:?} in {state:?}");
+            for (offset, (transition, to)) in out.transitions.iter().zip(&path).enumerate() {
+                assert_eq!(transition.from, expected_from, "{name:?} in {state:?}");
+                assert_eq!(transition.to, *to, "{name:?} in {state:?}");
+                assert_eq!(transition.seq, seq + offset as u64);
+                assert_eq!(transition.actor, "alice");
+                expected_from = *to;
+            }
+            assert_eq!(order.state, *path.last().unwrap());
+            assert_eq!(order.next_seq, seq + path.len() as u64);
+        }
+    }
+
+    #[test]
+    fn every_other_state_and_command_pair_is_refused_and_changes_nothing() {
+        let legal: Vec<(WorkOrderState, CommandName)> = legal_cases()
+            .iter()
+            .map(|(state, command, _)| (*state, command.name()))
+            .collect();
+        let mut refused = 0;
+        // REOPENED is left at once, so no order rests in it.
+        for state in STABLE_STATES {
+            for command in every_command() {
+                let name = command.name();
+                if legal.contains(&(state, name)) {
+                    continue;
+                }
+                let mut order = in_state(state);
+                let before = order.clone();
+                let error = order
+                    .apply(command, "alice", T0 + 2 * MINUTE, &FakeSla)
+                    .unwrap_err();
+                assert_eq!(
+                    error,
+                    TransitionError::NotAllowed {
+                        order_id: "wo-1".into(),
+                        command: name,
+                        state,
+                    }
+                );
+                assert_eq!(order, before, "{name:?} in {state:?} changed the order");
+                refused += 1;
+            }
+        }
+        // 10 states × 15 commands − the 34 legal cases (Verify accepted and rejected are two
+        // of them, both in RESOLVED).
+        assert_eq!(refused, 10 * 15 - 34);
+    }
+
     #[test]
     fn commands_and_transitions_have_a_stable_json_form() {
         let command: Command =
