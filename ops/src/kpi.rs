@@ -38,7 +38,7 @@
 //!   targets, not only counting logged misses, keeps the figure right when a timer fires late
 //!   (after a restart) and finds the order already acknowledged.
 //! - **Escalations**: transitions that added a supervisor (a missed deadline or a manual
-//!   escalation), charged to the owner at the time.
+//!   escalation), charged to the owner at the time (no team while the order is returned).
 //! - **Reopen rate**: among the orders first resolved in the period, the share that were reopened
 //!   (a transition into `REOPENED`) after that resolution, at any time the log shows. It is the
 //!   one figure that can still change after the period ends — by construction, mostly within the

@@ -11,14 +11,29 @@
 //! # States and commands
 //!
 //! ```text
-//! DETECTED ─dispatch─► DISPATCHED ─ack─► ACKED ─start─► IN_PROGRESS ─resolve(feedback)─► RESOLVED
-//!    │  ▲                 │  ▲ │                                                           │
-//!    │  └──promote── SUPPRESSED ◄─suppress(cause)─┘                    verify(accepted) ─► VERIFIED ─close─► CLOSED
-//!    │                    │  └─ reassign (转派) / take over (接管: counts as the ack)         verify(rejected) ─► REOPENED ─► IN_PROGRESS
-//!    │                    └─return(reason)─► RETURNED ─dispatch(other team)─► DISPATCHED
-//!    └─ source cleared before anyone acted (DETECTED, DISPATCHED, SUPPRESSED, RETURNED) ─► AUTO_RESOLVED
-//! RESOLVED / VERIFIED / CLOSED / AUTO_RESOLVED ─recurrence < 24 h after the resolution─► REOPENED ─► …
+//! from                                       command                  to
+//! DETECTED                                   dispatch(team)           DISPATCHED
+//! DETECTED, DISPATCHED                       suppress(cause)          SUPPRESSED
+//! DISPATCHED                                 ack, take over (接管)    ACKED
+//! DISPATCHED, ACKED                          return(reason)           RETURNED
+//! DISPATCHED, ACKED, IN_PROGRESS             reassign(team) (转派)    DISPATCHED
+//! DISPATCHED, ACKED, IN_PROGRESS             escalate(team)           (same state)
+//! ACKED, IN_PROGRESS                         take over                (same state)
+//! ACKED                                      start                    IN_PROGRESS
+//! ACKED, IN_PROGRESS                         resolve(feedback)        RESOLVED
+//! RESOLVED                                   verify(accepted)         VERIFIED
+//! RESOLVED                                   verify(rejected)         REOPENED → IN_PROGRESS
+//! VERIFIED                                   close                    CLOSED
+//! SUPPRESSED                                 promote                  DETECTED
+//! RETURNED                                   dispatch(another team)   DISPATCHED
+//! DETECTED, DISPATCHED, SUPPRESSED, RETURNED source cleared           AUTO_RESOLVED
+//! ACKED, IN_PROGRESS, RESOLVED               source cleared           (same state, noted)
+//! RESOLVED, VERIFIED, CLOSED, AUTO_RESOLVED  recur < 24 h             REOPENED → IN_PROGRESS,
+//!                                                                     DISPATCHED or DETECTED
 //! ```
+//!
+//! Every other pair is a [`TransitionError::NotAllowed`]. A missed deadline
+//! ([`WorkOrder::fire`]) escalates without changing the state.
 //!
 //! Rules this module decides, and why:
 //!
@@ -34,11 +49,10 @@
 //!   or automatic) reopens the order: `REOPENED`, then straight on to where work resumes —
 //!   `IN_PROGRESS` if its team had resolved it, `DISPATCHED` to its owner (a new
 //!   acknowledgement) if it had been resolved automatically, or `DETECTED` (route again) if it
-//!   never had an owner. The window runs from the resolution, not
-//!   from verification or closure, so slow verification does not widen it. Later recurrences
-//!   are a new order: [`Outcome::recurrence`] says so and nothing changes. Rejected
-//!   verification also passes through `REOPENED`, so every reopening is visible in the log the
-//!   same way.
+//!   never had an owner. The window runs from the resolution, not from verification or
+//!   closure, so slow verification does not widen it. Later recurrences are a new order:
+//!   [`Outcome::recurrence`] says so and nothing changes. Rejected verification also passes
+//!   through `REOPENED`, so every reopening is visible in the log the same way.
 //! - **Return** (wrong owner) needs a reason, clears the owner and waits for a re-dispatch; the
 //!   team that returned the order cannot be given it straight back (no ping-pong: routing must
 //!   walk up the tree, where the region's on-duty team always exists).
