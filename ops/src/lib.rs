@@ -6,4 +6,6 @@
 //! and the calendar are China Standard Time (UTC+8, no daylight saving).
 
 pub mod calendar;
+pub mod kpi;
 pub mod model;
+pub mod workorder;
