@@ -734,6 +734,57 @@ fn mass_outage_is_raised_once_for_the_topmost_division() {
 }
 
 #[test]
+fn a_mass_outage_gathers_dispatched_incidents_and_smaller_outages_below_it() {
+    let mut sim = Sim::new(mass_topology());
+    // A slow burst, 15 s apart: the first four are decided (and dispatched) alone.
+    for (i, agent) in ["a1", "a2", "a3", "a4", "a5", "b1"].iter().enumerate() {
+        sim.lost(agent, T0 + 15_000 * i as Millis);
+        sim.tick_through(
+            T0 + 15_000 * i as Millis,
+            T0 + 15_000 * i as Millis + 14_000,
+            1_000,
+        );
+    }
+    sim.tick_through(T0 + 90_000, T0 + 100_000, 1_000);
+    // Ids: a1..a5 = 1..5, township outage = 6 (a5's hold end, 5 of 5 down), b1 = 7, county
+    // outage = 8 (b1's hold end, 6 of 10 down).
+    assert_eq!(
+        opened(&sim.log)
+            .into_iter()
+            .filter(|(_, fingerprint)| fingerprint.starts_with("mass-outage:"))
+            .collect::<Vec<_>>(),
+        vec![
+            (6, "mass-outage:450104001000".to_string()),
+            (8, "mass-outage:450104000000".to_string()),
+        ]
+    );
+    assert_eq!(
+        links(&sim.log),
+        vec![
+            (1, 6),
+            (2, 6),
+            (3, 6),
+            (4, 6),
+            (5, 6),
+            (6, 8),
+            (1, 8),
+            (2, 8),
+            (3, 8),
+            (4, 8),
+            (5, 8),
+            (7, 8),
+        ]
+    );
+    assert_eq!(dispatched(&sim.log), vec![1, 2, 3, 4, 6, 8]);
+    let county = sim.engine.incident(8).unwrap();
+    assert_eq!(county.symptoms, (1..=7).collect::<BTreeSet<_>>());
+    assert_eq!(
+        sim.engine.incident(6).unwrap().phase,
+        Phase::Symptom { cause: 8 }
+    );
+}
+
+#[test]
 fn below_the_minimum_count_there_is_no_mass_outage() {
     let mut sim = Sim::new(mass_topology());
     // Township 450104001 loses all 5 (100 % and 5 agents), but its county only 5 of 10 (50 %,
