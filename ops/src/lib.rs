@@ -4,8 +4,12 @@
 //!
 //! Time is milliseconds since the Unix epoch (UTC) everywhere ([`model::Millis`]); working time
 //! and the calendar are China Standard Time (UTC+8, no daylight saving).
+//!
+//! - [`incidents`]: the incident engine — de-duplication, holds, topology-aware suppression,
+//!   mass outages, flap damping — fed with events and ticks, returning actions.
 
 pub mod calendar;
 pub mod kpi;
+pub mod incidents;
 pub mod model;
 pub mod workorder;
