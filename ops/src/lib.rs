@@ -5,4 +5,5 @@
 //! Time is milliseconds since the Unix epoch (UTC) everywhere ([`model::Millis`]); working time
 //! and the calendar are China Standard Time (UTC+8, no daylight saving).
 
+pub mod intake;
 pub mod model;
