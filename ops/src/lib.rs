@@ -11,5 +11,6 @@
 pub mod calendar;
 pub mod kpi;
 pub mod incidents;
+pub mod intake;
 pub mod model;
 pub mod workorder;
