@@ -6,3 +6,4 @@
 //! and the calendar are China Standard Time (UTC+8, no daylight saving).
 
 pub mod model;
+pub mod notify;
