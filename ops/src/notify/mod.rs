@@ -34,6 +34,7 @@
 
 mod email;
 mod encode;
+pub mod limit;
 mod robots;
 pub mod text;
 pub mod webhook;
@@ -46,6 +47,7 @@ use crate::model::{Millis, Severity};
 
 pub use email::EmailMessage;
 pub use encode::TRUNCATION_MARKER;
+pub use limit::{ChannelLimiter, Decision, LimitConfig, Limiter, Outgoing};
 pub use robots::{dingtalk_sign, feishu_sign};
 
 /// What happened to a work order that people must hear about.
