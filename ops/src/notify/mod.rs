@@ -35,6 +35,7 @@
 mod email;
 mod encode;
 pub mod limit;
+pub mod retry;
 mod robots;
 pub mod text;
 pub mod webhook;
@@ -48,6 +49,7 @@ use crate::model::{Millis, Severity};
 pub use email::EmailMessage;
 pub use encode::TRUNCATION_MARKER;
 pub use limit::{ChannelLimiter, Decision, LimitConfig, Limiter, Outgoing};
+pub use retry::{FailureKind, RetryPolicy, SendFailure, classify_http_reply, classify_smtp_reply};
 pub use robots::{dingtalk_sign, feishu_sign};
 
 /// What happened to a work order that people must hear about.
