@@ -439,6 +439,17 @@ impl ChannelConfig {
             }
             ChannelConfig::Dingtalk { url, secret, .. } => {
                 encode::check_url(ChannelKind::Dingtalk, url, Some("access_token"))?;
+                // A configured URL copied with an old signature would be sent with two.
+                if ["timestamp", "sign"]
+                    .iter()
+                    .any(|name| encode::query_value(url, name).is_some())
+                {
+                    return Err(NotifyError::InvalidUrl {
+                        channel: ChannelKind::Dingtalk,
+                        url: encode::redact_url(url),
+                        reason: "timestamp and sign are added when sending; remove them",
+                    });
+                }
                 if let Some(secret) = secret {
                     robots::check_dingtalk_secret(secret)?;
                 }
@@ -615,6 +626,19 @@ mod tests {
                 ..
             })
         ));
+        let presigned = ChannelConfig::Dingtalk {
+            url: "https://oapi.dingtalk.com/robot/send?access_token=t&timestamp=1&sign=x".into(),
+            secret: Some("SECabc".into()),
+            format: MessageFormat::Text,
+        };
+        assert_eq!(
+            presigned.validate(),
+            Err(NotifyError::InvalidUrl {
+                channel: ChannelKind::Dingtalk,
+                url: "https://oapi.dingtalk.com/robot/send?<hidden>".into(),
+                reason: "timestamp and sign are added when sending; remove them",
+            })
+        );
         let ftp = ChannelConfig::Feishu {
             url: "ftp://open.feishu.cn/hook".into(),
             secret: None,
