@@ -315,6 +315,24 @@ mod tests {
     }
 
     #[test]
+    fn truncation_never_exceeds_the_limit_for_mixed_widths() {
+        // 1-, 2-, 3- and 4-byte characters in turn.
+        let text = "a£兴🚨".repeat(30);
+        for max_bytes in 0..text.len() + 2 {
+            let cut = truncate_utf8(&text, max_bytes);
+            assert!(cut.len() <= max_bytes, "{max_bytes}: {} bytes", cut.len());
+            if max_bytes >= text.len() {
+                assert_eq!(cut, text);
+            } else if max_bytes >= TRUNCATION_MARKER.len() {
+                let kept = cut.strip_suffix(TRUNCATION_MARKER).unwrap();
+                assert!(text.starts_with(kept));
+                // At most one character (4 bytes) of the budget is left unused.
+                assert!(kept.len() + 4 > max_bytes - TRUNCATION_MARKER.len());
+            }
+        }
+    }
+
+    #[test]
     fn rfc2047_words_fit_a_76_character_header_line_and_keep_characters_whole() {
         assert_eq!(rfc2047("Link down"), "Link down");
         assert_eq!(rfc2047("a\r\nBcc: x"), "a  Bcc: x");
