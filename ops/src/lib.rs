@@ -14,3 +14,4 @@ pub mod incidents;
 pub mod intake;
 pub mod model;
 pub mod workorder;
+pub mod notify;
