@@ -5,13 +5,24 @@
 //! Time is milliseconds since the Unix epoch (UTC) everywhere ([`model::Millis`]); working time
 //! and the calendar are China Standard Time (UTC+8, no daylight saving).
 //!
+//! - [`model`]: the shared vocabulary (severity, category, work-order states, SLA clocks).
+//! - [`intake`]: external alerts — Alertmanager webhook v4 and a generic JSON format — parsed,
+//!   validated, mapped to one shape and de-duplicated.
 //! - [`incidents`]: the incident engine — de-duplication, holds, topology-aware suppression,
 //!   mass outages, flap damping — fed with events and ticks, returning actions.
+//! - [`workorder`]: the work-order state machine, its transition log and its SLA deadline rows
+//!   (fired idempotently, escalation as an attribute).
+//! - [`calendar`]: the working calendar (CST working hours, public holidays and make-up
+//!   workdays as data) and the SLA policy built on it.
+//! - [`notify`]: the exact requests of each notification channel (webhook, WeCom, DingTalk,
+//!   Feishu, e-mail), per-channel rate limits with digests, reply classification and retries.
+//! - [`kpi`]: MTTA, MTTR, handling time, SLA compliance, escalations and reopen rate from the
+//!   transition log, per team, per division (rolled up) and per period.
 
 pub mod calendar;
-pub mod kpi;
 pub mod incidents;
 pub mod intake;
+pub mod kpi;
 pub mod model;
-pub mod workorder;
 pub mod notify;
+pub mod workorder;
