@@ -1187,6 +1187,19 @@ async fn handle_session(
         );
         return;
     }
+    if !bagui_protocol::protocol_version_supported(hello.protocol_version) {
+        tracing::warn!(agent = %agent_id, %remote, version = hello.protocol_version, "hello with an unsupported protocol version");
+        close(
+            &connection,
+            ErrorCode::UnsupportedVersion,
+            &format!(
+                "protocol version {} is not supported: this control plane speaks {} (one revision either side); upgrade the control plane first, then the agents",
+                hello.protocol_version,
+                bagui_protocol::PROTOCOL_VERSION
+            ),
+        );
+        return;
+    }
     if let Some(wait) = come_back {
         let message: ServerMessage = ComeBackLater {
             after_ms: wait.as_millis() as u64,

@@ -32,3 +32,24 @@ pub const ALPN_SESSION: &[u8] = b"bagui/1";
 pub const ALPN_JOIN: &[u8] = b"bagui-join/1";
 /// The protocol revision this build speaks. Peers one revision apart must interoperate.
 pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Whether a peer speaking revision `version` may talk to this build: one revision apart
+/// either way (revision 0 — a hello without a version — never). Further apart, the session is
+/// refused with [`ErrorCode::UnsupportedVersion`] instead of misreading each other.
+pub fn protocol_version_supported(version: u32) -> bool {
+    version >= 1 && version.abs_diff(PROTOCOL_VERSION) <= 1
+}
+
+#[cfg(test)]
+mod version_tests {
+    use super::*;
+
+    #[test]
+    fn peers_one_revision_apart_interoperate_and_no_further() {
+        assert!(protocol_version_supported(PROTOCOL_VERSION));
+        assert!(protocol_version_supported(PROTOCOL_VERSION + 1));
+        assert!(!protocol_version_supported(PROTOCOL_VERSION + 2));
+        assert!(!protocol_version_supported(0));
+        assert!(!protocol_version_supported(u32::MAX));
+    }
+}

@@ -135,6 +135,62 @@ async fn malformed_oversized_and_truncated_frames_close_only_that_connection() {
         send_raw(&fixture, &hello("ag-0000000000000000"), false).await,
         Some(ErrorCode::Unauthenticated)
     );
+    // Hello from a protocol revision too far apart, or without one: refused as such.
+    for version in [0, bagui_protocol::PROTOCOL_VERSION + 2, u32::MAX] {
+        let far = frame(
+            Hello {
+                protocol_version: version,
+                agent_id: fixture.hostile_id.clone(),
+                next_seq: 1,
+                ..Default::default()
+            }
+            .into(),
+        );
+        assert_eq!(
+            send_raw(&fixture, &far, false).await,
+            Some(ErrorCode::UnsupportedVersion),
+            "protocol version {version}"
+        );
+    }
+    // One revision ahead is still served (skew tolerance): the session stays up.
+    let near = frame(
+        Hello {
+            protocol_version: bagui_protocol::PROTOCOL_VERSION + 1,
+            agent_id: fixture.hostile_id.clone(),
+            next_seq: 1,
+            ..Default::default()
+        }
+        .into(),
+    );
+    {
+        let endpoint = quic::endpoint();
+        let connection =
+            quic::connect_as(&endpoint, fixture.control_plane.quic_addr, &fixture.hostile)
+                .await
+                .unwrap();
+        let (mut send, mut recv) = connection.open_bi().await.unwrap();
+        send.write_all(&near).await.unwrap();
+        let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_LEN);
+        let mut buffer = vec![0u8; 4096];
+        let welcomed = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let Ok(Some(read)) = recv.read(&mut buffer).await else {
+                    return false;
+                };
+                decoder.extend(&buffer[..read]);
+                if let Ok(Some(frame)) = decoder.next_frame() {
+                    return matches!(
+                        ServerMessage::decode(&frame),
+                        Ok(Decoded::Known(ServerMessage::Welcome(_)))
+                    );
+                }
+            }
+        })
+        .await
+        .unwrap_or(false);
+        assert!(welcomed, "a peer one revision ahead gets a welcome");
+        connection.close(0u32.into(), b"done");
+    }
     // A report before any hello.
     let report = frame(
         Report {
