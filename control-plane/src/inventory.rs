@@ -1048,7 +1048,12 @@ mod tests {
             store.flush().unwrap();
             // Stopped before the projector ran.
         }
-        let store = Store::open(&path).unwrap();
+        let store = Store::open_waiting(
+            &path,
+            crate::store::DEFAULT_CACHE_BYTES,
+            std::time::Duration::from_secs(10),
+        )
+        .unwrap();
         assert!(store.projection_pending().unwrap());
         assert!(store.asset("ag-1").unwrap().is_none());
         let round = project_pending(&store, 10).unwrap();
@@ -1059,7 +1064,12 @@ mod tests {
         store.flush().unwrap();
         drop(store);
         // The index is memory only: a new process builds it from the asset records.
-        let store = Store::open(&path).unwrap();
+        let store = Store::open_waiting(
+            &path,
+            crate::store::DEFAULT_CACHE_BYTES,
+            std::time::Duration::from_secs(10),
+        )
+        .unwrap();
         let holders = store.package_holders("openssl").unwrap();
         assert_eq!(holders.len(), 1);
         assert_eq!(
