@@ -155,42 +155,59 @@ impl Date {
         Weekday::from_day_number(self.day_number())
     }
 
-    /// Days since 1970-01-01 (Howard Hinnant's `days_from_civil`).
+    /// Days since 1970-01-01.
     fn day_number(self) -> i64 {
-        let month = i64::from(self.month);
-        let year = i64::from(self.year) - i64::from(month <= 2);
-        let era = year.div_euclid(400);
-        let year_of_era = year - era * 400;
-        let day_of_year = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5
-            + i64::from(self.day)
-            - 1;
-        let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-        era * 146_097 + day_of_era - 719_468
+        days_from_civil(
+            i64::from(self.year),
+            i64::from(self.month),
+            i64::from(self.day),
+        )
     }
 
-    /// The inverse of [`Date::day_number`] (Hinnant's `civil_from_days`); `day` stays far
-    /// inside the range where the year fits an `i32` (see [`MAX_DAYS`]).
+    /// The inverse of [`Date::day_number`]; `day` stays far inside the range where the year
+    /// fits an `i32` (see [`MAX_DAYS`]).
     fn from_day_number(day: i64) -> Date {
-        let shifted = day + 719_468;
-        let era = shifted.div_euclid(146_097);
-        let day_of_era = shifted - era * 146_097;
-        let year_of_era =
-            (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-        let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-        let month_index = (5 * day_of_year + 2) / 153;
-        let day_of_month = day_of_year - (153 * month_index + 2) / 5 + 1;
-        let month = if month_index < 10 {
-            month_index + 3
-        } else {
-            month_index - 9
-        };
-        let year = year_of_era + era * 400 + i64::from(month <= 2);
+        let (year, month, day_of_month) = civil_from_days(day);
         Date {
             year: i32::try_from(year).unwrap_or(i32::MAX),
             month: u8::try_from(month).unwrap_or(1),
             day: u8::try_from(day_of_month).unwrap_or(1),
         }
     }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`);
+/// the one copy of this arithmetic in the crate.
+pub(crate) fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = year - i64::from(month <= 2);
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let day_of_year = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// The inverse of [`days_from_civil`] (Hinnant's `civil_from_days`): (year, month 1..=12,
+/// day 1..=31).
+pub(crate) fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let shifted = days + 719_468;
+    let era = shifted.div_euclid(146_097);
+    let day_of_era = shifted - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day_of_month = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    (
+        year_of_era + era * 400 + i64::from(month <= 2),
+        month,
+        day_of_month,
+    )
 }
 
 fn is_leap_year(year: i32) -> bool {

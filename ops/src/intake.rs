@@ -619,7 +619,7 @@ pub fn parse_rfc3339(text: &str) -> Result<Option<Millis>, TimeError> {
     if second > 60 {
         return Err(TimeError::OutOfRange("second"));
     }
-    let days = days_from_civil(year, month, day);
+    let days = crate::calendar::days_from_civil(year, month, day);
     let local_seconds = ((days * 24 + hour) * 60 + minute) * 60 + second;
     let utc_ms = (local_seconds - offset_minutes * 60) * 1000 + fraction_ms;
     if utc_ms == GO_ZERO_TIME_MS {
@@ -909,17 +909,6 @@ fn days_in_month(year: i64, month: i64) -> i64 {
         4 | 6 | 9 | 11 => 30,
         _ => 31,
     }
-}
-
-/// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year.rem_euclid(400);
-    let month_from_march = (month + 9) % 12;
-    let day_of_year = (153 * month_from_march + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
 }
 
 fn check_body_size(body: &[u8]) -> Result<(), IntakeError> {

@@ -118,20 +118,9 @@ impl Period {
 
 /// The first of a month, 00:00 CST, in Unix milliseconds; `None` before the epoch.
 fn cst_midnight(year: i32, month: u32) -> Option<Millis> {
-    let days = days_from_civil(i64::from(year), i64::from(month), 1);
+    let days = crate::calendar::days_from_civil(i64::from(year), i64::from(month), 1);
     let utc_ms = i128::from(days) * i128::from(DAY) - i128::from(CST_OFFSET);
     Millis::try_from(utc_ms).ok()
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let month_index = (month + 9) % 12; // March = 0
-    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
 }
 
 /// The KPI counters of one team, division or the whole log for one period. Kept as sums and

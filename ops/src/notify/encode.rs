@@ -207,7 +207,12 @@ pub(crate) fn beijing(at: Millis) -> Civil {
     let seconds_of_day = (local % DAY) / 1000;
     // Days since 1970-01-01 fit an i64 for every u64 millisecond count.
     let days = i64::try_from(days).unwrap_or(i64::MAX / 2);
-    let (year, month, day) = civil_from_days(days);
+    let (year, month, day) = crate::calendar::civil_from_days(days);
+    // month is 1..=12 and day 1..=31 by construction.
+    let (month, day) = (
+        u32::try_from(month).unwrap_or(1),
+        u32::try_from(day).unwrap_or(1),
+    );
     Civil {
         year,
         month,
@@ -218,31 +223,6 @@ pub(crate) fn beijing(at: Millis) -> Civil {
         // 1970-01-01 was a Thursday.
         weekday: (local / DAY + 4) % 7,
     }
-}
-
-/// Howard Hinnant's `civil_from_days`: (year, month, day) of the proleptic Gregorian calendar
-/// for a count of days since 1970-01-01.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    // day is 1..=31 and month 1..=12 by construction.
-    (
-        year,
-        u32::try_from(month).unwrap_or(1),
-        u32::try_from(day).unwrap_or(1),
-    )
 }
 
 /// `2025-11-26 10:17` in Beijing time, for message text.
