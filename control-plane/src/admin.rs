@@ -313,6 +313,10 @@ pub struct Admin {
     advertise: String,
     /// What operators may push as probes.
     probe_policy: ProbePolicy,
+    /// Work orders, teams, notifications (see `crate::admin_ops`).
+    pub(crate) dispatcher: Option<crate::dispatch::Dispatcher>,
+    /// Where external alerts enter the incident engine; `None` in the CLI's local mode.
+    pub(crate) link_events: Option<crate::dispatch::LinkEvents>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -354,7 +358,30 @@ impl Admin {
             sessions,
             advertise,
             probe_policy: ProbePolicy::default(),
+            dispatcher: None,
+            link_events: None,
         }
+    }
+
+    /// Connects the dispatcher (and, when running, the incident engine's event queue).
+    pub fn with_dispatcher(
+        mut self,
+        dispatcher: crate::dispatch::Dispatcher,
+        events: crate::dispatch::LinkEvents,
+    ) -> Admin {
+        self.dispatcher = Some(dispatcher);
+        self.link_events = Some(events);
+        self
+    }
+
+    /// Connects the dispatcher without an event queue (the CLI's local mode).
+    pub fn with_local_dispatcher(mut self, dispatcher: crate::dispatch::Dispatcher) -> Admin {
+        self.dispatcher = Some(dispatcher);
+        self
+    }
+
+    pub(crate) fn audit(&self) -> &Audit {
+        &self.audit
     }
 
     /// Sets the pushed-probe policy (from the config of `run`).

@@ -33,6 +33,8 @@ pub struct ApiState {
     /// SM3 of the admin token; requests are compared by digest, not by the secret itself.
     pub admin_token_digest: String,
     pub ready: Arc<AtomicBool>,
+    /// External alerts already seen (repeats, HA copies).
+    pub intake_dedupe: Arc<crate::admin_ops::IntakeDeduper>,
 }
 
 /// An error as the API reports it: a status and `{"error": "…"}`.
@@ -156,6 +158,16 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/tokens", get(list_tokens).post(create_token))
         .route("/api/v1/tokens/{id}", axum::routing::delete(revoke_token))
         .route("/api/v1/audit", get(audit))
+        .route("/api/v1/work-orders", get(list_orders))
+        .route("/api/v1/work-orders/{id}", get(show_order))
+        .route("/api/v1/work-orders/{id}/actions", post(order_action))
+        .route("/api/v1/teams", get(list_teams).post(put_team))
+        .route("/api/v1/teams/{id}", axum::routing::delete(remove_team))
+        .route("/api/v1/notifications", get(list_notifications))
+        .route("/api/v1/incidents", get(list_incidents))
+        .route("/api/v1/intake-tokens", post(create_intake_token))
+        .route("/api/v1/intake/alertmanager", post(intake_alertmanager))
+        .route("/api/v1/intake/generic", post(intake_generic))
         .with_state(state)
 }
 
@@ -444,4 +456,131 @@ impl axum::serve::Listener for TlsListener {
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         Ok(self.local_addr)
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Work orders, teams, notifications, intake
+// ---------------------------------------------------------------------------------------------
+
+async fn list_orders(
+    State(state): State<ApiState>,
+    _: Operator,
+    Query(filter): Query<crate::dispatch::OrderFilter>,
+) -> Result<impl IntoResponse, ApiError> {
+    blocking(move || state.admin.work_orders(&filter)).await
+}
+
+async fn show_order(
+    State(state): State<ApiState>,
+    _: Operator,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    blocking(move || state.admin.work_order(&id)).await
+}
+
+async fn order_action(
+    State(state): State<ApiState>,
+    Operator(actor): Operator,
+    Path(id): Path<String>,
+    Json(command): Json<bagui_ops::workorder::Command>,
+) -> Result<impl IntoResponse, ApiError> {
+    blocking(move || state.admin.work_order_command(&actor, &id, command)).await
+}
+
+async fn list_teams(
+    State(state): State<ApiState>,
+    _: Operator,
+) -> Result<impl IntoResponse, ApiError> {
+    blocking(move || state.admin.teams()).await
+}
+
+async fn put_team(
+    State(state): State<ApiState>,
+    Operator(actor): Operator,
+    Json(team): Json<crate::dispatch::Team>,
+) -> Result<impl IntoResponse, ApiError> {
+    blocking(move || state.admin.put_team(&actor, team)).await
+}
+
+async fn remove_team(
+    State(state): State<ApiState>,
+    Operator(actor): Operator,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    blocking(move || state.admin.remove_team(&actor, &id)).await
+}
+
+async fn list_notifications(
+    State(state): State<ApiState>,
+    _: Operator,
+    Query(page): Query<Page>,
+) -> Result<impl IntoResponse, ApiError> {
+    blocking(move || state.admin.notifications(page.limit)).await
+}
+
+async fn list_incidents(
+    State(state): State<ApiState>,
+    _: Operator,
+) -> Result<impl IntoResponse, ApiError> {
+    blocking(move || state.admin.incidents()).await
+}
+
+async fn create_intake_token(
+    State(state): State<ApiState>,
+    Operator(actor): Operator,
+    Json(request): Json<crate::admin_ops::CreateIntakeToken>,
+) -> Result<impl IntoResponse, ApiError> {
+    blocking(move || state.admin.create_intake_token(&actor, &request)).await
+}
+
+/// A sender holding an intake token (`Authorization: Bearer …`); it may post alerts, nothing
+/// else.
+pub struct IntakeCaller;
+
+impl FromRequestParts<ApiState> for IntakeCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &ApiState,
+    ) -> Result<IntakeCaller, ApiError> {
+        let presented = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(|token| token.trim().to_owned());
+        let Some(token) = presented else {
+            return Err(ApiError(
+                StatusCode::UNAUTHORIZED,
+                "authentication required: send `Authorization: Bearer <intake token>`".into(),
+            ));
+        };
+        let admin = state.admin.clone();
+        match blocking_value(move || admin.check_intake_token(&token)).await? {
+            Some(_) => Ok(IntakeCaller),
+            None => Err(ApiError(
+                StatusCode::UNAUTHORIZED,
+                "invalid intake token".into(),
+            )),
+        }
+    }
+}
+
+async fn intake_alertmanager(
+    State(state): State<ApiState>,
+    _: IntakeCaller,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let dedupe = state.intake_dedupe.clone();
+    blocking(move || state.admin.intake(&dedupe, true, &body)).await
+}
+
+async fn intake_generic(
+    State(state): State<ApiState>,
+    _: IntakeCaller,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let dedupe = state.intake_dedupe.clone();
+    blocking(move || state.admin.intake(&dedupe, false, &body)).await
 }

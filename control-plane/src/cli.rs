@@ -109,6 +109,21 @@ pub enum Command {
     /// The SM3-chained, SM2-checkpointed audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Work orders (工单): list, show, and act on them.
+    #[command(subcommand)]
+    Wo(crate::cli_ops::WoCommand),
+    /// Teams that own work orders, with their channels and who is on duty.
+    #[command(subcommand)]
+    Team(crate::cli_ops::TeamCommand),
+    /// Tokens for external alert intake (Alertmanager, 12345 hotline …).
+    #[command(subcommand)]
+    IntakeToken(crate::cli_ops::IntakeTokenCommand),
+    /// The notification outbox: pending and failed messages.
+    #[command(subcommand)]
+    Notify(crate::cli_ops::NotifyCommand),
+    /// Open incidents as the incident engine holds them.
+    #[command(subcommand)]
+    Incident(crate::cli_ops::IncidentCommand),
     /// Throw-away control plane plus one local agent, for a first look.
     Demo {
         /// API port on 127.0.0.1 (0: any free port).
@@ -381,14 +396,14 @@ pub fn init_logging(level: &str) {
 }
 
 /// How verbs reach the state.
-enum Access {
+pub(crate) enum Access {
     Local { admin: Box<Admin>, store: Store },
     Remote(ApiClient),
 }
 
 impl Access {
     /// Reads a view: from the store when local, with `GET path` through the API when remote.
-    async fn read<T: serde::de::DeserializeOwned>(
+    pub(crate) async fn read<T: serde::de::DeserializeOwned>(
         &self,
         local: impl FnOnce(&Admin) -> Result<T, crate::admin::AdminError>,
         path: impl FnOnce() -> String,
@@ -413,6 +428,17 @@ fn local_admin(data_dir: &DataDir, store: Store) -> Result<Admin> {
         EnrollConfig::default(),
         data_dir.sm2_public_key()?,
     ));
+    let config = match data_dir.root().join("control-plane.toml") {
+        path if path.exists() => ControlPlaneConfig::load(&path)?,
+        _ => ControlPlaneConfig::default(),
+    };
+    let dispatcher = crate::dispatch::Dispatcher::open(
+        store.clone(),
+        divisions.clone(),
+        config.dispatch_config()?,
+        clock.clone(),
+        false,
+    )?;
     Ok(Admin::new(
         store,
         divisions,
@@ -421,7 +447,8 @@ fn local_admin(data_dir: &DataDir, store: Store) -> Result<Admin> {
         clock,
         None,
         data_dir.deployment()?.advertise,
-    ))
+    )
+    .with_local_dispatcher(dispatcher))
 }
 
 fn remote(cli: &Cli, data_dir: &DataDir, url: &str) -> Result<ApiClient> {
@@ -466,7 +493,7 @@ fn access(cli: &Cli) -> Result<Access> {
     }
 }
 
-fn query_escape(text: &str) -> String {
+pub(crate) fn query_escape(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
             b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
@@ -559,6 +586,26 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Audit(command) => {
             init_logging(cli.log_level.as_deref().unwrap_or("warn"));
             audit_command(&cli, command).await
+        }
+        Command::Wo(command) => {
+            init_logging(cli.log_level.as_deref().unwrap_or("warn"));
+            crate::cli_ops::wo_command(access(&cli)?, command).await
+        }
+        Command::Team(command) => {
+            init_logging(cli.log_level.as_deref().unwrap_or("warn"));
+            crate::cli_ops::team_command(access(&cli)?, command).await
+        }
+        Command::IntakeToken(command) => {
+            init_logging(cli.log_level.as_deref().unwrap_or("warn"));
+            crate::cli_ops::intake_token_command(access(&cli)?, command).await
+        }
+        Command::Notify(command) => {
+            init_logging(cli.log_level.as_deref().unwrap_or("warn"));
+            crate::cli_ops::notify_command(access(&cli)?, command).await
+        }
+        Command::Incident(command) => {
+            init_logging(cli.log_level.as_deref().unwrap_or("warn"));
+            crate::cli_ops::incident_command(access(&cli)?, command).await
         }
     }
 }
@@ -1430,7 +1477,7 @@ fn csv_field(text: &str) -> String {
 }
 
 /// Prints rows as an aligned table, JSON (the full objects) or CSV.
-fn print_rows<T: Serialize>(
+pub(crate) fn print_rows<T: Serialize>(
     output: Output,
     rows: &[T],
     header: &[&str],

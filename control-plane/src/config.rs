@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use bagui_protocol::{DeploymentParams, units};
 use serde::Deserialize;
 
+use crate::dispatch::DispatchConfig;
 use crate::enroll::EnrollConfig;
 use crate::ingest::IngestConfig;
 
@@ -24,6 +25,22 @@ pub struct ControlPlaneConfig {
     pub log: LogSection,
     pub probes: ProbesSection,
     pub audit: AuditSection,
+    /// Incident rules: holds, grace, flap damping, mass outage, off-hours, severities.
+    pub incidents: bagui_ops::incidents::IncidentRules,
+    /// SLA terms per severity (`[sla.p1]` …: `ack`, `handle`, `clock = "wall"|"working"`).
+    pub sla: bagui_ops::calendar::SlaPolicyConfig,
+    pub notify: NotifySection,
+}
+
+/// `[notify]`: how notifications go out.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotifySection {
+    /// Base URL of the console, for the link at the end of every message.
+    pub console_url: Option<String>,
+    pub retry: bagui_ops::notify::RetryPolicy,
+    /// Per-channel rate limit; what exceeds it goes out later as one digest.
+    pub limit: bagui_ops::notify::LimitConfig,
 }
 
 /// `[audit]`: SM2 checkpoints of the audit log and its remote syslog copy.
@@ -283,6 +300,21 @@ impl ControlPlaneConfig {
             checkpoint_every: self.audit.checkpoint_every,
             checkpoint_interval: self.audit.checkpoint_interval,
         }
+    }
+
+    /// The dispatcher's settings; refuses inconsistent incident rules.
+    pub fn dispatch_config(&self) -> Result<DispatchConfig> {
+        self.incidents
+            .validate()
+            .map_err(|error| anyhow::anyhow!("[incidents]: {error}"))?;
+        Ok(DispatchConfig {
+            rules: self.incidents.clone(),
+            sla: bagui_ops::calendar::SlaPolicy::new(
+                self.sla,
+                bagui_ops::calendar::WorkingCalendar::china(),
+            ),
+            console_url: self.notify.console_url.clone(),
+        })
     }
 
     /// The pushed-probe policy; refuses a malformed range.

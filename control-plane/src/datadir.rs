@@ -288,7 +288,16 @@ impl DataDir {
         let reset_key: [u8; 64] = rand::random();
         write_private(&self.reset_key_path(), &reset_key)?;
         write_with_mode(&self.divisions_path(), GUANGXI_CSV.as_bytes(), 0o644)?;
-        Store::create(&self.store_path()).context("creating the store")?;
+        let store = Store::create(&self.store_path()).context("creating the store")?;
+        // The region on-duty team (自治区运维值班): unrouted work orders land there.
+        crate::dispatch::Dispatcher::open(
+            store,
+            std::sync::Arc::new(crate::divisions::Divisions::guangxi()),
+            crate::dispatch::DispatchConfig::default(),
+            std::sync::Arc::new(crate::clock::SystemClock),
+            false,
+        )
+        .context("creating the region on-duty team")?;
         Ok(deployment)
     }
 

@@ -721,6 +721,8 @@ pub struct IngestContext {
     pub followups: mpsc::UnboundedSender<Followup>,
     /// Opens sealed report bodies (the control plane's SM2 key and a cache of data keys).
     pub unsealer: Arc<Unsealer>,
+    /// Tells the dispatcher (incident engine) when agents come and go.
+    pub link_events: Option<crate::dispatch::LinkEvents>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1276,6 +1278,9 @@ async fn handle_session(
     }
     context.metrics.sessions.inc();
     context.metrics.sessions_opened.inc();
+    if let Some(events) = &context.link_events {
+        events.back(&agent_id, now);
+    }
     tracing::info!(agent = %agent_id, %remote, version = %hello.agent_version, next_seq = hello.next_seq, "session open");
 
     // Writer: everything sent on the session stream goes through this one task. When it stops
@@ -1343,6 +1348,11 @@ async fn handle_session(
     drop(handle);
     writer.abort();
     if let Some(live) = context.sessions.remove(&agent_id, session_id) {
+        // Only the current session's end is a loss: a session replaced by a newer one of the
+        // same agent is not. (The server mutes the events before its own shutdown.)
+        if let Some(events) = &context.link_events {
+            events.lost(&agent_id, context.clock.now_ms());
+        }
         persist_last_seen(&context, &agent_id, live).await;
     }
 }

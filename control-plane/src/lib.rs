@@ -7,20 +7,24 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod admin_ops;
 pub mod api;
 pub mod audit;
 pub mod cli;
+pub mod cli_ops;
 pub mod client;
 pub mod clock;
 pub mod config;
 pub mod datadir;
 pub mod demo;
+pub mod dispatch;
 pub mod divisions;
 pub mod enroll;
 pub mod exposition;
 pub mod ingest;
 pub mod inventory;
 pub mod metrics;
+pub mod notifier;
 pub mod package_index;
 pub mod pki;
 pub mod probes;

@@ -42,6 +42,10 @@ pub struct ControlPlane {
     load_task: JoinHandle<()>,
     audit_tasks: Vec<JoinHandle<()>>,
     commit_thread: std::thread::JoinHandle<()>,
+    pub dispatcher: crate::dispatch::Dispatcher,
+    link_events: crate::dispatch::LinkEvents,
+    dispatch_thread: std::thread::JoinHandle<()>,
+    notifier_task: JoinHandle<()>,
     /// Ends after the commit thread (which holds its waker), leaving the rest of its queue.
     projector_thread: std::thread::JoinHandle<()>,
 }
@@ -84,6 +88,16 @@ impl ControlPlane {
             config.enroll_config(),
             data_dir.sm2_public_key()?,
         ));
+        let dispatcher = crate::dispatch::Dispatcher::open(
+            store.clone(),
+            divisions.clone(),
+            config.dispatch_config()?,
+            clock.clone(),
+            true,
+        )?;
+        let (event_tx, event_rx) = std::sync::mpsc::channel();
+        let link_events = crate::dispatch::LinkEvents::new(event_tx);
+        let dispatch_thread = dispatcher.clone().spawn(event_rx);
         let ingest_config = config.ingest_config();
         let sessions = Sessions::new(ingest_config.missed_heartbeats);
         let (resync_tx, mut resync_rx) =
@@ -133,6 +147,12 @@ impl ControlPlane {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let load = Arc::new(LoadMonitor::default());
         let load_task = load.spawn(metrics.clone(), shutdown_rx.clone());
+        let notifier_task = tokio::spawn(crate::notifier::run(
+            dispatcher.clone(),
+            config.notify.retry.clone(),
+            config.notify.limit.clone(),
+            shutdown_rx.clone(),
+        ));
         // Signed audit checkpoints on a timer, and the remote syslog copy.
         let mut audit_tasks = vec![tokio::spawn(
             audit
@@ -169,6 +189,7 @@ impl ControlPlane {
             config: ingest_config,
             followups: resync_tx.clone(),
             unsealer: Arc::new(crate::ingest::Unsealer::new(&data_dir.sm2_secret_key()?)),
+            link_events: Some(link_events.clone()),
         };
         let ingest_task = tokio::spawn(ingest::serve(endpoint, context, shutdown_rx.clone()));
 
@@ -183,7 +204,8 @@ impl ControlPlane {
                 Some(sessions.clone()),
                 deployment.advertise.clone(),
             )
-            .with_probe_policy(config.probe_policy()?),
+            .with_probe_policy(config.probe_policy()?)
+            .with_dispatcher(dispatcher.clone(), link_events.clone()),
         );
         {
             // Asset records that went stale: ask their agents for a full snapshot, audited
@@ -220,6 +242,7 @@ impl ControlPlane {
             metrics: metrics.clone(),
             admin_token_digest: digest::sm3_tagged(data_dir.admin_token()?.as_bytes()),
             ready: ready.clone(),
+            intake_dedupe: Arc::default(),
         };
         let router = api::router(state);
         let listener = tokio::net::TcpListener::bind(config.server.http_listen)
@@ -311,6 +334,10 @@ impl ControlPlane {
             load_task,
             audit_tasks,
             commit_thread,
+            dispatcher,
+            link_events,
+            dispatch_thread,
+            notifier_task,
             projector_thread,
         })
     }
@@ -318,6 +345,9 @@ impl ControlPlane {
     /// Stops cleanly: agents are told when to come back, queued reports are committed, the
     /// store is flushed and `api.json` removed.
     pub async fn shutdown(self) -> Result<()> {
+        // Sessions the control plane closes itself are not agents lost.
+        self.link_events.mute();
+        self.dispatcher.stop();
         let _ = self.shutdown.send(true);
         self.housekeeping_task.abort();
         self.load_task.abort();
@@ -342,6 +372,13 @@ impl ControlPlane {
         if joined.is_err() {
             tracing::warn!("projector thread did not stop within 10 s");
         }
+        let thread = self.dispatch_thread;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::task::spawn_blocking(move || thread.join()),
+        )
+        .await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.notifier_task).await;
         for task in self.audit_tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }

@@ -482,6 +482,46 @@ pub struct Store {
     posture: sled::Tree,
     /// `time_ms \0 agent id \0 seq index` → [`FindingRecord`]: security findings, append-only.
     findings: sled::Tree,
+    /// Problems, management and service online (see `crate::dispatch`): the incident engine,
+    /// work orders, their transition log and deadline rows, teams and the notification
+    /// outbox, in one tree so that one step of the dispatcher is one atomic batch.
+    ops: sled::Tree,
+}
+
+/// Writes to the ops tree, applied all or nothing by [`Store::ops_commit`].
+pub struct OpsBatch {
+    batch: sled::Batch,
+    empty: bool,
+}
+
+impl OpsBatch {
+    pub fn new() -> OpsBatch {
+        OpsBatch {
+            batch: sled::Batch::default(),
+            empty: true,
+        }
+    }
+
+    pub fn put<T: Serialize>(&mut self, key: &[u8], value: &T) -> Result<(), StoreError> {
+        self.batch.insert(key, encode_packed("ops", value)?);
+        self.empty = false;
+        Ok(())
+    }
+
+    pub fn delete(&mut self, key: &[u8]) {
+        self.batch.remove(key);
+        self.empty = false;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.empty
+    }
+}
+
+impl Default for OpsBatch {
+    fn default() -> OpsBatch {
+        OpsBatch::new()
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -530,6 +570,7 @@ impl Store {
             probes: db.open_tree("probes")?,
             posture: db.open_tree("posture")?,
             findings: db.open_tree("findings")?,
+            ops: db.open_tree("ops")?,
             db,
         })
     }
@@ -591,6 +632,45 @@ impl Store {
                 result => return result,
             }
         }
+    }
+
+    /// One ops record.
+    pub fn ops_get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
+        self.ops
+            .get(key)?
+            .map(|bytes| decode("ops", key, &bytes))
+            .transpose()
+    }
+
+    /// Ops records whose key starts with `prefix`, in key order, starting at `prefix ‖ from`
+    /// and at most `limit` of them.
+    pub fn ops_scan<T: DeserializeOwned>(
+        &self,
+        prefix: &[u8],
+        from: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, T)>, StoreError> {
+        let mut start = prefix.to_vec();
+        start.extend_from_slice(from);
+        let mut rows = Vec::new();
+        for entry in self.ops.range(start..) {
+            let (key, bytes) = entry?;
+            if !key.starts_with(prefix) || rows.len() >= limit {
+                break;
+            }
+            rows.push((key.to_vec(), decode("ops", &key, &bytes)?));
+        }
+        Ok(rows)
+    }
+
+    /// Applies `batch` atomically and makes it durable before returning.
+    pub fn ops_commit(&self, batch: OpsBatch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.ops.apply_batch(batch.batch)?;
+        self.db.flush()?;
+        Ok(())
     }
 
     /// Makes every write so far durable (fsync).

@@ -44,7 +44,7 @@
 //! # Mapping (both formats)
 //!
 //! - **Subject**: label `agent` (an agent id or a hostname, resolved by the caller) → the
-//!   agent; else label `division` → that division, which must be a 12-digit code; else the
+//!   agent; else label `division` → that division, which must have the shape of a division code ([`is_division_code`]); else the
 //!   region root. A present `division` is validated even when `agent` wins, because the caller
 //!   falls back to it when the agent is unknown.
 //! - **Severity** from label `severity` ([`Severity::from_label`]; missing is P3), **category**
@@ -119,7 +119,7 @@ pub type Labels = BTreeMap<String, String>;
 pub enum Subject {
     /// The `agent` label as given: an agent id or a hostname, for the caller to resolve.
     Agent(String),
-    /// The `division` label: a 12-digit division code.
+    /// The `division` label: a division code ([`is_division_code`]).
     Division(DivisionCode),
     /// Neither label: the region root.
     Region,
@@ -253,7 +253,7 @@ pub enum IntakeError {
     },
     #[error("{field}: {value:?} is not a status (expected \"firing\" or \"resolved\")")]
     BadStatus { field: String, value: String },
-    #[error("{field}: {value:?} is not a division code (expected 12 digits)")]
+    #[error("{field}: {value:?} is not a division code (expected 2, 4, 6, 9 or 12 digits)")]
     BadDivision { field: String, value: String },
     #[error("{field}: {reason}")]
     BadValue { field: String, reason: String },
@@ -654,9 +654,12 @@ pub fn label_set_fingerprint(labels: &Labels) -> String {
     format!("{hash:016x}")
 }
 
-/// Whether `text` has the shape of a division code: exactly 12 ASCII digits.
+/// Whether `text` has the shape of a division code: the 2, 4, 6, 9 or 12 ASCII digits of
+/// the five levels (`45`, `4501`, `450103`, `450103001`, `450103001005`), or a code padded to
+/// 12 digits with zeros (`450103000000`) as many government systems write them; the control
+/// plane maps a padded code to its level.
 pub fn is_division_code(text: &str) -> bool {
-    text.len() == 12 && text.bytes().all(|byte| byte.is_ascii_digit())
+    matches!(text.len(), 2 | 4 | 6 | 9 | 12) && text.bytes().all(|byte| byte.is_ascii_digit())
 }
 
 /// Settings of a [`Deduper`].
@@ -1326,14 +1329,15 @@ mod tests {
                  before 1970-01-01T00:00:00Z",
             ),
             (
-                FIRING.replace("450103001005", "4501"),
-                "alerts[1].labels.division: \"4501\" is not a division code (expected 12 digits)",
+                FIRING.replace("450103001005", "45010"),
+                "alerts[1].labels.division: \"45010\" is not a division code \
+                 (expected 2, 4, 6, 9 or 12 digits)",
             ),
             (
                 // Validated even though the agent label decides the subject.
                 FIRING.replace("450103000000", "45010300000A"),
                 "alerts[0].labels.division: \"45010300000A\" is not a division code \
-                 (expected 12 digits)",
+                 (expected 2, 4, 6, 9 or 12 digits)",
             ),
         ];
         for (body, message) in cases {
@@ -1833,7 +1837,7 @@ mod tests {
         );
         assert_eq!(
             error(r#"{"source":"s","id":"1","title":"a","division":"45010300000"}"#),
-            "division: \"45010300000\" is not a division code (expected 12 digits)"
+            "division: \"45010300000\" is not a division code (expected 2, 4, 6, 9 or 12 digits)"
         );
         assert_eq!(
             error(r#"{"source":"s","id":"1","title":"a","time":"yesterday"}"#),

@@ -246,12 +246,21 @@ pub struct ControlPlaneProcess {
 impl ControlPlaneProcess {
     /// Starts `bagui-cp run` on the deployment and waits until `/readyz` answers.
     pub async fn start(deployment: &Deployment, log_name: &str) -> Result<ControlPlaneProcess> {
+        ControlPlaneProcess::start_with(deployment, log_name, "").await
+    }
+
+    /// Like [`ControlPlaneProcess::start`], with `extra` appended to the configuration file.
+    pub async fn start_with(
+        deployment: &Deployment,
+        log_name: &str,
+        extra: &str,
+    ) -> Result<ControlPlaneProcess> {
         let log = deployment.dir.path().join(log_name);
         let config_path = deployment.dir.path().join("control-plane.toml");
         std::fs::write(
             &config_path,
             format!(
-                "[server]\nquic_listen = \"127.0.0.1:{}\"\nhttp_listen = \"127.0.0.1:0\"\n\n[session]\nheartbeat_interval = \"500ms\"\n",
+                "[server]\nquic_listen = \"127.0.0.1:{}\"\nhttp_listen = \"127.0.0.1:0\"\n\n[session]\nheartbeat_interval = \"500ms\"\n{extra}",
                 deployment.quic_port
             ),
         )?;

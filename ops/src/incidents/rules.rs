@@ -79,6 +79,8 @@ impl Default for IncidentRules {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OffHours {
+    /// `false`: terminals are never off (what a file can say where TOML has no "none").
+    pub enabled: bool,
     pub start: String,
     pub end: String,
     pub weekends: bool,
@@ -87,6 +89,7 @@ pub struct OffHours {
 impl Default for OffHours {
     fn default() -> Self {
         OffHours {
+            enabled: true,
             start: "19:00".into(),
             end: "08:00".into(),
             weekends: true,
@@ -162,7 +165,7 @@ impl IncidentRules {
 
     /// Whether `at` falls inside the terminals' off-hours.
     pub fn is_terminal_off_hours(&self, at: Millis) -> bool {
-        let Some(window) = &self.terminal_off_hours else {
+        let Some(window) = self.terminal_off_hours.as_ref().filter(|w| w.enabled) else {
             return false;
         };
         let local = at.saturating_add(CST_OFFSET);

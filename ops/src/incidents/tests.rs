@@ -618,6 +618,7 @@ fn off_hours_boundaries_in_cst() {
     assert!(!rules.is_terminal_off_hours(friday + 3 * crate::model::DAY));
     let mut daytime = IncidentRules {
         terminal_off_hours: Some(OffHours {
+            enabled: true,
             start: "12:00".into(),
             end: "14:00".into(),
             weekends: false,
@@ -628,6 +629,11 @@ fn off_hours_boundaries_in_cst() {
     let saturday = THURSDAY + 2 * crate::model::DAY;
     assert!(daytime.is_terminal_off_hours(saturday + 4 * crate::model::HOUR));
     assert!(!daytime.is_terminal_off_hours(saturday + 6 * crate::model::HOUR));
+    // Switched off in the file (`enabled = false`) is the same as none at all.
+    if let Some(window) = daytime.terminal_off_hours.as_mut() {
+        window.enabled = false;
+    }
+    assert!(!daytime.is_terminal_off_hours(saturday + 4 * crate::model::HOUR));
     daytime.terminal_off_hours = None;
     assert!(!daytime.is_terminal_off_hours(saturday + 4 * crate::model::HOUR));
 }
