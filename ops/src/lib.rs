@@ -18,11 +18,17 @@
 //!   Feishu, e-mail), per-channel rate limits with digests, reply classification and retries.
 //! - [`kpi`]: MTTA, MTTR, handling time, SLA compliance, escalations and reopen rate from the
 //!   transition log, per team, per division (rolled up) and per period.
+//! - [`maintenance`]: maintenance windows and silences on an agent or a division subtree —
+//!   validation, the window in force, expiry, and covered time with overlaps merged.
 
 pub mod calendar;
 pub mod incidents;
 pub mod intake;
 pub mod kpi;
+pub mod maintenance;
 pub mod model;
 pub mod notify;
+// Intersections and differences are used by `services`, added next.
+#[allow(dead_code)]
+mod spans;
 pub mod workorder;
