@@ -235,6 +235,18 @@ impl Timeline {
     }
 }
 
+impl Timeline {
+    /// A probe's checks in time order; none for a probe that never reported.
+    fn probe_checks(&self, probe: &str) -> &[Check] {
+        self.probes.get(probe).map_or(&[], Vec::as_slice)
+    }
+
+    /// An agent's up intervals, merged; none for an agent that never sent a heartbeat.
+    fn agent_up(&self, agent: &str) -> &[Span] {
+        self.agents.get(agent).map_or(&[], Vec::as_slice)
+    }
+}
+
 fn up_spans(agent: &str, intervals: &[(Millis, Millis)]) -> Result<Vec<Span>, TimelineError> {
     if let Some(&(start, end)) = intervals.iter().find(|(start, end)| end < start) {
         return Err(TimelineError::ReversedUpInterval {
@@ -358,8 +370,15 @@ fn maintenance_spans(
 fn down_spans(service: &Service, timeline: &Timeline, from: Millis, to: Millis) -> Vec<Span> {
     let mut down = Vec::new();
     for probe in &service.probes {
-        let checks = timeline.probes.get(probe).map_or(&[][..], Vec::as_slice);
-        for (index, check) in checks.iter().enumerate() {
+        let checks = timeline.probe_checks(probe);
+        // Only the last result at or before `from` and those up to `to` matter; the timeline
+        // may hold months of them.
+        let first = checks
+            .partition_point(|check| check.at <= from)
+            .saturating_sub(1);
+        let end = checks.partition_point(|check| check.at < to);
+        for index in first..end {
+            let check = checks[index];
             if !check.ok {
                 // A failure holds until the probe's next result.
                 let until = checks.get(index + 1).map_or(to, |next| next.at);
@@ -368,8 +387,7 @@ fn down_spans(service: &Service, timeline: &Timeline, from: Millis, to: Millis) 
         }
     }
     for agent in &service.agents {
-        let up = timeline.agents.get(agent).map_or(&[][..], Vec::as_slice);
-        down.extend(spans::complement(up, from, to));
+        down.extend(spans::complement(timeline.agent_up(agent), from, to));
     }
     spans::clip(down, from, to)
 }
@@ -406,8 +424,11 @@ pub fn service_figures(
     let mut checks = 0;
     let mut provided_checks = 0;
     for probe in &service.probes {
-        for check in timeline.probes.get(probe).map_or(&[][..], Vec::as_slice) {
-            if period.contains(check.at) && !spans::contains(&maintenance, check.at) {
+        let results = timeline.probe_checks(probe);
+        let in_period = results.partition_point(|check| check.at < from)
+            ..results.partition_point(|check| check.at < to);
+        for check in &results[in_period] {
+            if !spans::contains(&maintenance, check.at) {
                 checks += 1;
                 provided_checks += u64::from(check.provided(service.latency_objective_ms));
             }
@@ -444,16 +465,14 @@ pub fn status_at(
     }
     let probe_heard = service.probes.iter().any(|probe| {
         timeline
-            .probes
-            .get(probe)
-            .and_then(|checks| checks.first())
+            .probe_checks(probe)
+            .first()
             .is_some_and(|first| first.at <= at)
     });
     let agent_heard = service.agents.iter().any(|agent| {
         timeline
-            .agents
-            .get(agent)
-            .and_then(|up| up.first())
+            .agent_up(agent)
+            .first()
             .is_some_and(|&(start, _)| start <= at)
     });
     if !probe_heard && !agent_heard {
@@ -820,6 +839,35 @@ mod tests {
         ];
         let figures = figures_of(&service, &results, &up, &[], hour());
         assert_eq!((figures.down_ms, figures.failures), (5 * MINUTE, 1));
+    }
+
+    #[test]
+    fn only_the_last_result_before_the_period_carries_in() {
+        let service = Service {
+            agents: vec![],
+            probes: vec!["http-portal".into()],
+            ..portal()
+        };
+        let up = AgentUptime::new();
+        // A day of history: failures long ago, ok at T−1 h, failed at T−1 min (the last one
+        // before the period), ok at 2, and results after the period that must not count.
+        let mut results: Vec<ProbeResult> = (1..24)
+            .map(|hours| failed("http-portal", T - DAY + hours * MINUTE))
+            .collect();
+        results.push(ok("http-portal", T - HOUR, 100));
+        results.push(failed("http-portal", T - MINUTE));
+        results.push(ok("http-portal", m(2), 100));
+        results.push(failed("http-portal", m(60)));
+        results.push(failed("http-portal", m(90)));
+        let figures = figures_of(&service, &results, &up, &[], hour());
+        // Down [0, 2) only, carried in: no failure; one check (at 2), provided.
+        assert_eq!((figures.down_ms, figures.failures), (2 * MINUTE, 0));
+        assert_eq!((figures.provided_checks, figures.checks), (1, 1));
+        // The failure at exactly the end belongs to the next hour.
+        let next = Period::new(m(60), m(120)).unwrap();
+        let figures = figures_of(&service, &results, &up, &[], next);
+        assert_eq!((figures.down_ms, figures.failures), (HOUR, 1));
+        assert_eq!((figures.provided_checks, figures.checks), (0, 2));
     }
 
     #[test]
