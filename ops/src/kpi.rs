@@ -428,7 +428,10 @@ pub fn kpi_by_division(
 }
 
 /// `division` and its ancestors, stopping at the root or at the first code seen twice.
-fn ancestry(division: &str, parent: &dyn Fn(&str) -> Option<String>) -> Vec<DivisionCode> {
+pub(crate) fn ancestry(
+    division: &str,
+    parent: &dyn Fn(&str) -> Option<String>,
+) -> Vec<DivisionCode> {
     let mut chain = vec![division.to_string()];
     let mut seen: BTreeSet<DivisionCode> = chain.iter().cloned().collect();
     let mut current = division.to_string();

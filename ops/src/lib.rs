@@ -18,11 +18,19 @@
 //!   Feishu, e-mail), per-channel rate limits with digests, reply classification and retries.
 //! - [`kpi`]: MTTA, MTTR, handling time, SLA compliance, escalations and reopen rate from the
 //!   transition log, per team, per division (rolled up) and per period.
+//! - [`maintenance`]: maintenance windows and silences on an agent or a division subtree —
+//!   validation, the window in force, expiry, and covered time with overlaps merged.
+//! - [`services`]: the service catalog of 服务在线 and its figures per period — availability,
+//!   failures with MTBF and MTTR, the service-provision rate — from probe results and agent
+//!   heartbeats, maintenance left out; current status; per-agent availability.
 
 pub mod calendar;
 pub mod incidents;
 pub mod intake;
 pub mod kpi;
+pub mod maintenance;
 pub mod model;
 pub mod notify;
+pub mod services;
+mod spans;
 pub mod workorder;
