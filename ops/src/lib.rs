@@ -16,9 +16,12 @@
 //!   workdays as data) and the SLA policy built on it.
 //! - [`notify`]: the exact requests of each notification channel (webhook, WeCom, DingTalk,
 //!   Feishu, e-mail), per-channel rate limits with digests, reply classification and retries.
+//! - [`access`]: roles and permissions (with MLPS 三员分立), division scope, password hashing
+//!   and policy, login lockout, TOTP, API tokens and the duty roster.
 //! - [`kpi`]: MTTA, MTTR, handling time, SLA compliance, escalations and reopen rate from the
 //!   transition log, per team, per division (rolled up) and per period.
 
+pub mod access;
 pub mod calendar;
 pub mod incidents;
 pub mod intake;

@@ -1,0 +1,120 @@
+//! Who may do what, where, and how they prove who they are: the access rules of the console and
+//! the API, without IO, so the control plane only stores what these functions return and asks
+//! them before it acts.
+//!
+//! - [`roles`]: roles and permissions as one explicit table, with the MLPS 2.0 (等保 2.0)
+//!   separation of powers (三员分立) between the system, security and audit administrators.
+//! - [`scope`]: every user sees one subtree of the division tree; [`in_scope`] walks up the
+//!   control plane's tree.
+//! - [`password`]: Argon2id hashes in PHC strings and the password policy.
+//! - [`lockout`]: the per-user failed-login counter that locks an account for a while.
+//! - [`totp`]: RFC 6238 one-time passwords (the second factor), RFC 4648 base32 secrets.
+//! - [`tokens`]: API tokens, kept as SHA-256 digests and compared in constant time.
+//! - [`roster`]: the duty roster (值班表): who is on duty now, to be @-mentioned.
+//!
+//! Randomness is injected like time: functions that need it take a [`RandomSource`], which
+//! `ring::rand::SystemRandom` implements for the control plane and a fixed sequence
+//! implements in tests. Secrets travel in [`Secret`], whose `Debug` prints `***`, so a secret
+//! cannot reach a log line through `{:?}` of the struct that carries it.
+
+pub mod roles;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+pub use roles::{Permission, Role, RoleSetError, UnknownName, check_role_set};
+
+/// A source of cryptographically secure random bytes.
+///
+/// The control plane passes `ring::rand::SystemRandom`; tests pass a fixed sequence, so salts,
+/// TOTP secrets and API tokens are reproducible there.
+pub trait RandomSource {
+    /// Fills `destination` entirely with random bytes.
+    fn fill(&mut self, destination: &mut [u8]) -> Result<(), RandomError>;
+}
+
+impl RandomSource for ring::rand::SystemRandom {
+    fn fill(&mut self, destination: &mut [u8]) -> Result<(), RandomError> {
+        ring::rand::SecureRandom::fill(self, destination).map_err(|_| RandomError)
+    }
+}
+
+/// The random source failed (the operating system's generator is unavailable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[error("the random number generator failed")]
+pub struct RandomError;
+
+/// A secret (password, TOTP secret, API token): `Debug` prints `***` and there is no
+/// `Display`, so only [`Secret::expose`] — greppable — hands out the value.
+///
+/// It serialises as the plain value, for the one place that must (the response that shows a
+/// new API token once); a struct holding it must not be logged as JSON.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("***")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Secret {
+        Secret(value)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Secret {
+        Secret(value.to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_do_not_debug_print() {
+        let secret = Secret::new("hunter2-correct-horse");
+        assert_eq!(format!("{secret:?}"), "***");
+        #[derive(Debug)]
+        #[allow(dead_code)]
+        struct Login {
+            user: String,
+            password: Secret,
+        }
+        let login = Login {
+            user: "lihua".to_owned(),
+            password: secret.clone(),
+        };
+        let printed = format!("{login:?} {login:#?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("lihua"));
+        assert_eq!(secret.expose(), "hunter2-correct-horse");
+    }
+
+    #[test]
+    fn system_random_fills_and_differs() {
+        let mut random = ring::rand::SystemRandom::new();
+        let mut first = [0u8; 32];
+        let mut second = [0u8; 32];
+        RandomSource::fill(&mut random, &mut first).unwrap();
+        RandomSource::fill(&mut random, &mut second).unwrap();
+        assert_ne!(first, second);
+    }
+}
