@@ -18,6 +18,7 @@
 //! cannot reach a log line through `{:?}` of the struct that carries it.
 
 pub mod roles;
+pub mod scope;
 
 use std::fmt;
 
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use roles::{Permission, Role, RoleSetError, UnknownName, check_role_set};
+pub use scope::{DivisionCodeError, DivisionParents, PrefixParents, canonical_division, in_scope};
 
 /// A source of cryptographically secure random bytes.
 ///
