@@ -17,6 +17,7 @@
 //! implements in tests. Secrets travel in [`Secret`], whose `Debug` prints `***`, so a secret
 //! cannot reach a log line through `{:?}` of the struct that carries it.
 
+pub mod password;
 pub mod roles;
 pub mod scope;
 
@@ -25,6 +26,10 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+pub use password::{
+    PasswordError, PasswordHashing, PasswordPolicy, PasswordPolicyError, check_password_policy,
+    hash_password, hash_password_with, needs_rehash, verify_password,
+};
 pub use roles::{Permission, Role, RoleSetError, UnknownName, check_role_set};
 pub use scope::{DivisionCodeError, DivisionParents, PrefixParents, canonical_division, in_scope};
 
@@ -83,6 +88,38 @@ impl From<String> for Secret {
 impl From<&str> for Secret {
     fn from(value: &str) -> Secret {
         Secret(value.to_owned())
+    }
+}
+
+/// A deterministic [`RandomSource`] for the tests of the submodules: bytes `seed, seed+1, …`
+/// (wrapping), or a failure on every call.
+#[cfg(test)]
+pub(crate) struct CountingRandom {
+    pub(crate) next: u8,
+    pub(crate) fail: bool,
+}
+
+#[cfg(test)]
+impl CountingRandom {
+    pub(crate) fn new(seed: u8) -> CountingRandom {
+        CountingRandom {
+            next: seed,
+            fail: false,
+        }
+    }
+}
+
+#[cfg(test)]
+impl RandomSource for CountingRandom {
+    fn fill(&mut self, destination: &mut [u8]) -> Result<(), RandomError> {
+        if self.fail {
+            return Err(RandomError);
+        }
+        for byte in destination {
+            *byte = self.next;
+            self.next = self.next.wrapping_add(1);
+        }
+        Ok(())
     }
 }
 
