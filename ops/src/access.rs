@@ -17,6 +17,7 @@
 //! implements in tests. Secrets travel in [`Secret`], whose `Debug` prints `***`, so a secret
 //! cannot reach a log line through `{:?}` of the struct that carries it.
 
+pub mod lockout;
 pub mod password;
 pub mod roles;
 pub mod scope;
@@ -26,6 +27,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+pub use lockout::{Locked, LockoutPolicy, LoginGuard};
 pub use password::{
     PasswordError, PasswordHashing, PasswordPolicy, PasswordPolicyError, check_password_policy,
     hash_password, hash_password_with, needs_rehash, verify_password,
