@@ -21,6 +21,7 @@ pub mod lockout;
 pub mod password;
 pub mod roles;
 pub mod scope;
+pub mod totp;
 
 use std::fmt;
 
@@ -34,6 +35,10 @@ pub use password::{
 };
 pub use roles::{Permission, Role, RoleSetError, UnknownName, check_role_set};
 pub use scope::{DivisionCodeError, DivisionParents, PrefixParents, canonical_division, in_scope};
+pub use totp::{
+    Base32Error, TotpError, TotpGuard, TotpParams, TotpSecret, base32_decode, base32_encode,
+    otpauth_uri, totp_code,
+};
 
 /// A source of cryptographically secure random bytes.
 ///
@@ -93,6 +98,21 @@ impl From<&str> for Secret {
     }
 }
 
+/// Whether `a == b`, in time that depends on the lengths only (lengths are public here: codes
+/// of a fixed number of digits, digests of a fixed size). ring's `constant_time` is deprecated
+/// with no promise about side channels, so this is the plain XOR-OR fold, with the accumulator
+/// passed through `black_box` so the optimiser has no reason to stop at the first difference.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let difference = a
+        .iter()
+        .zip(b)
+        .fold(0u8, |acc, (x, y)| std::hint::black_box(acc | (x ^ y)));
+    difference == 0
+}
+
 /// A deterministic [`RandomSource`] for the tests of the submodules: bytes `seed, seed+1, …`
 /// (wrapping), or a failure on every call.
 #[cfg(test)]
@@ -147,6 +167,16 @@ mod tests {
         assert!(!printed.contains("hunter2"), "{printed}");
         assert!(printed.contains("lihua"));
         assert_eq!(secret.expose(), "hunter2-correct-horse");
+    }
+
+    #[test]
+    fn constant_time_eq_compares_whole_slices() {
+        assert!(constant_time_eq(b"", b""));
+        assert!(constant_time_eq(b"287082", b"287082"));
+        assert!(!constant_time_eq(b"287082", b"287083"));
+        assert!(!constant_time_eq(b"187082", b"287082"));
+        assert!(!constant_time_eq(b"28708", b"287082"));
+        assert!(!constant_time_eq(b"287082", b""));
     }
 
     #[test]
