@@ -21,6 +21,7 @@ pub mod lockout;
 pub mod password;
 pub mod roles;
 pub mod scope;
+pub mod tokens;
 pub mod totp;
 
 use std::fmt;
@@ -35,6 +36,9 @@ pub use password::{
 };
 pub use roles::{Permission, Role, RoleSetError, UnknownName, check_role_set};
 pub use scope::{DivisionCodeError, DivisionParents, PrefixParents, canonical_division, in_scope};
+pub use tokens::{
+    API_TOKEN_PREFIX, StoredToken, StoredTokenError, looks_like_token, new_api_token, token_matches,
+};
 pub use totp::{
     Base32Error, TotpError, TotpGuard, TotpParams, TotpSecret, base32_decode, base32_encode,
     otpauth_uri, totp_code,
