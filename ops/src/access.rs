@@ -20,6 +20,7 @@
 pub mod lockout;
 pub mod password;
 pub mod roles;
+pub mod roster;
 pub mod scope;
 pub mod tokens;
 pub mod totp;
@@ -35,6 +36,9 @@ pub use password::{
     hash_password, hash_password_with, needs_rehash, verify_password,
 };
 pub use roles::{Permission, Role, RoleSetError, UnknownName, check_role_set};
+pub use roster::{
+    Member, Roster, RosterError, Shift, ShiftDays, TimeOfDay, on_duty, on_duty_persons,
+};
 pub use scope::{DivisionCodeError, DivisionParents, PrefixParents, canonical_division, in_scope};
 pub use tokens::{
     API_TOKEN_PREFIX, StoredToken, StoredTokenError, looks_like_token, new_api_token, token_matches,
