@@ -4,6 +4,8 @@
 //!
 //! - [`roles`]: roles and permissions as one explicit table, with the MLPS 2.0 (等保 2.0)
 //!   separation of powers (三员分立) between the system, security and audit administrators.
+//!   [`authorize`] is the one question per request: may these roles, scoped here, do this to
+//!   that division?
 //! - [`scope`]: every user sees one subtree of the division tree; [`in_scope`] walks up the
 //!   control plane's tree.
 //! - [`password`]: Argon2id hashes in PHC strings and the password policy.
@@ -47,6 +49,38 @@ pub use totp::{
     Base32Error, TotpError, TotpGuard, TotpParams, TotpSecret, base32_decode, base32_encode,
     otpauth_uri, totp_code,
 };
+
+/// Why a request was refused by [`authorize`].
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum AccessDenied {
+    #[error("none of the user's roles grants {0}")]
+    Permission(Permission),
+    #[error("division {division} is outside the user's scope {scope}")]
+    OutOfScope { scope: String, division: String },
+}
+
+/// Whether a user with `roles` and `scope` may do `permission` to something of `division`
+/// (for actions on the whole system, such as reading the audit log, the control plane passes
+/// the tree's root). The permission is checked first, so a refusal for lack of a role does not
+/// tell whether the division exists.
+pub fn authorize(
+    roles: &[Role],
+    scope: &str,
+    permission: Permission,
+    division: &str,
+    tree: &impl DivisionParents,
+) -> Result<(), AccessDenied> {
+    if !roles.iter().any(|role| role.allows(permission)) {
+        return Err(AccessDenied::Permission(permission));
+    }
+    if !in_scope(scope, division, tree) {
+        return Err(AccessDenied::OutOfScope {
+            scope: scope.to_owned(),
+            division: division.to_owned(),
+        });
+    }
+    Ok(())
+}
 
 /// A source of cryptographically secure random bytes.
 ///
@@ -175,6 +209,74 @@ mod tests {
         assert!(!printed.contains("hunter2"), "{printed}");
         assert!(printed.contains("lihua"));
         assert_eq!(secret.expose(), "hunter2-correct-horse");
+    }
+
+    #[test]
+    fn authorize_asks_the_roles_then_the_scope() {
+        let county_operator = [Role::Operator];
+        let tree = PrefixParents;
+        assert_eq!(
+            authorize(
+                &county_operator,
+                "450103",
+                Permission::ActOnWorkOrders,
+                "450103001005",
+                &tree
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            authorize(
+                &county_operator,
+                "450103",
+                Permission::ActOnWorkOrders,
+                "450105001",
+                &tree
+            ),
+            Err(AccessDenied::OutOfScope {
+                scope: "450103".to_owned(),
+                division: "450105001".to_owned()
+            })
+        );
+        assert_eq!(
+            authorize(
+                &county_operator,
+                "450103",
+                Permission::ManageUsers,
+                "450103",
+                &tree
+            ),
+            Err(AccessDenied::Permission(Permission::ManageUsers))
+        );
+        // Any one role suffices.
+        assert_eq!(
+            authorize(
+                &[Role::Viewer, Role::SecurityAdmin],
+                "45",
+                Permission::ManageUsers,
+                "4501",
+                &tree
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            authorize(&[], "45", Permission::ViewAssets, "45", &tree),
+            Err(AccessDenied::Permission(Permission::ViewAssets))
+        );
+        assert_eq!(
+            authorize(
+                &[Role::AuditAdmin],
+                "450000000000",
+                Permission::ReadAuditLog,
+                "45",
+                &tree
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            AccessDenied::Permission(Permission::ReadAuditLog).to_string(),
+            "none of the user's roles grants read_audit_log"
+        );
     }
 
     #[test]
