@@ -16,6 +16,8 @@
 //!   workdays as data) and the SLA policy built on it.
 //! - [`notify`]: the exact requests of each notification channel (webhook, WeCom, DingTalk,
 //!   Feishu, e-mail), per-channel rate limits with digests, reply classification and retries.
+//! - [`access`]: roles and permissions (with MLPS 三员分立), division scope, password hashing
+//!   and policy, login lockout, TOTP, API tokens and the duty roster.
 //! - [`kpi`]: MTTA, MTTR, handling time, SLA compliance, escalations and reopen rate from the
 //!   transition log, per team, per division (rolled up) and per period.
 //! - [`maintenance`]: maintenance windows and silences on an agent or a division subtree —
@@ -24,6 +26,7 @@
 //!   failures with MTBF and MTTR, the service-provision rate — from probe results and agent
 //!   heartbeats, maintenance left out; current status; per-agent availability.
 
+pub mod access;
 pub mod calendar;
 pub mod incidents;
 pub mod intake;

@@ -33,7 +33,7 @@
 //!    silence.
 
 mod email;
-mod encode;
+pub(crate) mod encode;
 pub mod limit;
 pub mod retry;
 mod robots;
