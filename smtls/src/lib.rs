@@ -29,6 +29,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cert;
 pub mod gcm;
 pub mod header;
 pub mod kdf;
