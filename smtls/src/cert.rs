@@ -1,8 +1,9 @@
 //! SM2 certificates for the shangmi profile: a self-signed CA, and server and client leaf
 //! certificates it signs, all with SM2-with-SM3 signatures under the certificate signer ID
 //! [`CERT_SIGNER_ID`] (RFC 8998 §3.2.1). OpenSSL 3.0 verifies them with
-//! `openssl verify -vfyopt distid:1234567812345678 -CAfile ca.pem leaf.pem` (without the option
-//! it uses another ID and fails).
+//! `openssl verify -vfyopt distid:1234567812345678 -CAfile ca.pem leaf.pem`; without the option
+//! OpenSSL 3.0 checks SM2 certificate signatures under an empty ID and fails (see
+//! [`CERT_SIGNER_ID`]).
 //!
 //! Certificates are built with RustCrypto's `x509-cert` builder over the `sm2` crate's signing
 //! key; nothing here writes DER by hand. Every certificate is X.509 v3 with subject and
@@ -453,7 +454,7 @@ mod tests {
     const DAY: Duration = Duration::from_secs(86_400);
 
     /// OpenSSL 3.0 verifies SM2 certificate signatures under the GB/T default ID only when told
-    /// to: without this option `openssl verify` (3.0.19) uses another ID and reports
+    /// to: without this option `openssl verify` (3.0.19) uses an empty ID and reports
     /// "certificate signature failure"; certificates that `openssl x509 -req` signs without
     /// `-sigopt distid:1234567812345678` verify only without it.
     const DISTID: [&str; 2] = ["-vfyopt", "distid:1234567812345678"];
@@ -572,5 +573,64 @@ mod tests {
                 .unwrap()
                 .starts_with("-----BEGIN CERTIFICATE-----")
         );
+    }
+
+    #[test]
+    fn keys_move_between_openssl_and_this_crate() {
+        use crate::provider::shangmi_provider;
+        use rustls::pki_types::SignatureVerificationAlgorithm;
+
+        let dir = tempfile::tempdir().unwrap();
+        // SM2 keys from OpenSSL load through the provider's KeyProvider and sign: as PKCS#8,
+        // and as the SEC1 ECPrivateKey that `genpkey -outform DER` writes for EC keys.
+        let sec1_path = dir.path().join("openssl-sec1.der");
+        let pkcs8_path = dir.path().join("openssl-pkcs8.der");
+        let (sec1_path, pkcs8_path) = (sec1_path.to_str().unwrap(), pkcs8_path.to_str().unwrap());
+        let (ok, text) = openssl(&[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:SM2",
+            "-outform",
+            "DER",
+            "-out",
+            sec1_path,
+        ]);
+        assert!(ok, "{text}");
+        let (ok, text) = openssl(&[
+            "pkcs8", "-topk8", "-nocrypt", "-inform", "DER", "-in", sec1_path, "-outform", "DER",
+            "-out", pkcs8_path,
+        ]);
+        assert!(ok, "{text}");
+        let sec1 = std::fs::read(sec1_path).unwrap();
+        let pkcs8 = std::fs::read(pkcs8_path).unwrap();
+        let public = SecretKey::from_pkcs8_der(&pkcs8)
+            .unwrap()
+            .public_key()
+            .to_sec1_bytes();
+        for key in [
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pkcs8.clone())),
+            PrivateKeyDer::Sec1(sec1.into()),
+        ] {
+            let key = shangmi_provider()
+                .key_provider
+                .load_private_key(key)
+                .unwrap();
+            let signer = key
+                .choose_scheme(&[crate::provider::SM2SIG_SM3_SCHEME])
+                .unwrap();
+            let signature = signer.sign(b"transcript").unwrap();
+            crate::provider::verify::SM2_SM3_TLS13
+                .verify_signature(&public, b"transcript", &signature)
+                .unwrap();
+        }
+
+        // A key from this crate reads back in OpenSSL as an SM2 key.
+        let ca = CertificateAuthority::new("CA", DAY).unwrap();
+        let issued = ca.issue_client("agent", DAY).unwrap();
+        let key_pem = write(dir.path(), "key.pem", &issued.key_pem().unwrap());
+        let (ok, text) = openssl(&["pkey", "-in", &key_pem, "-noout", "-text"]);
+        assert!(ok && text.contains("ASN1 OID: SM2"), "{text}");
     }
 }
