@@ -443,3 +443,53 @@ fn webpki_verifier_from_the_provider_advertises_only_sm2sig_sm3() {
     assert_eq!(verifier.supported_verify_schemes(), vec![SM2SIG_SM3_SCHEME]);
     let _: CertificateDer<'_> = pki.ca.cert_der();
 }
+
+#[test]
+fn a_second_connection_resumes_under_the_shangmi_suite() {
+    // Resumption compares the suites' hash algorithms (SM3's stand-in code point) and runs
+    // the PSK key schedule on HKDF-SM3.
+    let pki = pki();
+    let client = Arc::new(shangmi_client(&pki));
+    let server = Arc::new(shangmi_server(&pki));
+    let name = ServerName::try_from(SERVER_NAME).unwrap();
+    let mut kinds = Vec::new();
+    for _ in 0..2 {
+        let mut client_connection: Connection =
+            ClientConnection::new(Arc::clone(&client), name.clone())
+                .unwrap()
+                .into();
+        let mut server_connection: Connection =
+            ServerConnection::new(Arc::clone(&server)).unwrap().into();
+        handshake_ok(&mut client_connection, &mut server_connection);
+        // Let the client take in the server's session tickets.
+        let _ = pump(&mut client_connection, &mut server_connection);
+        assert_eq!(
+            client_connection.negotiated_cipher_suite().unwrap().suite(),
+            TLS_SM4_GCM_SM3_SUITE_ID
+        );
+        kinds.push(client_connection.handshake_kind());
+    }
+    assert_eq!(
+        kinds,
+        [
+            Some(rustls::HandshakeKind::Full),
+            Some(rustls::HandshakeKind::Resumed)
+        ]
+    );
+}
+
+#[test]
+fn the_provider_offers_exactly_the_profile() {
+    let provider = shangmi_provider();
+    let suites: Vec<_> = provider.cipher_suites.iter().map(|s| s.suite()).collect();
+    assert_eq!(suites, [TLS_SM4_GCM_SM3_SUITE_ID]);
+    let groups: Vec<_> = provider.kx_groups.iter().map(|g| g.name()).collect();
+    assert_eq!(groups, [CURVE_SM2_GROUP]);
+    assert_eq!(
+        provider
+            .signature_verification_algorithms
+            .supported_schemes(),
+        [SM2SIG_SM3_SCHEME]
+    );
+    assert!(!provider.fips());
+}
