@@ -9,7 +9,8 @@ use crate::kdf::{HmacSm3, SM3_OUTPUT_LEN};
 
 /// TLS has no `HashAlgorithm` code point for SM3 (the registry is a TLS 1.2 relic). rustls
 /// compares these values only to decide whether a session may resume under another suite, so
-/// any value no other hash uses will do; this one is unassigned in the IANA registry.
+/// any value no other hash uses will do; this one is from the registry's private-use range
+/// (224–255).
 const SM3_HASH_ALGORITHM: HashAlgorithm = HashAlgorithm::Unknown(0xe3);
 
 /// SM3 (GB/T 32905) for rustls.
