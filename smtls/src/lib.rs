@@ -6,8 +6,8 @@
 //! packet keys and IVs from HKDF-SM3, and header protection as RFC 9001 §5.4.3 does it for AES,
 //! with SM4 in its place ([`header`]). QUIC Initial packets stay AES-128-GCM as RFC 9001 requires.
 //!
-//! This crate holds only the primitives; the rustls `CryptoProvider` and the quinn glue build on
-//! them.
+//! [`provider`] assembles them into a rustls `CryptoProvider` and client/server configurations
+//! (usable by quinn with an AES-128-GCM Initial suite, see [`provider::quic_initial_suite`]).
 //!
 //! | module | what | built on |
 //! |---|---|---|
@@ -17,6 +17,7 @@
 //! | [`kdf`] | HMAC-SM3, HKDF-SM3, HKDF-Expand-Label | `hmac`, `hkdf`, `sm3` |
 //! | [`sign`] | SM2 sign/verify with an explicit signer ID | `sm2` |
 //! | [`suite`] | code points and signer IDs | — |
+//! | [`provider`] | rustls `CryptoProvider`, client/server configs | `rustls` |
 //!
 //! Why constant time: the RustCrypto `sm4` crate looks up its S-box at indices derived from the
 //! key and data, so cache timing leaks key bits to anyone sharing the CPU. That is acceptable for
@@ -28,9 +29,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cert;
 pub mod gcm;
 pub mod header;
 pub mod kdf;
+pub mod provider;
 pub mod sign;
 pub mod sm4;
 pub mod suite;

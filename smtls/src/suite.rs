@@ -9,8 +9,14 @@ pub const CURVE_SM2: u16 = 41;
 /// Signature scheme sm2sig_sm3 (RFC 8998 §2.3).
 pub const SM2SIG_SM3: u16 = 0x0708;
 
-/// SM2 signer ID for certificate signatures: the GB/T 35276 default, which X.509 tooling
-/// (OpenSSL included) uses when a certificate names no other (RFC 8998 §3.2.1).
+/// SM2 signer ID for certificate signatures: the GB/T 35276 default (RFC 8998 §3.2.1).
+///
+/// OpenSSL 3.0 does not apply it by default to X.509: it signs and verifies SM2 certificate
+/// signatures with an empty ID unless told otherwise. `openssl verify` needs
+/// `-vfyopt distid:1234567812345678` to check certificates signed under this ID, and
+/// `openssl x509 -req` / `openssl req -x509` need `-sigopt distid:1234567812345678` to sign
+/// certificates this profile accepts (checked with OpenSSL 3.0.19: its default-signed
+/// certificate verifies under ID "" and not under this one).
 pub const CERT_SIGNER_ID: &str = "1234567812345678";
 
 /// SM2 signer ID for the TLS 1.3 CertificateVerify signature (RFC 8998 §3.2.1).
