@@ -39,6 +39,8 @@ pub enum AdminError {
     Conflict(String),
     #[error("{0}")]
     Internal(String),
+    #[error("{0}")]
+    Unauthorized(String),
 }
 
 impl From<StoreError> for AdminError {

@@ -24,6 +24,8 @@ use crate::admin::{
     SetUplink,
 };
 use crate::metrics::Metrics;
+use crate::users::Caller;
+use bagui_ops::access::Permission;
 
 /// Shared state of the API handlers.
 #[derive(Clone)]
@@ -59,13 +61,16 @@ impl From<AdminError> for ApiError {
             AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AdminError::Conflict(_) => StatusCode::CONFLICT,
             AdminError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            AdminError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
         };
         ApiError(status, error.to_string())
     }
 }
 
-/// The authenticated caller (the admin token's holder, for now).
-pub struct Operator(String);
+/// The authenticated caller: its name (for the audit log) and who it is. Extracting it also
+/// enforces the access rules of [`route_permission`] and the caller's division scope, in one
+/// place for every route.
+pub struct Operator(pub String, pub Caller);
 
 impl FromRequestParts<ApiState> for Operator {
     type Rejection = ApiError;
@@ -76,21 +81,188 @@ impl FromRequestParts<ApiState> for Operator {
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::trim);
-        match presented {
-            Some(token) if digest::sm3_tagged(token.as_bytes()) == state.admin_token_digest => {
-                Ok(Operator("admin".into()))
+            .map(|token| token.trim().to_owned());
+        let Some(token) = presented else {
+            return Err(ApiError(
+                StatusCode::UNAUTHORIZED,
+                "authentication required: send `Authorization: Bearer <token>`".into(),
+            ));
+        };
+        let caller = if digest::sm3_tagged(token.as_bytes()) == state.admin_token_digest {
+            Caller::Root
+        } else {
+            let admin = state.admin.clone();
+            match blocking_value(move || admin.caller_for_token(&token)).await? {
+                Some(caller) => caller,
+                None => {
+                    return Err(ApiError(
+                        StatusCode::UNAUTHORIZED,
+                        "invalid credentials".into(),
+                    ));
+                }
             }
-            Some(_) => Err(ApiError(
-                StatusCode::UNAUTHORIZED,
-                "invalid credentials".into(),
-            )),
-            None => Err(ApiError(
-                StatusCode::UNAUTHORIZED,
-                "authentication required: send `Authorization: Bearer <admin token>`".into(),
-            )),
+        };
+        if let Caller::User { scope, .. } = &caller {
+            let permission =
+                route_permission(&parts.method, parts.uri.path()).ok_or_else(|| {
+                    ApiError(
+                        StatusCode::FORBIDDEN,
+                        "this route is for the deployment's admin token only".into(),
+                    )
+                })?;
+            if !caller.may(permission) {
+                return Err(ApiError(
+                    StatusCode::FORBIDDEN,
+                    format!("none of your roles grants {permission}"),
+                ));
+            }
+            enforce_scope(parts, state, &caller, scope.clone()).await?;
+        }
+        Ok(Operator(caller.name().to_owned(), caller))
+    }
+}
+
+/// The permission a route needs; `None`: the admin token only.
+fn route_permission(method: &axum::http::Method, path: &str) -> Option<Permission> {
+    use axum::http::Method;
+    let rest = path.strip_prefix("/api/v1/").unwrap_or(path);
+    let parts: Vec<&str> = rest.split('/').collect();
+    let read = method == Method::GET;
+    Some(match (parts.as_slice(), read) {
+        (["agents"], true) | (["agents", _], true) => Permission::ViewAssets,
+        (["agents", _, "posture"], true) | (["posture", ..], true) => Permission::ViewPosture,
+        (["agents", _, "reports" | "assets" | "health" | "probes"], true) => Permission::ViewAssets,
+        (["agents", ..], false) => Permission::ManageTokensAndAgents,
+        (["assets", ..], true) => Permission::ViewAssets,
+        (["tokens", ..], _) => Permission::ManageTokensAndAgents,
+        (["audit"], true) => Permission::ReadAuditLog,
+        (["work-orders", ..], true) | (["teams"], true) | (["incidents"], true) => {
+            Permission::ViewWorkOrders
+        }
+        (["kpi"], true) | (["services", ..], true) | (["maintenance"], true) => {
+            Permission::ViewWorkOrders
+        }
+        (["work-orders", _, "actions"], false) => Permission::ActOnWorkOrders,
+        (["teams", ..], false) => Permission::ManageTeams,
+        (["notifications"], true) => Permission::ManageChannelsAndRules,
+        (["services" | "maintenance", ..], false) => Permission::ManageChannelsAndRules,
+        (["intake-tokens"], false) => Permission::CreateIntakeTokens,
+        (["users", ..], _) => Permission::ManageUsers,
+        _ if path == "/metrics" => Permission::ViewAssets,
+        _ => return None,
+    })
+}
+
+/// Limits a user's request to their scope: a resource named in the path (an agent, a work
+/// order) outside it is answered 404, as if it did not exist; a list is limited to the scope
+/// (a `division` filter outside it is refused, none given means the whole scope).
+async fn enforce_scope(
+    parts: &mut Parts,
+    state: &ApiState,
+    caller: &Caller,
+    scope: String,
+) -> Result<(), ApiError> {
+    let path = parts.uri.path().to_owned();
+    let rest = path.strip_prefix("/api/v1/").unwrap_or(&path);
+    let segments: Vec<&str> = rest.split('/').collect();
+    let admin = state.admin.clone();
+    let subject = match segments.as_slice() {
+        ["agents", id, ..] if *id != "issue" => Some(("agent", (*id).to_owned())),
+        ["work-orders", id, ..] => Some(("work order", (*id).to_owned())),
+        _ => None,
+    };
+    if let Some((kind, id)) = subject {
+        let lookup = id.clone();
+        let division = blocking_value(move || match kind {
+            "agent" => admin.agent(&lookup).map(|agent| agent.division),
+            _ => admin.work_order(&lookup).map(|order| order.row.division),
+        })
+        .await?;
+        if !state.admin.in_scope(caller, &division) {
+            return Err(ApiError(StatusCode::NOT_FOUND, format!("no {kind} {id}")));
+        }
+        return Ok(());
+    }
+    // Lists: every query with a `division` filter gets the scope as its default.
+    let query = parts.uri.query().unwrap_or("").to_owned();
+    let mut pairs: Vec<(String, String)> = form_pairs(&query);
+    match pairs.iter().find(|(key, _)| key == "division") {
+        Some((_, division)) => {
+            if !state.admin.in_scope(caller, division) {
+                return Err(ApiError(
+                    StatusCode::FORBIDDEN,
+                    format!("division {division} is outside your scope {scope}"),
+                ));
+            }
+        }
+        None => pairs.push(("division".into(), scope)),
+    }
+    if let Some((_, agent)) = pairs.iter().find(|(key, _)| key == "agent") {
+        let admin = state.admin.clone();
+        let lookup = agent.clone();
+        let division = blocking_value(move || admin.agent(&lookup).map(|agent| agent.division))
+            .await
+            .ok();
+        if !division.is_some_and(|division| state.admin.in_scope(caller, &division)) {
+            return Err(ApiError(StatusCode::NOT_FOUND, format!("no agent {agent}")));
         }
     }
+    let encoded: String = pairs
+        .iter()
+        .map(|(key, value)| format!("{}={}", encode_component(key), encode_component(value)))
+        .collect::<Vec<_>>()
+        .join("&");
+    let uri = format!("{path}?{encoded}");
+    parts.uri = uri
+        .parse()
+        .map_err(|_| ApiError(StatusCode::BAD_REQUEST, "malformed query".into()))?;
+    Ok(())
+}
+
+fn form_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode_component(key), decode_component(value))
+        })
+        .collect()
+}
+
+fn decode_component(text: &str) -> String {
+    let hex = |byte: u8| (byte as char).to_digit(16).map(|digit| digit as u8);
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        match bytes[index] {
+            b'+' => out.push(b' '),
+            b'%' if index + 2 < bytes.len() => {
+                match (hex(bytes[index + 1]), hex(bytes[index + 2])) {
+                    (Some(high), Some(low)) => {
+                        out.push(high << 4 | low);
+                        index += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            byte => out.push(byte),
+        }
+        index += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn encode_component(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (byte as char).to_string()
+            }
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
 }
 
 /// Runs an admin operation off the async workers (the store flushes to disk).
@@ -168,6 +340,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/intake-tokens", post(create_intake_token))
         .route("/api/v1/intake/alertmanager", post(intake_alertmanager))
         .route("/api/v1/intake/generic", post(intake_generic))
+        .route("/api/v1/login", post(login))
+        .route("/api/v1/users", get(list_users).post(create_user))
+        .route("/api/v1/users/{name}", axum::routing::delete(remove_user))
+        .route("/api/v1/users/{name}/password", post(set_password))
+        .route("/api/v1/users/{name}/totp", post(enroll_totp))
+        .route("/api/v1/users/{name}/tokens", post(issue_user_token))
         .with_state(state)
 }
 
@@ -208,7 +386,7 @@ async fn list_agents(
 
 async fn issue_agents(
     State(state): State<ApiState>,
-    Operator(actor): Operator,
+    Operator(actor, _): Operator,
     Json(body): Json<IssueRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     blocking(move || state.admin.issue_bulk(&actor, &body)).await
@@ -224,7 +402,7 @@ async fn show_agent(
 
 async fn revoke_agent(
     State(state): State<ApiState>,
-    Operator(actor): Operator,
+    Operator(actor, _): Operator,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     blocking(move || state.admin.revoke_agent(&actor, &id)).await
@@ -232,7 +410,7 @@ async fn revoke_agent(
 
 async fn set_uplink(
     State(state): State<ApiState>,
-    Operator(actor): Operator,
+    Operator(actor, _): Operator,
     Path(id): Path<String>,
     Json(body): Json<SetUplink>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -250,7 +428,7 @@ async fn agent_reports(
 
 async fn send_command(
     State(state): State<ApiState>,
-    Operator(actor): Operator,
+    Operator(actor, _): Operator,
     Path(id): Path<String>,
     Json(body): Json<CommandRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -318,7 +496,7 @@ async fn list_probes(
 
 async fn push_probe(
     State(state): State<ApiState>,
-    Operator(actor): Operator,
+    Operator(actor, _): Operator,
     Path(id): Path<String>,
     Json(body): Json<crate::probes::ProbeRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -327,7 +505,7 @@ async fn push_probe(
 
 async fn remove_probe(
     State(state): State<ApiState>,
-    Operator(actor): Operator,
+    Operator(actor, _): Operator,
     Path((id, name)): Path<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
     blocking(move || state.admin.remove_probe(&actor, &id, &name)).await
@@ -366,7 +544,7 @@ async fn list_tokens(
 
 async fn create_token(
     State(state): State<ApiState>,
-    Operator(actor): Operator,
+    Operator(actor, _): Operator,
     Json(body): Json<CreateToken>,
 ) -> Result<impl IntoResponse, ApiError> {
     let created = blocking(move || state.admin.create_token(&actor, &body)).await?;
@@ -375,7 +553,7 @@ async fn create_token(
 
 async fn revoke_token(
     State(state): State<ApiState>,
-    Operator(actor): Operator,
+    Operator(actor, _): Operator,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     blocking(move || state.admin.revoke_token(&actor, &id)).await
@@ -480,7 +658,7 @@ async fn show_order(
 
 async fn order_action(
     State(state): State<ApiState>,
-    Operator(actor): Operator,
+    Operator(actor, _): Operator,
     Path(id): Path<String>,
     Json(command): Json<bagui_ops::workorder::Command>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -496,7 +674,7 @@ async fn list_teams(
 
 async fn put_team(
     State(state): State<ApiState>,
-    Operator(actor): Operator,
+    Operator(actor, _): Operator,
     Json(team): Json<crate::dispatch::Team>,
 ) -> Result<impl IntoResponse, ApiError> {
     blocking(move || state.admin.put_team(&actor, team)).await
@@ -504,7 +682,7 @@ async fn put_team(
 
 async fn remove_team(
     State(state): State<ApiState>,
-    Operator(actor): Operator,
+    Operator(actor, _): Operator,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     blocking(move || state.admin.remove_team(&actor, &id)).await
@@ -520,14 +698,27 @@ async fn list_notifications(
 
 async fn list_incidents(
     State(state): State<ApiState>,
-    _: Operator,
+    Operator(_, caller): Operator,
 ) -> Result<impl IntoResponse, ApiError> {
-    blocking(move || state.admin.incidents()).await
+    blocking(move || {
+        let incidents = state.admin.incidents()?;
+        Ok(incidents
+            .into_iter()
+            .filter(|incident| {
+                caller.scope().is_none()
+                    || incident
+                        .division
+                        .as_deref()
+                        .is_some_and(|division| state.admin.in_scope(&caller, division))
+            })
+            .collect::<Vec<_>>())
+    })
+    .await
 }
 
 async fn create_intake_token(
     State(state): State<ApiState>,
-    Operator(actor): Operator,
+    Operator(actor, _): Operator,
     Json(request): Json<crate::admin_ops::CreateIntakeToken>,
 ) -> Result<impl IntoResponse, ApiError> {
     blocking(move || state.admin.create_intake_token(&actor, &request)).await
@@ -583,4 +774,93 @@ async fn intake_generic(
 ) -> Result<impl IntoResponse, ApiError> {
     let dedupe = state.intake_dedupe.clone();
     blocking(move || state.admin.intake(&dedupe, false, &body)).await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Users and logins
+// ---------------------------------------------------------------------------------------------
+
+async fn login(
+    State(state): State<ApiState>,
+    Json(request): Json<crate::users::LoginRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    blocking(move || state.admin.login(&request, "api")).await
+}
+
+async fn list_users(
+    State(state): State<ApiState>,
+    _: Operator,
+) -> Result<impl IntoResponse, ApiError> {
+    blocking(move || state.admin.users()).await
+}
+
+async fn create_user(
+    State(state): State<ApiState>,
+    Operator(actor, _): Operator,
+    Json(request): Json<crate::users::CreateUser>,
+) -> Result<impl IntoResponse, ApiError> {
+    let created = blocking(move || state.admin.create_user(&actor, &request)).await?;
+    Ok((StatusCode::CREATED, created))
+}
+
+async fn remove_user(
+    State(state): State<ApiState>,
+    Operator(actor, _): Operator,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    blocking(move || state.admin.remove_user(&actor, &name)).await
+}
+
+#[derive(Deserialize)]
+struct PasswordBody {
+    password: bagui_ops::access::Secret,
+}
+
+async fn set_password(
+    State(state): State<ApiState>,
+    Operator(actor, _): Operator,
+    Path(name): Path<String>,
+    Json(body): Json<PasswordBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    blocking(move || state.admin.set_password(&actor, &name, &body.password)).await
+}
+
+async fn enroll_totp(
+    State(state): State<ApiState>,
+    Operator(actor, _): Operator,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    blocking(move || state.admin.enroll_totp(&actor, &name)).await
+}
+
+#[derive(Deserialize)]
+struct TokenBody {
+    #[serde(default = "default_purpose")]
+    purpose: String,
+    /// Lifetime, e.g. `30d` (default 90 days).
+    #[serde(default)]
+    ttl: Option<String>,
+}
+
+fn default_purpose() -> String {
+    "script".into()
+}
+
+async fn issue_user_token(
+    State(state): State<ApiState>,
+    Operator(actor, _): Operator,
+    Path(name): Path<String>,
+    Json(body): Json<TokenBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let ttl = match &body.ttl {
+        Some(text) => bagui_protocol::units::parse_duration(text)
+            .map_err(|error| ApiError(StatusCode::BAD_REQUEST, format!("ttl: {error}")))?,
+        None => Duration::from_secs(90 * 86_400),
+    };
+    blocking(move || {
+        state
+            .admin
+            .issue_user_token(&actor, &name, &body.purpose, ttl.as_millis() as u64)
+    })
+    .await
 }

@@ -124,6 +124,9 @@ pub enum Command {
     /// Open incidents as the incident engine holds them.
     #[command(subcommand)]
     Incident(crate::cli_ops::IncidentCommand),
+    /// Users of the API and console: roles, scope, password, TOTP, tokens.
+    #[command(subcommand)]
+    User(crate::cli_ops::UserCommand),
     /// Throw-away control plane plus one local agent, for a first look.
     Demo {
         /// API port on 127.0.0.1 (0: any free port).
@@ -606,6 +609,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Incident(command) => {
             init_logging(cli.log_level.as_deref().unwrap_or("warn"));
             crate::cli_ops::incident_command(access(&cli)?, command).await
+        }
+        Command::User(command) => {
+            init_logging(cli.log_level.as_deref().unwrap_or("warn"));
+            crate::cli_ops::user_command(access(&cli)?, command).await
         }
     }
 }

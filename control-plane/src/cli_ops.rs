@@ -513,3 +513,185 @@ pub(crate) async fn incident_command(access: Access, command: &IncidentCommand) 
         }
     }
 }
+
+#[derive(Subcommand)]
+pub enum UserCommand {
+    List {
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Create a user: roles (operator, security_analyst, viewer, system_admin,
+    /// security_admin, audit_admin — the three administrators never combined) and the division
+    /// subtree they see.
+    Add {
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_delimiter = ',', required = true)]
+        role: Vec<String>,
+        /// Division code of the user's scope.
+        #[arg(long)]
+        scope: String,
+        /// File whose first line is the password (else the user has none until `passwd`).
+        #[arg(long)]
+        password_file: Option<std::path::PathBuf>,
+    },
+    /// Set a user's password from the first line of a file.
+    Passwd {
+        name: String,
+        #[arg(long)]
+        password_file: std::path::PathBuf,
+    },
+    /// Enrol a TOTP second factor (required for administrators); prints the otpauth URI.
+    Totp {
+        name: String,
+    },
+    /// Issue an API token for a user (for scripts); the bare token is the last line printed.
+    Token {
+        name: String,
+        #[arg(long, default_value = "script")]
+        purpose: String,
+        #[arg(long, default_value = "90d")]
+        ttl: String,
+    },
+    Remove {
+        name: String,
+    },
+}
+
+fn read_password(path: &std::path::Path) -> Result<bagui_ops::access::Secret> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the password from {}", path.display()))?;
+    let line = text.lines().next().unwrap_or("").to_owned();
+    if line.is_empty() {
+        bail!("{} has an empty first line", path.display());
+    }
+    Ok(bagui_ops::access::Secret::new(line))
+}
+
+pub(crate) async fn user_command(access: Access, command: &UserCommand) -> Result<()> {
+    use crate::users::{CreateUser, IssuedToken, TotpEnrolment, UserView};
+    match command {
+        UserCommand::List { output } => {
+            let users: Vec<UserView> = access
+                .read(|admin| admin.users(), || "/api/v1/users".into())
+                .await?;
+            print_rows(
+                *output,
+                &users,
+                &["name", "roles", "scope", "totp", "locked", "scope_path"],
+                |user| {
+                    vec![
+                        user.name.clone(),
+                        user.roles
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        user.scope.clone(),
+                        if user.totp_enrolled { "yes" } else { "no" }.into(),
+                        user.locked_until.map(time).unwrap_or_default(),
+                        user.scope_path.clone(),
+                    ]
+                },
+            )
+        }
+        UserCommand::Add {
+            name,
+            role,
+            scope,
+            password_file,
+        } => {
+            let roles = role
+                .iter()
+                .map(|text| text.parse::<bagui_ops::access::Role>())
+                .collect::<Result<Vec<_>, _>>()?;
+            let request = CreateUser {
+                name: name.clone(),
+                roles,
+                scope: scope.clone(),
+                password: password_file.as_deref().map(read_password).transpose()?,
+            };
+            let user: UserView = match &access {
+                Access::Local { admin, .. } => admin.create_user("admin", &request)?,
+                Access::Remote(client) => client.post("/api/v1/users", &request).await?,
+            };
+            println!(
+                "user {} ({}) sees {}",
+                user.name, user.scope, user.scope_path
+            );
+            Ok(())
+        }
+        UserCommand::Passwd {
+            name,
+            password_file,
+        } => {
+            let password = read_password(password_file)?;
+            let _: UserView = match &access {
+                Access::Local { admin, .. } => admin.set_password("admin", name, &password)?,
+                Access::Remote(client) => {
+                    client
+                        .post(
+                            &format!("/api/v1/users/{}/password", query_escape(name)),
+                            &serde_json::json!({ "password": password.expose() }),
+                        )
+                        .await?
+                }
+            };
+            println!("password of {name} set");
+            Ok(())
+        }
+        UserCommand::Totp { name } => {
+            let enrolment: TotpEnrolment = match &access {
+                Access::Local { admin, .. } => admin.enroll_totp("admin", name)?,
+                Access::Remote(client) => {
+                    client
+                        .post(
+                            &format!("/api/v1/users/{}/totp", query_escape(name)),
+                            &serde_json::json!({}),
+                        )
+                        .await?
+                }
+            };
+            println!("add this to the user's authenticator app (shown once):");
+            println!("{}", enrolment.otpauth_uri.expose());
+            println!("{}", enrolment.secret.expose());
+            Ok(())
+        }
+        UserCommand::Token { name, purpose, ttl } => {
+            let issued: IssuedToken = match &access {
+                Access::Local { admin, .. } => {
+                    let ttl = bagui_protocol::units::parse_duration(ttl)
+                        .map_err(|error| anyhow::anyhow!("--ttl: {error}"))?;
+                    admin.issue_user_token("admin", name, purpose, ttl.as_millis() as u64)?
+                }
+                Access::Remote(client) => {
+                    client
+                        .post(
+                            &format!("/api/v1/users/{}/tokens", query_escape(name)),
+                            &serde_json::json!({ "purpose": purpose, "ttl": ttl }),
+                        )
+                        .await?
+                }
+            };
+            println!(
+                "token for {} until {} (send as `Authorization: Bearer`):",
+                issued.user,
+                time(issued.expires_ms)
+            );
+            println!("{}", issued.token.expose());
+            Ok(())
+        }
+        UserCommand::Remove { name } => {
+            let user: UserView = match &access {
+                Access::Local { admin, .. } => admin.remove_user("admin", name)?,
+                Access::Remote(client) => {
+                    client
+                        .delete(&format!("/api/v1/users/{}", query_escape(name)))
+                        .await?
+                }
+            };
+            println!("user {} removed", user.name);
+            Ok(())
+        }
+    }
+}

@@ -33,3 +33,4 @@ pub mod store;
 pub mod syslog;
 pub mod tls;
 pub mod topology;
+pub mod users;
