@@ -45,6 +45,8 @@ pub struct Round {
     pub resync: Vec<String>,
     pub bad_payloads: u64,
     pub changes: u64,
+    /// For the incident engine: check results and baseline checks that changed state.
+    pub events: Vec<bagui_ops::incidents::Event>,
 }
 
 /// Projects up to `limit` queued reports and removes them from the queue.
@@ -65,6 +67,7 @@ pub fn project_pending(store: &Store, limit: usize) -> Result<Round, StoreError>
         resync: outcome.resync,
         bad_payloads: outcome.bad_payloads,
         changes: outcome.changes,
+        events: outcome.events,
     })
 }
 
@@ -87,6 +90,7 @@ pub fn spawn_projector(
     store: Store,
     metrics: crate::metrics::Metrics,
     followups: tokio::sync::mpsc::UnboundedSender<crate::ingest::Followup>,
+    incidents: Option<crate::dispatch::LinkEvents>,
 ) -> (ProjectorWaker, std::thread::JoinHandle<()>) {
     let (waker, wakes) = std_mpsc::sync_channel::<()>(1);
     let thread = std::thread::Builder::new()
@@ -107,6 +111,11 @@ pub fn spawn_projector(
                         metrics.reports_projected.inc_by(round.taken as u64);
                         metrics.asset_changes.inc_by(round.changes);
                         metrics.payload_errors.inc_by(round.bad_payloads);
+                        if let Some(incidents) = &incidents {
+                            for event in round.events {
+                                incidents.send(event);
+                            }
+                        }
                         for agent_id in round.resync {
                             metrics.resync_requests.inc();
                             // Nobody listening only means the server is stopping.
@@ -146,6 +155,8 @@ pub struct Outcome {
     /// Reports whose payload could not be decoded (stored raw all the same).
     pub bad_payloads: u64,
     pub changes: u64,
+    /// State changes for the incident engine (see [`Round::events`]).
+    pub events: Vec<bagui_ops::incidents::Event>,
 }
 
 /// Projects a batch of fresh reports. Reads the current records from `store`; never fails:
@@ -156,6 +167,7 @@ pub fn project(store: &Store, reports: &[&NewReport]) -> Outcome {
         assets: HashMap::new(),
         dirty: HashSet::new(),
         posture_seen: HashMap::new(),
+        check_status: HashMap::new(),
         outcome: Outcome::default(),
     };
     for report in reports {
@@ -197,6 +209,62 @@ fn is_high(severity: &str) -> bool {
     matches!(severity, "high" | "critical")
 }
 
+/// A check result whose status changed, as the incident engine's finding: CRITICAL is P2,
+/// WARNING and UNKNOWN are P3, OK clears.
+fn check_event(agent_id: &str, result: &CheckResult) -> bagui_ops::incidents::Event {
+    use bagui_ops::model::{Category, Severity};
+    let (severity, word) = match result.status {
+        0 => (Severity::P3, "OK"),
+        1 => (Severity::P3, "WARNING"),
+        2 => (Severity::P2, "CRITICAL"),
+        _ => (Severity::P3, "UNKNOWN"),
+    };
+    let category = if result.convention == "probe" {
+        Category::Network
+    } else {
+        Category::Host
+    };
+    let mut title = format!("{} {word} on agent {agent_id}", result.name);
+    let output = result.output.trim();
+    if !output.is_empty() {
+        title.push_str(": ");
+        title.extend(output.chars().take(160));
+    }
+    bagui_ops::incidents::Event::Finding(bagui_ops::incidents::Finding {
+        fingerprint: format!("check:{agent_id}:{}", result.name),
+        subject: bagui_ops::incidents::Subject::Agent(agent_id.to_owned()),
+        severity,
+        category,
+        title,
+        firing: result.status != 0,
+        at: result.started_ms,
+    })
+}
+
+/// A high or critical baseline check (等保 2.0) that started or stopped failing, as a
+/// security finding: critical is P1, high is P2.
+fn baseline_event(
+    agent_id: &str,
+    result: &assets::PostureResult,
+    failing: bool,
+    at: u64,
+) -> bagui_ops::incidents::Event {
+    use bagui_ops::model::{Category, Severity};
+    bagui_ops::incidents::Event::Finding(bagui_ops::incidents::Finding {
+        fingerprint: format!("baseline:{agent_id}:{}", result.id),
+        subject: bagui_ops::incidents::Subject::Agent(agent_id.to_owned()),
+        severity: if result.severity == "critical" {
+            Severity::P1
+        } else {
+            Severity::P2
+        },
+        category: Category::Security,
+        title: format!("{} ({}) fails on agent {agent_id}", result.title, result.id),
+        firing: failing,
+        at,
+    })
+}
+
 struct Projector<'a> {
     store: &'a Store,
     /// Asset records touched in this batch (`None`: the agent has none yet).
@@ -206,6 +274,8 @@ struct Projector<'a> {
     /// Posture reports already projected in this batch.
     posture_seen: HashMap<String, assets::PostureReport>,
     outcome: Outcome,
+    /// Status of each check as of the reports projected so far in this batch.
+    check_status: HashMap<(String, String), u8>,
 }
 
 impl Projector<'_> {
@@ -355,10 +425,33 @@ impl Projector<'_> {
     }
 
     fn check(&mut self, report: &NewReport, result: CheckResult) {
-        let since_ms = match self.store.check(&report.agent_id, &result.name) {
-            Ok(Some(previous)) if previous.result.status == result.status => previous.since_ms,
+        let previous = self
+            .store
+            .check(&report.agent_id, &result.name)
+            .ok()
+            .flatten();
+        let since_ms = match &previous {
+            Some(previous) if previous.result.status == result.status => previous.since_ms,
             _ => result.started_ms,
         };
+        // The engine hears of state changes only (a first result only when it is not OK):
+        // a fleet's steady stream of OK results is no work for it.
+        let key = (report.agent_id.clone(), result.name.clone());
+        let before = self
+            .check_status
+            .get(&key)
+            .copied()
+            .or(previous.as_ref().map(|previous| previous.result.status));
+        let changed = match before {
+            Some(status) => status != result.status,
+            None => result.status != 0,
+        };
+        self.check_status.insert(key, result.status);
+        if changed {
+            self.outcome
+                .events
+                .push(check_event(&report.agent_id, &result));
+        }
         self.outcome.projection.checks.push((
             report.agent_id.clone(),
             result.name.clone(),
@@ -397,7 +490,24 @@ impl Projector<'_> {
             .filter(|result| result.result == assets::CheckVerdict::Fail)
             .map(|result| result.id.clone())
             .collect();
+        let high_failing_before: HashSet<&str> = previous
+            .iter()
+            .flat_map(|report| report.results.iter())
+            .filter(|result| {
+                result.result == assets::CheckVerdict::Fail && is_high(&result.severity)
+            })
+            .map(|result| result.id.as_str())
+            .collect();
         for result in &report.results {
+            let failing = result.result == assets::CheckVerdict::Fail && is_high(&result.severity);
+            if failing != high_failing_before.contains(result.id.as_str()) {
+                self.outcome.events.push(baseline_event(
+                    meta.agent_id,
+                    result,
+                    failing,
+                    report.taken_ms,
+                ));
+            }
             if result.result == assets::CheckVerdict::Fail
                 && is_high(&result.severity)
                 && !failing_before.contains(&result.id)
@@ -900,6 +1010,56 @@ mod tests {
                 ..StoredReport::default()
             },
         }
+    }
+
+    #[test]
+    fn check_state_changes_reach_the_incident_engine_and_steady_results_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(&dir.path().join("store")).unwrap();
+        let result = |seq: u64, status: u8| NewReport {
+            agent_id: "ag-1".into(),
+            seq,
+            report: StoredReport {
+                lane: Lane::State,
+                kind: CHECK_RESULT.into(),
+                body: serde_bytes::ByteBuf::from(payload::encode(&CheckResult {
+                    name: "disk_root".into(),
+                    convention: "nagios".into(),
+                    status,
+                    output: format!("status {status}"),
+                    started_ms: seq * 1000,
+                    ..CheckResult::default()
+                })),
+                ..StoredReport::default()
+            },
+        };
+        let firing = |events: &[bagui_ops::incidents::Event]| -> Vec<bool> {
+            events
+                .iter()
+                .map(|event| match event {
+                    bagui_ops::incidents::Event::Finding(finding) => {
+                        assert_eq!(finding.fingerprint, "check:ag-1:disk_root");
+                        finding.firing
+                    }
+                    other => panic!("unexpected {other:?}"),
+                })
+                .collect()
+        };
+        // OK first: nothing. Then OK, CRITICAL, CRITICAL, OK in one batch: raise, then clear.
+        let mut first = [result(1, 0)];
+        store.insert_reports(&mut first).unwrap();
+        assert!(project_pending(&store, 10).unwrap().events.is_empty());
+        let mut batch = [result(2, 0), result(3, 2), result(4, 2), result(5, 0)];
+        store.insert_reports(&mut batch).unwrap();
+        let round = project_pending(&store, 10).unwrap();
+        assert_eq!(firing(&round.events), vec![true, false]);
+        // A replay of a stored CRITICAL after the OK is a change again (the engine dedupes).
+        let mut again = [result(6, 2)];
+        store.insert_reports(&mut again).unwrap();
+        assert_eq!(
+            firing(&project_pending(&store, 10).unwrap().events),
+            vec![true]
+        );
     }
 
     #[test]

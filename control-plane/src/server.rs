@@ -102,8 +102,12 @@ impl ControlPlane {
         let sessions = Sessions::new(ingest_config.missed_heartbeats);
         let (resync_tx, mut resync_rx) =
             tokio::sync::mpsc::unbounded_channel::<crate::ingest::Followup>();
-        let (projector, projector_thread) =
-            crate::inventory::spawn_projector(store.clone(), metrics.clone(), resync_tx.clone());
+        let (projector, projector_thread) = crate::inventory::spawn_projector(
+            store.clone(),
+            metrics.clone(),
+            resync_tx.clone(),
+            Some(link_events.clone()),
+        );
         let (committer, commit_thread) = Committer::spawn(
             store.clone(),
             metrics.clone(),
