@@ -123,7 +123,7 @@ impl FromRequestParts<ApiState> for Operator {
 }
 
 /// The permission a route needs; `None`: the admin token only.
-fn route_permission(method: &axum::http::Method, path: &str) -> Option<Permission> {
+pub(crate) fn route_permission(method: &axum::http::Method, path: &str) -> Option<Permission> {
     use axum::http::Method;
     let rest = path.strip_prefix("/api/v1/").unwrap_or(path);
     let parts: Vec<&str> = rest.split('/').collect();
@@ -341,6 +341,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/intake/alertmanager", post(intake_alertmanager))
         .route("/api/v1/intake/generic", post(intake_generic))
         .route("/api/v1/login", post(login))
+        .route(
+            "/api/v1/openapi.json",
+            get(|| async { Json(crate::openapi::document()) }),
+        )
         .route("/api/v1/users", get(list_users).post(create_user))
         .route("/api/v1/users/{name}", axum::routing::delete(remove_user))
         .route("/api/v1/users/{name}/password", post(set_password))

@@ -25,6 +25,7 @@ pub mod ingest;
 pub mod inventory;
 pub mod metrics;
 pub mod notifier;
+pub mod openapi;
 pub mod package_index;
 pub mod pki;
 pub mod probes;

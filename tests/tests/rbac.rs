@@ -113,6 +113,15 @@ async fn a_county_user_sees_and_acts_on_its_own_county_only() {
         cp.admin.create_user("admin", &request).unwrap();
     }
 
+    // The API describes itself, to anyone.
+    let document: Value = ApiClient::new(&url, "none", None)
+        .unwrap()
+        .get("/api/v1/openapi.json")
+        .await
+        .unwrap();
+    assert_eq!(document["openapi"], "3.1.0");
+    assert!(document["paths"]["/api/v1/work-orders/{id}/actions"]["post"].is_object());
+
     // The county A operator.
     let ops_a = login(&url, "ops-a", PASSWORD, None).await.unwrap();
     let visible: Vec<Value> = ops_a.get("/api/v1/work-orders").await.unwrap();
