@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
 use bagui_control_plane::admin::ReportView;
 use bagui_protocol::Lane;
 use bagui_tests::relay::{Impairment, Relay};
@@ -106,14 +107,26 @@ async fn a_partitioned_county_buffers_and_drains_after_healing() {
     } else {
         Duration::from_secs(5)
     };
-    let deployment = Deployment::init().unwrap();
+    let mut deployment = Deployment::init().unwrap();
+    // Terminals switched off after hours raise nothing; this test runs at any hour.
+    deployment.config.incidents.terminal_off_hours = None;
     let control_plane = deployment.start().await.unwrap();
-    // Three agents of 青秀区 behind one relay (the county's uplink); one in another city direct.
-    let county = create_token(&control_plane, "450103", "terminal", 3).unwrap();
+    // Five agents of 青秀区 behind one relay (the county's uplink); five of 兴宁区, the same
+    // city, direct (so the city as a whole stays at half up), and one in another city direct.
+    let county = create_token(&control_plane, "450103", "terminal", 5).unwrap();
+    let neighbours = create_token(&control_plane, "450102", "terminal", 5).unwrap();
     let elsewhere = create_token(&control_plane, "450304001008", "terminal", 1).unwrap();
     let relay = Relay::start(control_plane.quic_addr).await.unwrap();
+    let mut neighbour_agents = Vec::new();
+    for name in ["n1", "n2", "n3", "n4", "n5"] {
+        let state_dir = deployment.state_dir(name);
+        join(&deployment, &state_dir, &neighbours.token, name)
+            .await
+            .unwrap();
+        neighbour_agents.push(start_agent(&state_dir, fast_agent_config()).await.unwrap());
+    }
     let mut cut_off = Vec::new();
-    for name in ["a", "b", "c"] {
+    for name in ["a", "b", "c", "d", "e"] {
         let state_dir = deployment.state_dir(name);
         let state = join(&deployment, &state_dir, &county.token, name)
             .await
@@ -187,6 +200,41 @@ async fn a_partitioned_county_buffers_and_drains_after_healing() {
             .online
     );
 
+    // One mass-outage work order for the county, its five agents suppressed under it.
+    let orders = |all: bool| {
+        control_plane
+            .admin
+            .work_orders(&bagui_control_plane::dispatch::OrderFilter {
+                all,
+                ..Default::default()
+            })
+            .unwrap()
+    };
+    // (The mass outage holds like any new incident before it is dispatched.)
+    wait_until(
+        Duration::from_secs(40),
+        "the mass-outage work order",
+        || {
+            let open = orders(false);
+            open.iter()
+                .filter(|order| order.state == "SUPPRESSED")
+                .count()
+                == 5
+                && open.iter().any(|order| order.state == "DISPATCHED")
+        },
+    )
+    .await
+    .unwrap();
+    let open = orders(false);
+    let causes: Vec<_> = open.iter().filter(|o| o.state == "DISPATCHED").collect();
+    assert_eq!(causes.len(), 1, "{open:#?}");
+    assert!(
+        causes[0].title.starts_with("mass outage in 450103:"),
+        "{open:#?}"
+    );
+    assert_eq!(causes[0].division, "450103");
+    assert_eq!(open.len(), 6, "one cause and five symptoms: {open:#?}");
+
     relay.set_up(true);
     for (id, agent) in &cut_off {
         wait_until(
@@ -201,7 +249,21 @@ async fn a_partitioned_county_buffers_and_drains_after_healing() {
         assert_eq!(reports.last().unwrap().seq, produced + 1, "no gaps");
         assert!(control_plane.admin.agent(id).unwrap().online);
     }
+    wait_until(
+        Duration::from_secs(30),
+        "every work order auto-resolved",
+        || {
+            let all = orders(true);
+            all.len() == 6 && all.iter().all(|order| order.state == "AUTO_RESOLVED")
+        },
+    )
+    .await
+    .with_context(|| format!("{:#?}", orders(true)))
+    .unwrap();
     for (_, agent) in cut_off {
+        agent.shutdown().await.unwrap();
+    }
+    for agent in neighbour_agents {
         agent.shutdown().await.unwrap();
     }
     other.shutdown().await.unwrap();
