@@ -20,8 +20,10 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked \
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal \
     || fail "could not install the nightly toolchain (cargo fuzz needs it)"
 
-# Real peers the tests run: Nagios plugins, promtool and a Prometheus server, ss, dpkg.
-debian_packages=(monitoring-plugins-basic monitoring-plugins-standard prometheus iproute2 python3)
+# Real peers the tests run: Nagios plugins, promtool and a Prometheus server, an Alertmanager,
+# ss, dpkg.
+debian_packages=(monitoring-plugins-basic monitoring-plugins-standard prometheus
+    prometheus-alertmanager iproute2 python3)
 missing=()
 for package in "${debian_packages[@]}"; do
     dpkg-query -W -f '${db:Status-Abbrev}' "$package" 2>/dev/null | grep -q '^ii' || missing+=("$package")
