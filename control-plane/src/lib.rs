@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod admin_ops;
+pub mod admin_service;
 pub mod api;
 pub mod audit;
 pub mod cli;
