@@ -65,7 +65,7 @@ impl From<AdminError> for ApiError {
 }
 
 /// The authenticated caller (the admin token's holder, for now).
-pub struct Operator(String);
+pub struct Operator(pub(crate) String);
 
 impl FromRequestParts<ApiState> for Operator {
     type Rejection = ApiError;
@@ -168,6 +168,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/intake-tokens", post(create_intake_token))
         .route("/api/v1/intake/alertmanager", post(intake_alertmanager))
         .route("/api/v1/intake/generic", post(intake_generic))
+        .merge(crate::api_service::routes())
         .with_state(state)
 }
 
