@@ -124,6 +124,14 @@ pub enum Command {
     /// Open incidents as the incident engine holds them.
     #[command(subcommand)]
     Incident(crate::cli_ops::IncidentCommand),
+    /// Work-order KPIs (管理在线) of a division's subtree for a month.
+    Kpi(crate::cli_service::KpiArgs),
+    /// Maintenance windows: silence an agent or a division subtree for a while.
+    #[command(subcommand)]
+    Maintenance(crate::cli_service::MaintenanceCommand),
+    /// The service catalog (服务在线) and its monthly figures.
+    #[command(subcommand)]
+    Service(crate::cli_service::ServiceCommand),
     /// Throw-away control plane plus one local agent, for a first look.
     Demo {
         /// API port on 127.0.0.1 (0: any free port).
@@ -606,6 +614,18 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Incident(command) => {
             init_logging(cli.log_level.as_deref().unwrap_or("warn"));
             crate::cli_ops::incident_command(access(&cli)?, command).await
+        }
+        Command::Kpi(args) => {
+            init_logging(cli.log_level.as_deref().unwrap_or("warn"));
+            crate::cli_service::kpi_command(access(&cli)?, args).await
+        }
+        Command::Maintenance(command) => {
+            init_logging(cli.log_level.as_deref().unwrap_or("warn"));
+            crate::cli_service::maintenance_command(access(&cli)?, command).await
+        }
+        Command::Service(command) => {
+            init_logging(cli.log_level.as_deref().unwrap_or("warn"));
+            crate::cli_service::service_command(access(&cli)?, command).await
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod api_service;
 pub mod audit;
 pub mod cli;
 pub mod cli_ops;
+pub mod cli_service;
 pub mod client;
 pub mod clock;
 pub mod config;
