@@ -5,7 +5,7 @@ use anyhow::{Context, Result, bail};
 use bagui_ops::model::Millis;
 use bagui_ops::services::Service;
 use bagui_protocol::units;
-use clap::{Args, Subcommand};
+use clap::{ArgGroup, Args, Subcommand};
 
 use crate::admin_service::{CreateMaintenance, KpiRow, KpiView, MaintenanceView, ServiceReport};
 use crate::cli::{Access, Output, print_rows, query_escape};
@@ -26,12 +26,12 @@ pub struct KpiArgs {
 #[derive(Subcommand)]
 pub enum MaintenanceCommand {
     /// Silence an agent or a division subtree for a while (audited).
+    #[command(
+        group(ArgGroup::new("target").required(true).args(["agent", "division"])),
+        group(ArgGroup::new("end").required(true).args(["until", "duration"]))
+    )]
     Add {
-        #[arg(
-            long,
-            required_unless_present = "division",
-            conflicts_with = "division"
-        )]
+        #[arg(long)]
         agent: Option<String>,
         /// Division code; every division and agent below it is covered.
         #[arg(long)]
@@ -40,11 +40,7 @@ pub enum MaintenanceCommand {
         #[arg(long, default_value = "now")]
         from: String,
         /// End: RFC 3339.
-        #[arg(
-            long,
-            required_unless_present = "duration",
-            conflicts_with = "duration"
-        )]
+        #[arg(long)]
         until: Option<String>,
         /// Length instead of an end: 30m, 2h, 1d (at most 30 days).
         #[arg(long = "for")]
