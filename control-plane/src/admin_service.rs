@@ -11,7 +11,7 @@
 //! | key          | value                                                         |
 //! |--------------|---------------------------------------------------------------|
 //! | `mw/<id>`    | [`MaintenanceWindow`] not yet expired                         |
-//! | `mwx/<id>`   | [`MaintenanceWindow`] expired (moved when listing; kept for the figures of past periods) |
+//! | `mwx/<id>`   | [`MaintenanceWindow`] expired (moved when listing) or ended early by `remove`; kept for the figures of past periods |
 //! | `svc/<id>`   | [`Service`]                                                   |
 //!
 //! # Agent up time
@@ -417,18 +417,28 @@ impl Admin {
         Ok(view)
     }
 
-    /// Ends a maintenance window now by removing it, audited.
+    /// Ends a maintenance window now, audited. One that has not started is deleted; one in
+    /// force is cut at now and kept with the expired ones, so the time it did cover stays
+    /// maintenance in the service figures.
     pub fn maintenance_remove(&self, actor: &str, id: &str) -> Result<MaintenanceView, AdminError> {
         let store = self.service_store()?;
         let now = self.service_now()?;
-        let window = store
+        let mut window = store
             .ops_get::<MaintenanceWindow>(&key(MAINTENANCE_PREFIX, id))?
             .ok_or_else(|| AdminError::NotFound(format!("no maintenance window {id}")))?;
         let mut batch = OpsBatch::new();
         batch.delete(&key(MAINTENANCE_PREFIX, id));
+        if window.start < now {
+            window.end = window.end.min(now);
+            batch.put(&key(EXPIRED_MAINTENANCE_PREFIX, id), &window)?;
+        }
         store.ops_commit(batch)?;
-        self.audit()
-            .record(actor, "maintenance.remove", id, window.reason.clone())?;
+        self.audit().record(
+            actor,
+            "maintenance.remove",
+            id,
+            format!("ended {}", format_rfc3339(now)),
+        )?;
         Ok(MaintenanceView::new(&window, now))
     }
 
@@ -1136,12 +1146,33 @@ pub(crate) mod tests {
         assert!(listed[0].active);
         assert_eq!(f.admin.all_maintenance(&f.store).unwrap().len(), 2);
 
+        // Removing a window in force ends it now: the hour it covered stays maintenance.
         let removed = f
             .admin
             .maintenance_remove("ops-lead", &division.id)
             .unwrap();
         assert_eq!(removed.reason, "fibre works");
+        assert_eq!((removed.end_ms, removed.active), (T0 + 17 * HOUR, false));
         assert!(f.admin.maintenance_list().unwrap().is_empty());
+        let kept = f.admin.all_maintenance(&f.store).unwrap();
+        assert!(
+            kept.iter()
+                .any(|window| window.id == division.id && window.end == T0 + 17 * HOUR),
+            "{kept:?}"
+        );
+        // One that has not started is simply deleted.
+        let later = f
+            .admin
+            .maintenance_create(
+                "ops-lead",
+                &CreateMaintenance {
+                    from: Some("2026-11-10T01:00:00+08:00".into()),
+                    ..base.clone()
+                },
+            )
+            .unwrap();
+        f.admin.maintenance_remove("ops-lead", &later.id).unwrap();
+        assert_eq!(f.admin.all_maintenance(&f.store).unwrap().len(), 2);
         assert!(matches!(
             f.admin.maintenance_remove("ops-lead", &division.id),
             Err(AdminError::NotFound(_))
