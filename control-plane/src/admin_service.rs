@@ -1434,4 +1434,52 @@ pub(crate) mod tests {
         let message = bad_request(f.admin.service_report("gov-portal", "2026/11"));
         assert!(message.contains("YYYY-MM"), "{message}");
     }
+
+    #[test]
+    fn only_probe_checks_enter_the_history_with_their_latency_in_ms() {
+        let probe = |status: u8, value: Option<f64>, uom: &str, error: Option<&str>| CheckResult {
+            name: "pushed.web".into(),
+            convention: "probe".into(),
+            status,
+            perfdata: vec![PerfDatum {
+                label: "time".into(),
+                value,
+                uom: uom.into(),
+                ..PerfDatum::default()
+            }],
+            started_ms: 42,
+            error: error.map(str::to_owned),
+            ..CheckResult::default()
+        };
+        let row = |result: CheckResult| crate::inventory::probe_result(&result);
+        let record =
+            |ok, latency_ms| Some((42, crate::store::ProbeResultRecord { ok, latency_ms }));
+        assert_eq!(
+            row(probe(0, Some(0.25), "s", None)),
+            record(true, Some(250))
+        );
+        assert_eq!(
+            row(probe(0, Some(12.4), "ms", None)),
+            record(true, Some(12))
+        );
+        assert_eq!(
+            row(probe(0, Some(1500.0), "us", None)),
+            record(true, Some(2))
+        );
+        assert_eq!(
+            row(probe(1, Some(0.25), "s", None)),
+            record(false, Some(250))
+        );
+        assert_eq!(row(probe(0, None, "s", None)), record(true, None));
+        assert_eq!(row(probe(0, Some(-1.0), "s", None)), record(true, None));
+        assert_eq!(
+            row(probe(0, Some(0.1), "s", Some("timed out"))),
+            record(false, Some(100))
+        );
+        let nagios = CheckResult {
+            convention: "nagios".into(),
+            ..probe(0, Some(0.1), "s", None)
+        };
+        assert_eq!(row(nagios), None);
+    }
 }
