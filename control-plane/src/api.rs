@@ -350,6 +350,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/users/{name}/password", post(set_password))
         .route("/api/v1/users/{name}/totp", post(enroll_totp))
         .route("/api/v1/users/{name}/tokens", post(issue_user_token))
+        .merge(crate::api_service::routes())
         .with_state(state)
 }
 

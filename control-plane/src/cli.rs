@@ -127,6 +127,14 @@ pub enum Command {
     /// Users of the API and console: roles, scope, password, TOTP, tokens.
     #[command(subcommand)]
     User(crate::cli_ops::UserCommand),
+    /// Work-order KPIs (管理在线) of a division's subtree for a month.
+    Kpi(crate::cli_service::KpiArgs),
+    /// Maintenance windows: silence an agent or a division subtree for a while.
+    #[command(subcommand)]
+    Maintenance(crate::cli_service::MaintenanceCommand),
+    /// The service catalog (服务在线) and its monthly figures.
+    #[command(subcommand)]
+    Service(crate::cli_service::ServiceCommand),
     /// Throw-away control plane plus one local agent, for a first look.
     Demo {
         /// API port on 127.0.0.1 (0: any free port).
@@ -613,6 +621,18 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::User(command) => {
             init_logging(cli.log_level.as_deref().unwrap_or("warn"));
             crate::cli_ops::user_command(access(&cli)?, command).await
+        }
+        Command::Kpi(args) => {
+            init_logging(cli.log_level.as_deref().unwrap_or("warn"));
+            crate::cli_service::kpi_command(access(&cli)?, args).await
+        }
+        Command::Maintenance(command) => {
+            init_logging(cli.log_level.as_deref().unwrap_or("warn"));
+            crate::cli_service::maintenance_command(access(&cli)?, command).await
+        }
+        Command::Service(command) => {
+            init_logging(cli.log_level.as_deref().unwrap_or("warn"));
+            crate::cli_service::service_command(access(&cli)?, command).await
         }
     }
 }

@@ -33,6 +33,11 @@ impl ManualClock {
         Arc::new(ManualClock(AtomicU64::new(SystemClock.now_ms())))
     }
 
+    /// Starts at `ms` (tests that script a given calendar month).
+    pub fn starting_at(ms: u64) -> Arc<ManualClock> {
+        Arc::new(ManualClock(AtomicU64::new(ms)))
+    }
+
     pub fn advance(&self, by: Duration) {
         self.0.fetch_add(by.as_millis() as u64, Ordering::SeqCst);
     }

@@ -452,6 +452,15 @@ impl Projector<'_> {
                 .events
                 .push(check_event(&report.agent_id, &result));
         }
+        if let Some((at, record)) = probe_result(&result) {
+            // Keyed by agent, probe and time: projecting the report again rewrites the same row.
+            self.outcome.projection.probe_results.push((
+                report.agent_id.clone(),
+                result.name.clone(),
+                at,
+                record,
+            ));
+        }
         self.outcome.projection.checks.push((
             report.agent_id.clone(),
             result.name.clone(),
@@ -969,6 +978,37 @@ pub fn severity_rank(severity: &str) -> u8 {
         "low" => 1,
         _ => 0,
     }
+}
+
+/// The history row of a probe result (a check of convention `probe`): OK is success, the
+/// perfdata `time` (seconds) is the latency. `None` for other checks.
+pub(crate) fn probe_result(result: &CheckResult) -> Option<(u64, crate::store::ProbeResultRecord)> {
+    if result.convention != "probe" {
+        return None;
+    }
+    let latency_ms = result
+        .perfdata
+        .iter()
+        .find(|datum| datum.label == "time")
+        .and_then(|datum| {
+            let value = datum.value?;
+            let factor = match datum.uom.as_str() {
+                "s" => 1000.0,
+                "ms" => 1.0,
+                "us" => 0.001,
+                _ => return None,
+            };
+            let ms = value * factor;
+            // Saturating float → integer conversion; a negative time is no measurement.
+            (ms.is_finite() && ms >= 0.0).then(|| ms.round() as u64)
+        });
+    Some((
+        result.started_ms,
+        crate::store::ProbeResultRecord {
+            ok: result.status == 0 && result.error.is_none(),
+            latency_ms,
+        },
+    ))
 }
 
 #[cfg(test)]

@@ -8,10 +8,13 @@
 
 pub mod admin;
 pub mod admin_ops;
+pub mod admin_service;
 pub mod api;
+pub mod api_service;
 pub mod audit;
 pub mod cli;
 pub mod cli_ops;
+pub mod cli_service;
 pub mod client;
 pub mod clock;
 pub mod config;

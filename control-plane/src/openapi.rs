@@ -296,6 +296,69 @@ pub const OPERATIONS: &[Operation] = &[
     ),
     op(
         "get",
+        "/api/v1/kpi",
+        "kpi",
+        "Work-order KPIs of a division subtree for a CST month (division, period=YYYY-MM)",
+        P("view_work_orders"),
+    ),
+    op(
+        "get",
+        "/api/v1/maintenance",
+        "maintenance",
+        "Maintenance windows in force or to come",
+        P("view_work_orders"),
+    ),
+    op(
+        "post",
+        "/api/v1/maintenance",
+        "maintenance",
+        "Create a maintenance window on an agent or a division subtree",
+        P("manage_channels_and_rules"),
+    ),
+    op(
+        "delete",
+        "/api/v1/maintenance/{id}",
+        "maintenance",
+        "End (if in force) or delete a maintenance window",
+        P("manage_channels_and_rules"),
+    ),
+    op(
+        "get",
+        "/api/v1/services",
+        "services",
+        "The service catalog (服务在线)",
+        P("view_work_orders"),
+    ),
+    op(
+        "post",
+        "/api/v1/services",
+        "services",
+        "Create or replace a service",
+        P("manage_channels_and_rules"),
+    ),
+    op(
+        "get",
+        "/api/v1/services/{id}",
+        "services",
+        "One service",
+        P("view_work_orders"),
+    ),
+    op(
+        "delete",
+        "/api/v1/services/{id}",
+        "services",
+        "Remove a service",
+        P("manage_channels_and_rules"),
+    ),
+    op(
+        "get",
+        "/api/v1/services/{id}/report",
+        "services",
+        "Availability, failures, MTBF, MTTR and provision rate for a month (period)",
+        P("view_work_orders"),
+    ),
+    op(
+        "get",
         "/api/v1/users",
         "users",
         "Users, roles and scopes",
@@ -436,7 +499,7 @@ mod tests {
 
     /// (method, path) of every route the router declares, read from the router's source.
     fn routed() -> BTreeSet<(String, String)> {
-        let source = include_str!("api.rs");
+        let source = [include_str!("api.rs"), include_str!("api_service.rs")].concat();
         let mut routes = BTreeSet::new();
         for chunk in source.split(".route(").skip(1) {
             let Some(path) = chunk.split('"').nth(1) else {

@@ -239,6 +239,18 @@ pub struct Projection {
     pub checks: Vec<(String, String, CheckRecord)>,
     pub posture: Vec<(String, PostureRecord)>,
     pub findings: Vec<FindingRecord>,
+    /// `(agent, probe check name, result time, result)`: appended to the probe history.
+    pub probe_results: Vec<(String, String, u64, ProbeResultRecord)>,
+}
+
+/// One stored result of a probe (a check of convention `probe`), for 服务在线.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProbeResultRecord {
+    /// The probe answered as expected (status OK).
+    pub ok: bool,
+    /// The measured latency (perfdata `time`), if reported.
+    pub latency_ms: Option<u64>,
 }
 
 /// One entry of the SM3-chained audit log.
@@ -433,6 +445,12 @@ fn change_key(change: &ChangeRecord, index: u32) -> Vec<u8> {
     key
 }
 
+fn probe_result_key(agent: &str, probe: &str, at: u64) -> Vec<u8> {
+    let mut key = joined_key(&[agent.as_bytes(), probe.as_bytes(), b""]);
+    key.extend_from_slice(&at.to_be_bytes());
+    key
+}
+
 fn report_prefix(agent_id: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(agent_id.len() + 1);
     key.extend_from_slice(agent_id.as_bytes());
@@ -482,6 +500,9 @@ pub struct Store {
     posture: sled::Tree,
     /// `time_ms \0 agent id \0 seq index` → [`FindingRecord`]: security findings, append-only.
     findings: sled::Tree,
+    /// `agent id \0 probe name \0 time_ms (be)` → [`ProbeResultRecord`]: every probe result,
+    /// append-only (a replayed projection writes the same key again).
+    probe_results: sled::Tree,
     /// Problems, management and service online (see `crate::dispatch`): the incident engine,
     /// work orders, their transition log and deadline rows, teams and the notification
     /// outbox, in one tree so that one step of the dispatcher is one atomic batch.
@@ -570,6 +591,7 @@ impl Store {
             probes: db.open_tree("probes")?,
             posture: db.open_tree("posture")?,
             findings: db.open_tree("findings")?,
+            probe_results: db.open_tree("probe_results")?,
             ops: db.open_tree("ops")?,
             db,
         })
@@ -1059,7 +1081,46 @@ impl Store {
             findings.insert(key, encode("findings", finding)?);
         }
         self.findings.apply_batch(findings)?;
+        let mut probe_results = sled::Batch::default();
+        for (agent, probe, at, record) in &projection.probe_results {
+            probe_results.insert(
+                probe_result_key(agent, probe, *at),
+                encode("probe_results", record)?,
+            );
+        }
+        self.probe_results.apply_batch(probe_results)?;
         Ok(())
+    }
+
+    /// The results of `probe` on `agent` with a time in `[from, to)`, oldest first, preceded
+    /// by the last result before `from` if there is one (it tells the state at `from`).
+    pub fn probe_results(
+        &self,
+        agent: &str,
+        probe: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(u64, ProbeResultRecord)>, StoreError> {
+        let prefix = joined_key(&[agent.as_bytes(), probe.as_bytes(), b""]);
+        let start = probe_result_key(agent, probe, from);
+        let end = probe_result_key(agent, probe, to);
+        let row = |item: sled::Result<(sled::IVec, sled::IVec)>| -> Result<_, StoreError> {
+            let (key, value) = item?;
+            Ok((
+                seq_of_key(&key),
+                decode::<ProbeResultRecord>("probe_results", &key, &value)?,
+            ))
+        };
+        let mut rows = Vec::new();
+        if let Some(before) = self.probe_results.range(prefix..start.clone()).next_back() {
+            rows.push(row(before)?);
+        }
+        if from < to {
+            for item in self.probe_results.range(start..end) {
+                rows.push(row(item)?);
+            }
+        }
+        Ok(rows)
     }
 
     fn package_index(&self) -> std::sync::MutexGuard<'_, Option<PackageIndex>> {
