@@ -19,6 +19,7 @@
 //! | `inc/<incident be>`                   | [`IncidentLink`]                         |
 //! | `team/<id>`                           | [`Team`]                                 |
 //! | `nq/<id be>`                          | [`OutboxEntry`] (see `crate::notifier`)  |
+//! | `mhold/<id>`                          | incident of an order held by maintenance |
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -181,6 +182,11 @@ const DEADLINE_PREFIX: &[u8] = b"dl/";
 const INCIDENT_PREFIX: &[u8] = b"inc/";
 const TEAM_PREFIX: &[u8] = b"team/";
 pub(crate) const OUTBOX_PREFIX: &[u8] = b"nq/";
+/// Maintenance windows (written by `admin_service`).
+const MAINTENANCE_PREFIX: &[u8] = b"mw/";
+/// `mhold/<order id>` → incident id: an order not dispatched because a maintenance window
+/// covered its subject; dispatched when the window ends if its incident is still open.
+const MAINTENANCE_HOLD_PREFIX: &[u8] = b"mhold/";
 
 fn key(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
     let mut key = prefix.to_vec();
@@ -261,6 +267,16 @@ impl Facts {
             tree,
             read_ms: now,
         })
+    }
+}
+
+impl bagui_ops::maintenance::DivisionOf for Facts {
+    fn division(&self, agent: &str) -> Option<String> {
+        Topology::division(self, agent)
+    }
+
+    fn parent(&self, code: &str) -> Option<String> {
+        self.parent_division(code)
     }
 }
 
@@ -916,6 +932,16 @@ impl Core {
             // A reopened order already went back to its team.
             return Ok(());
         }
+        if self.under_maintenance(incident, now)? {
+            tracing::info!(order = %order_id, "not dispatched: its subject is in a maintenance window");
+            step.batch.put(
+                &key(MAINTENANCE_HOLD_PREFIX, order_id.as_bytes()),
+                &incident,
+            )?;
+            return Ok(());
+        }
+        step.batch
+            .delete(&key(MAINTENANCE_HOLD_PREFIX, order_id.as_bytes()));
         let team = self
             .route(&order.division, order.category, &[])?
             .unwrap_or_else(|| REGION_DUTY_TEAM.to_owned());
@@ -926,6 +952,58 @@ impl Core {
             SYSTEM_ACTOR,
             now,
         )
+    }
+
+    /// Whether a maintenance window in force at `now` covers the incident's subject.
+    fn under_maintenance(
+        &mut self,
+        incident: IncidentId,
+        now: Millis,
+    ) -> Result<bool, DispatchError> {
+        let Some(subject) = self
+            .engine
+            .incident(incident)
+            .map(|open| open.subject.clone())
+        else {
+            return Ok(false);
+        };
+        let windows: Vec<bagui_ops::maintenance::MaintenanceWindow> = self
+            .store
+            .ops_scan(MAINTENANCE_PREFIX, b"", usize::MAX)?
+            .into_iter()
+            .map(|(_, window)| window)
+            .collect();
+        if windows.is_empty() {
+            return Ok(false);
+        }
+        let facts = self.facts(now)?;
+        let subject = match &subject {
+            Subject::Agent(agent) => bagui_ops::maintenance::Subject::Agent(agent),
+            Subject::Division(code) => bagui_ops::maintenance::Subject::Division(code),
+        };
+        Ok(bagui_ops::maintenance::active_at(&windows, facts, subject, now).is_some())
+    }
+
+    /// Orders held by a maintenance window that has ended: dispatched now if their incident
+    /// is still open, released otherwise.
+    fn release_maintenance_holds(&mut self, now: Millis) -> Result<bool, DispatchError> {
+        let held = self
+            .store
+            .ops_scan::<IncidentId>(MAINTENANCE_HOLD_PREFIX, b"", 1024)?;
+        if held.is_empty() {
+            return Ok(false);
+        }
+        let mut step = Step::new();
+        for (row, incident) in held {
+            if self.engine.incident(incident).is_none() {
+                step.batch.delete(&row);
+                continue;
+            }
+            if !self.under_maintenance(incident, now)? {
+                self.dispatch(&mut step, incident, now)?;
+            }
+        }
+        self.finish(step)
     }
 
     /// The team for `category` at `division` or the nearest ancestor that has one, skipping
@@ -1104,7 +1182,7 @@ impl Core {
 
     fn fire_due(&mut self, now: Millis) -> Result<(usize, bool), DispatchError> {
         let mut fired = 0;
-        let mut queued = false;
+        let mut queued = self.release_maintenance_holds(now)?;
         loop {
             let rows = self.store.ops_scan::<Deadline>(DEADLINE_PREFIX, b"", 1)?;
             let Some((row_key, deadline)) = rows.into_iter().next() else {
@@ -1578,6 +1656,52 @@ mod tests {
             .unwrap();
         assert_eq!(detail.row.state, "ACKED");
         assert_eq!(detail.transitions.last().unwrap().actor, "operator-1");
+    }
+
+    #[test]
+    fn a_maintenance_window_holds_dispatch_until_it_ends() {
+        let fixture = Fixture::new();
+        fixture.team("xz", TOWNSHIP, Vec::new());
+        fixture.agent("gw", TOWNSHIP, Role::Gateway);
+        let now = fixture.now();
+        let window = bagui_ops::maintenance::MaintenanceWindow {
+            id: "mw-1".into(),
+            target: bagui_ops::maintenance::Target::Division(COUNTY.into()),
+            start: now,
+            end: now + 60_000,
+            reason: "fibre works".into(),
+            created_by: "op".into(),
+        };
+        let mut batch = OpsBatch::new();
+        batch
+            .put(&key(MAINTENANCE_PREFIX, window.id.as_bytes()), &window)
+            .unwrap();
+        fixture.d().store().ops_commit(batch).unwrap();
+        fixture
+            .d()
+            .feed(vec![
+                Event::AgentBack {
+                    agent: "gw".into(),
+                    at: now,
+                },
+                Event::AgentLost {
+                    agent: "gw".into(),
+                    at: now,
+                },
+            ])
+            .unwrap();
+        fixture.advance(Duration::from_secs(11));
+        let orders = fixture.orders();
+        assert_eq!(orders.len(), 1);
+        assert_eq!(orders[0].state, "DETECTED", "held by the window");
+        assert_eq!(fixture.queued_for("xz"), 0, "nobody is paged");
+        // Still down when the window ends: dispatched then, once.
+        fixture.advance(Duration::from_secs(50));
+        let orders = fixture.orders();
+        assert_eq!(orders[0].state, "DISPATCHED");
+        assert_eq!(fixture.queued_for("xz"), 1);
+        fixture.advance(Duration::from_secs(5));
+        assert_eq!(fixture.queued_for("xz"), 1);
     }
 
     #[test]
