@@ -767,6 +767,7 @@ pub(crate) mod tests {
                     categories: Vec::new(),
                     channels: Vec::new(),
                     on_duty: Vec::new(),
+                    roster: None,
                     created_ms: 0,
                 })
                 .unwrap();

@@ -30,6 +30,8 @@ pub struct ControlPlaneConfig {
     /// SLA terms per severity (`[sla.p1]` …: `ack`, `handle`, `clock = "wall"|"working"`).
     pub sla: bagui_ops::calendar::SlaPolicyConfig,
     pub notify: NotifySection,
+    /// When an agent's link counts as degraded (from the QUIC statistics of its heartbeats).
+    pub links: crate::dispatch::LinkThresholds,
 }
 
 /// `[notify]`: how notifications go out.

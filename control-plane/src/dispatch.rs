@@ -77,10 +77,31 @@ pub struct Team {
     pub categories: Vec<Category>,
     #[serde(default)]
     pub channels: Vec<ChannelConfig>,
+    /// Always on duty (mentioned in every message), besides the roster's shift.
     #[serde(default)]
     pub on_duty: Vec<OnDutyPerson>,
+    /// The duty roster (值班表): whoever is on shift when a message is queued is @-mentioned.
+    #[serde(default)]
+    pub roster: Option<bagui_ops::access::Roster>,
     #[serde(default)]
     pub created_ms: Millis,
+}
+
+impl Team {
+    /// Who to @-mention at `now`: the roster's shift, then the always-on-duty list.
+    pub fn on_duty_at(&self, now: Millis) -> Vec<OnDutyPerson> {
+        let mut people = self
+            .roster
+            .as_ref()
+            .map(|roster| bagui_ops::access::on_duty_persons(roster, now))
+            .unwrap_or_default();
+        for person in &self.on_duty {
+            if !people.iter().any(|known| known.name == person.name) {
+                people.push(person.clone());
+            }
+        }
+        people
+    }
 }
 
 impl Team {
@@ -565,19 +586,64 @@ impl Dispatcher {
     }
 }
 
-/// Where ingest reports sessions coming and going.
+/// When a link counts as degraded (`[links]` of `control-plane.toml`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LinkThresholds {
+    /// Smoothed RTT above this is degraded.
+    #[serde(with = "bagui_protocol::units::duration")]
+    pub rtt: Duration,
+    /// Packet loss between two heartbeats above this share (percent) is degraded.
+    pub loss_percent: f64,
+    /// Consecutive heartbeats over (or back under) a threshold before the state changes: the
+    /// hysteresis that keeps one slow heartbeat from paging anyone.
+    pub heartbeats: u32,
+    /// Fewer packets than this between two heartbeats say nothing about loss.
+    pub min_packets: u64,
+}
+
+impl Default for LinkThresholds {
+    fn default() -> LinkThresholds {
+        LinkThresholds {
+            rtt: Duration::from_millis(400),
+            loss_percent: 5.0,
+            heartbeats: 3,
+            min_packets: 20,
+        }
+    }
+}
+
+/// Per-agent link state between heartbeats.
+#[derive(Debug, Default)]
+struct LinkState {
+    sent: u64,
+    lost: u64,
+    degraded: bool,
+    /// Consecutive heartbeats disagreeing with `degraded`.
+    streak: u32,
+}
+
+/// Where ingest reports sessions coming and going and their links' quality.
 #[derive(Clone, Debug)]
 pub struct LinkEvents {
     sender: Sender<Event>,
     /// Set before the control plane's own shutdown: sessions it closes are not losses.
     muted: Arc<std::sync::atomic::AtomicBool>,
+    links: Arc<Mutex<HashMap<String, LinkState>>>,
+    thresholds: Arc<LinkThresholds>,
 }
 
 impl LinkEvents {
     pub fn new(sender: Sender<Event>) -> LinkEvents {
+        LinkEvents::with_thresholds(sender, LinkThresholds::default())
+    }
+
+    pub fn with_thresholds(sender: Sender<Event>, thresholds: LinkThresholds) -> LinkEvents {
         LinkEvents {
             sender,
             muted: Arc::default(),
+            links: Arc::default(),
+            thresholds: Arc::new(thresholds),
         }
     }
 
@@ -585,7 +651,25 @@ impl LinkEvents {
         self.muted.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
+    fn links(&self) -> std::sync::MutexGuard<'_, HashMap<String, LinkState>> {
+        self.links
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
     pub fn lost(&self, agent: &str, at: Millis) {
+        // A degraded link ends with its session; the agent-lost incident takes over.
+        if self
+            .links()
+            .remove(agent)
+            .is_some_and(|state| state.degraded)
+        {
+            self.send(Event::LinkRecovered {
+                agent: agent.to_owned(),
+                at,
+                detail: "session ended".into(),
+            });
+        }
         self.send(Event::AgentLost {
             agent: agent.to_owned(),
             at,
@@ -597,6 +681,62 @@ impl LinkEvents {
             agent: agent.to_owned(),
             at,
         });
+    }
+
+    /// The QUIC statistics an agent's heartbeat carries (cumulative for its connection):
+    /// RTT and the loss since the previous heartbeat, with hysteresis.
+    pub fn heartbeat(&self, agent: &str, link: &bagui_protocol::LinkStats, at: Millis) {
+        let thresholds = &self.thresholds;
+        let event = {
+            let mut links = self.links();
+            let state = links.entry(agent.to_owned()).or_default();
+            // A new connection restarts the counters.
+            if link.sent_packets < state.sent || link.lost_packets < state.lost {
+                state.sent = 0;
+                state.lost = 0;
+            }
+            let sent = link.sent_packets - state.sent;
+            let lost = link.lost_packets - state.lost;
+            state.sent = link.sent_packets;
+            state.lost = link.lost_packets;
+            let loss = (sent >= thresholds.min_packets)
+                .then(|| lost as f64 * 100.0 / sent as f64)
+                .filter(|loss| *loss > thresholds.loss_percent);
+            let slow = link.rtt_us > thresholds.rtt.as_micros() as u64;
+            let bad = slow || loss.is_some();
+            if bad == state.degraded {
+                state.streak = 0;
+                None
+            } else {
+                state.streak += 1;
+                if state.streak < thresholds.heartbeats.max(1) {
+                    None
+                } else {
+                    state.streak = 0;
+                    state.degraded = bad;
+                    let mut detail = format!("rtt {} ms", link.rtt_us / 1000);
+                    if let Some(loss) = loss {
+                        detail.push_str(&format!(", loss {loss:.1} %"));
+                    }
+                    Some(if bad {
+                        Event::LinkDegraded {
+                            agent: agent.to_owned(),
+                            at,
+                            detail,
+                        }
+                    } else {
+                        Event::LinkRecovered {
+                            agent: agent.to_owned(),
+                            at,
+                            detail,
+                        }
+                    })
+                }
+            }
+        };
+        if let Some(event) = event {
+            self.send(event);
+        }
     }
 
     pub fn send(&self, event: Event) {
@@ -614,6 +754,7 @@ fn region_duty_team(divisions: &Divisions, now: Millis) -> Team {
         categories: Vec::new(),
         channels: Vec::new(),
         on_duty: Vec::new(),
+        roster: None,
         created_ms: now,
     }
 }
@@ -642,6 +783,11 @@ fn validate_team(team: &Team, divisions: &Divisions) -> Result<(), DispatchError
         if let Err(error) = channel.validate() {
             return refuse(error.to_string());
         }
+    }
+    if let Some(roster) = &team.roster
+        && let Err(error) = roster.validate()
+    {
+        return refuse(format!("roster: {error}"));
     }
     Ok(())
 }
@@ -1146,7 +1292,7 @@ impl Core {
             title: order.title.clone(),
             division_path: self.divisions.path_names(&order.division),
             team: team.name.clone(),
-            on_duty: team.on_duty.clone(),
+            on_duty: team.on_duty_at(now),
             sla_due,
             console_url: self
                 .config
@@ -1458,6 +1604,7 @@ mod tests {
                         bearer_token: None,
                     }],
                     on_duty: Vec::new(),
+                    roster: None,
                     created_ms: 0,
                 })
                 .unwrap();
@@ -1702,6 +1849,132 @@ mod tests {
         assert_eq!(fixture.queued_for("xz"), 1);
         fixture.advance(Duration::from_secs(5));
         assert_eq!(fixture.queued_for("xz"), 1);
+    }
+
+    #[test]
+    fn a_link_degrades_and_recovers_with_hysteresis() {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let events = LinkEvents::new(sender);
+        let stats = |rtt_ms: u64, sent: u64, lost: u64| bagui_protocol::LinkStats {
+            rtt_us: rtt_ms * 1000,
+            sent_packets: sent,
+            lost_packets: lost,
+            ..Default::default()
+        };
+        let kinds = |receiver: &std::sync::mpsc::Receiver<Event>| -> Vec<String> {
+            receiver
+                .try_iter()
+                .map(|event| match event {
+                    Event::LinkDegraded { detail, .. } => format!("degraded {detail}"),
+                    Event::LinkRecovered { detail, .. } => format!("recovered {detail}"),
+                    other => format!("{other:?}"),
+                })
+                .collect()
+        };
+        // Two slow heartbeats are not enough; the third is.
+        events.heartbeat("a", &stats(50, 100, 0), 1);
+        events.heartbeat("a", &stats(900, 200, 0), 2);
+        events.heartbeat("a", &stats(900, 300, 0), 3);
+        assert!(kinds(&receiver).is_empty());
+        events.heartbeat("a", &stats(900, 400, 0), 4);
+        assert_eq!(kinds(&receiver), vec!["degraded rtt 900 ms"]);
+        // Fast again but losing 10 % of packets: still degraded; then clean for three beats.
+        for (index, lost) in [10, 20, 30].into_iter().enumerate() {
+            events.heartbeat("a", &stats(50, 500 + 100 * index as u64, lost), 5);
+        }
+        assert!(kinds(&receiver).is_empty());
+        for index in 0..3 {
+            events.heartbeat("a", &stats(50, 800 + 100 * index, 30), 6);
+        }
+        assert_eq!(kinds(&receiver), vec!["recovered rtt 50 ms"]);
+        // A few packets say nothing about loss; a new connection restarts the counters.
+        for _ in 0..4 {
+            events.heartbeat("b", &stats(50, 5, 3), 7);
+        }
+        events.heartbeat("a", &stats(50, 10, 0), 8);
+        assert!(kinds(&receiver).is_empty());
+        // Degraded when the session ends: recovered, then lost. (Counters count from the
+        // connection's start, so the first heartbeat is an interval too.)
+        for sent in [100, 200] {
+            events.heartbeat("c", &stats(50, sent, sent / 5), 9);
+        }
+        assert!(kinds(&receiver).is_empty());
+        events.heartbeat("c", &stats(50, 300, 60), 10);
+        assert_eq!(kinds(&receiver), vec!["degraded rtt 50 ms, loss 20.0 %"]);
+        events.lost("c", 11);
+        let after: Vec<String> = kinds(&receiver);
+        assert_eq!(after[0], "recovered session ended");
+        assert!(after[1].starts_with("AgentLost"));
+    }
+
+    #[test]
+    fn the_roster_shift_on_duty_is_mentioned() {
+        let fixture = Fixture::new();
+        let roster: bagui_ops::access::Roster = serde_json::from_value(serde_json::json!({
+            "shifts": [{"name": "全天", "days": "every_day", "start": "00:00", "end": "00:00",
+                        "members": [{"name": "李四", "phone": "13900002222"}]}]
+        }))
+        .unwrap();
+        fixture
+            .d()
+            .put_team(Team {
+                id: "xz".into(),
+                name: "新竹".into(),
+                division: TOWNSHIP.into(),
+                categories: Vec::new(),
+                channels: vec![ChannelConfig::Webhook {
+                    url: "http://127.0.0.1:9/hook".into(),
+                    bearer_token: None,
+                }],
+                on_duty: vec![OnDutyPerson::named("值班长")],
+                roster: Some(roster),
+                created_ms: 0,
+            })
+            .unwrap();
+        fixture.agent("gw", TOWNSHIP, Role::Gateway);
+        let now = fixture.now();
+        fixture
+            .d()
+            .feed(vec![
+                Event::AgentBack {
+                    agent: "gw".into(),
+                    at: now,
+                },
+                Event::AgentLost {
+                    agent: "gw".into(),
+                    at: now,
+                },
+            ])
+            .unwrap();
+        fixture.advance(Duration::from_secs(11));
+        let outbox = fixture.d().outbox(10).unwrap();
+        assert_eq!(outbox.len(), 1);
+        let mentioned: Vec<(String, Option<String>)> = outbox[0]
+            .notification
+            .on_duty
+            .iter()
+            .map(|person| (person.name.clone(), person.phone.clone()))
+            .collect();
+        assert_eq!(
+            mentioned,
+            vec![
+                ("李四".to_string(), Some("13900002222".to_string())),
+                ("值班长".to_string(), None)
+            ]
+        );
+        // A roster that does not validate is refused.
+        let mut bad = fixture.d().teams().unwrap()[1].clone();
+        bad.roster = Some(
+            serde_json::from_value(
+                serde_json::json!({"shifts": [{"name": "", "days": "every_day",
+                "start": "08:00", "end": "18:00", "members": []}]}),
+            )
+            .unwrap(),
+        );
+        assert!(matches!(
+            fixture.d().put_team(bad),
+            Err(DispatchError::Refused(_))
+        ));
     }
 
     #[test]

@@ -1487,6 +1487,9 @@ async fn session_loop(
                     .map_err(ReadFailure::Unexpected)?;
             }
             Decoded::Known(AgentMessage::Heartbeat(heartbeat)) => {
+                if let Some(events) = &context.link_events {
+                    events.heartbeat(agent_id, &heartbeat.link, now);
+                }
                 context
                     .sessions
                     .touch(agent_id, session_id, now, Some(heartbeat));

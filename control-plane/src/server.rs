@@ -96,7 +96,8 @@ impl ControlPlane {
             true,
         )?;
         let (event_tx, event_rx) = std::sync::mpsc::channel();
-        let link_events = crate::dispatch::LinkEvents::new(event_tx);
+        let link_events =
+            crate::dispatch::LinkEvents::with_thresholds(event_tx, config.links.clone());
         let dispatch_thread = dispatcher.clone().spawn(event_rx);
         let ingest_config = config.ingest_config();
         let sessions = Sessions::new(ingest_config.missed_heartbeats);
