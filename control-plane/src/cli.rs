@@ -85,6 +85,11 @@ pub enum Command {
         /// from --ca-passphrase-file, BAGUI_CA_PASSPHRASE or the terminal).
         #[arg(long)]
         protect_ca_key: bool,
+        /// Crypto profile of the deployment: `standard` (TLS 1.3 AES/ChaCha, ECDSA P-256) or
+        /// `shangmi` (RFC 8998: TLS_SM4_GCM_SM3, curveSM2, SM2 certificates). Fixed for the
+        /// deployment's life; agents of the other profile cannot connect.
+        #[arg(long, default_value = "standard")]
+        crypto_profile: bagui_protocol::CryptoProfile,
     },
     /// Serve QUIC (agents) and HTTP (API) until SIGTERM or SIGINT.
     Run(RunArgs),
@@ -525,6 +530,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             advertise,
             san,
             protect_ca_key,
+            crypto_profile,
         } => {
             init_logging(cli.log_level.as_deref().unwrap_or("warn"));
             let data_dir = DataDir::new(&cli.data_dir);
@@ -538,9 +544,11 @@ pub async fn run(cli: Cli) -> Result<()> {
                 } else {
                     None
                 },
+                crypto_profile: *crypto_profile,
             };
             let deployment = data_dir.init_with(advertise, san, &SystemClock, &options)?;
             println!("initialised {}", data_dir.root().display());
+            println!("  crypto        {}", deployment.crypto_profile);
             println!("  advertise     {}", deployment.advertise);
             println!("  names         {}", deployment.names.join(", "));
             println!(
@@ -773,6 +781,8 @@ async fn agent_command(access: Access, command: &AgentCommand) -> Result<()> {
                     "last_seen",
                     "last_acked_seq",
                     "flags",
+                    "tls_suite",
+                    "kx_group",
                     "division",
                     "division_path",
                 ],
@@ -796,6 +806,8 @@ async fn agent_command(access: Access, command: &AgentCommand) -> Result<()> {
                         } else {
                             flags.join(",")
                         },
+                        agent.tls_suite.clone().unwrap_or_else(|| "-".into()),
+                        agent.kx_group.clone().unwrap_or_else(|| "-".into()),
                         agent.division.clone(),
                         agent.division_path.clone(),
                     ]

@@ -73,6 +73,7 @@ impl ControlPlane {
             Duration::from_secs(3),
         )?;
         let divisions = Arc::new(data_dir.divisions()?);
+        let crypto_profile = data_dir.crypto_profile()?;
         let ca = Arc::new(data_dir.ca()?);
         let (chain, key) = data_dir.server_identity(&ca, clock.as_ref())?;
         let audit_config = config.audit_config();
@@ -321,7 +322,7 @@ impl ControlPlane {
             quic: quic_addr.to_string(),
         })?;
         ready.store(true, Ordering::SeqCst);
-        tracing::info!(quic = %quic_addr, api = %api_url, advertise = %deployment.advertise, "control plane ready");
+        tracing::info!(quic = %quic_addr, api = %api_url, advertise = %deployment.advertise, crypto_profile = %crypto_profile, "control plane ready");
         Ok(ControlPlane {
             quic_addr,
             http_addr,
