@@ -32,6 +32,9 @@ pub struct ControlPlaneConfig {
     pub notify: NotifySection,
     /// When an agent's link counts as degraded (from the QUIC statistics of its heartbeats).
     pub links: crate::dispatch::LinkThresholds,
+    /// Health thresholds with a duration (`[[thresholds]]`); none given: the defaults (disk
+    /// nearly full, load above 2 per CPU, file descriptors nearly exhausted).
+    pub thresholds: crate::thresholds::Thresholds,
 }
 
 /// `[notify]`: how notifications go out.

@@ -195,6 +195,8 @@ pub struct OrderFilter {
 // ---------------------------------------------------------------------------------------------
 
 const ENGINE_KEY: &[u8] = b"engine";
+/// Incident rules set through the API; they win over the file's `[incidents]`.
+const RULES_KEY: &[u8] = b"rules";
 const NEXT_ORDER_KEY: &[u8] = b"next-order";
 const NEXT_OUTBOX_KEY: &[u8] = b"next-outbox";
 const ORDER_PREFIX: &[u8] = b"wo/";
@@ -378,6 +380,11 @@ impl Dispatcher {
         running: bool,
     ) -> Result<Dispatcher, DispatchError> {
         let now = clock.now_ms();
+        let mut config = config;
+        if let Some(rules) = store.ops_get::<IncidentRules>(RULES_KEY)? {
+            tracing::info!("incident rules set through the API override [incidents] of the file");
+            config.rules = rules;
+        }
         let engine = match store.ops_get::<IncidentEngine>(ENGINE_KEY)? {
             Some(mut engine) => {
                 engine
@@ -513,6 +520,25 @@ impl Dispatcher {
         batch.delete(&team_key(id));
         core.store.ops_commit(batch)?;
         Ok(team)
+    }
+
+    /// The incident rules in force.
+    pub fn rules(&self) -> IncidentRules {
+        self.lock().engine.rules().clone()
+    }
+
+    /// Replaces the incident rules (validated), persisted so they survive restarts.
+    pub fn set_rules(&self, rules: IncidentRules) -> Result<IncidentRules, DispatchError> {
+        let mut core = self.lock();
+        core.engine
+            .set_rules(rules.clone())
+            .map_err(|error| DispatchError::Refused(error.to_string()))?;
+        core.config.rules = rules.clone();
+        let mut batch = OpsBatch::new();
+        batch.put(RULES_KEY, &rules)?;
+        batch.put(ENGINE_KEY, &core.engine)?;
+        core.store.ops_commit(batch)?;
+        Ok(rules)
     }
 
     /// Outbox entries, oldest first (pending and failed).
@@ -1975,6 +2001,48 @@ mod tests {
             fixture.d().put_team(bad),
             Err(DispatchError::Refused(_))
         ));
+    }
+
+    #[test]
+    fn rules_set_through_the_api_are_validated_and_survive_a_restart() {
+        let mut fixture = Fixture::new();
+        let mut rules = fixture.d().rules();
+        rules.hold_agent_secs = 30;
+        fixture.d().set_rules(rules).unwrap();
+        let mut bad = fixture.d().rules();
+        bad.mass_outage_percent = 150;
+        assert!(matches!(
+            fixture.d().set_rules(bad),
+            Err(DispatchError::Refused(_))
+        ));
+        assert_eq!(fixture.d().rules().mass_outage_percent, 50);
+        fixture.open();
+        assert_eq!(
+            fixture.d().rules().hold_agent_secs,
+            30,
+            "the stored rules win"
+        );
+        // And they act: a gateway lost is still held after 11 s, decided after 31.
+        fixture.team("xz", TOWNSHIP, Vec::new());
+        fixture.agent("gw", TOWNSHIP, Role::Gateway);
+        let now = fixture.now();
+        fixture
+            .d()
+            .feed(vec![
+                Event::AgentBack {
+                    agent: "gw".into(),
+                    at: now,
+                },
+                Event::AgentLost {
+                    agent: "gw".into(),
+                    at: now,
+                },
+            ])
+            .unwrap();
+        fixture.advance(Duration::from_secs(11));
+        assert!(fixture.orders().is_empty());
+        fixture.advance(Duration::from_secs(20));
+        assert_eq!(fixture.orders().len(), 1);
     }
 
     #[test]

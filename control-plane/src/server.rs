@@ -89,6 +89,7 @@ impl ControlPlane {
             config.enroll_config(),
             data_dir.sm2_public_key()?,
         ));
+        crate::thresholds::validate(&config.thresholds.0)?;
         let dispatcher = crate::dispatch::Dispatcher::open(
             store.clone(),
             divisions.clone(),
@@ -109,6 +110,7 @@ impl ControlPlane {
             metrics.clone(),
             resync_tx.clone(),
             Some(link_events.clone()),
+            config.thresholds.0.clone(),
         );
         let (committer, commit_thread) = Committer::spawn(
             store.clone(),
