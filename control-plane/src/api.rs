@@ -131,7 +131,14 @@ pub(crate) fn route_permission(method: &axum::http::Method, path: &str) -> Optio
     Some(match (parts.as_slice(), read) {
         (["agents"], true) | (["agents", _], true) => Permission::ViewAssets,
         (["agents", _, "posture"], true) | (["posture", ..], true) => Permission::ViewPosture,
-        (["agents", _, "reports" | "assets" | "health" | "probes"], true) => Permission::ViewAssets,
+        (
+            [
+                "agents",
+                _,
+                "reports" | "assets" | "health" | "probes" | "availability",
+            ],
+            true,
+        ) => Permission::ViewAssets,
         (["agents", ..], false) => Permission::ManageTokensAndAgents,
         (["assets", ..], true) => Permission::ViewAssets,
         (["tokens", ..], _) => Permission::ManageTokensAndAgents,

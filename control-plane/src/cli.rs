@@ -134,6 +134,8 @@ pub enum Command {
     User(crate::cli_ops::UserCommand),
     /// Work-order KPIs (管理在线) of a division's subtree for a month.
     Kpi(crate::cli_service::KpiArgs),
+    /// An agent's availability for a month, from its sessions, less maintenance.
+    Availability(crate::cli_service::AvailabilityArgs),
     /// Maintenance windows: silence an agent or a division subtree for a while.
     #[command(subcommand)]
     Maintenance(crate::cli_service::MaintenanceCommand),
@@ -629,6 +631,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::User(command) => {
             init_logging(cli.log_level.as_deref().unwrap_or("warn"));
             crate::cli_ops::user_command(access(&cli)?, command).await
+        }
+        Command::Availability(args) => {
+            init_logging(cli.log_level.as_deref().unwrap_or("warn"));
+            crate::cli_service::availability_command(access(&cli)?, args).await
         }
         Command::Kpi(args) => {
             init_logging(cli.log_level.as_deref().unwrap_or("warn"));

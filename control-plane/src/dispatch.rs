@@ -20,6 +20,7 @@
 //! | `team/<id>`                           | [`Team`]                                 |
 //! | `nq/<id be>`                          | [`OutboxEntry`] (see `crate::notifier`)  |
 //! | `mhold/<id>`                          | incident of an order held by maintenance |
+//! | `up/<agent>\0<start be>`              | [`UpInterval`]: session history          |
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -210,6 +211,28 @@ const MAINTENANCE_PREFIX: &[u8] = b"mw/";
 /// `mhold/<order id>` → incident id: an order not dispatched because a maintenance window
 /// covered its subject; dispatched when the window ends if its incident is still open.
 const MAINTENANCE_HOLD_PREFIX: &[u8] = b"mhold/";
+/// `up/<agent>\0<start be>` → [`UpInterval`]: the agent's sessions, for availability.
+const UP_PREFIX: &[u8] = b"up/";
+
+/// One stretch of an agent being connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpInterval {
+    pub start: Millis,
+    /// `None` while connected.
+    pub end: Option<Millis>,
+}
+
+fn up_prefix(agent: &str) -> Vec<u8> {
+    let mut key = key(UP_PREFIX, agent.as_bytes());
+    key.push(0);
+    key
+}
+
+fn up_key(agent: &str, start: Millis) -> Vec<u8> {
+    let mut key = up_prefix(agent);
+    key.extend_from_slice(&start.to_be_bytes());
+    key
+}
 
 fn key(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
     let mut key = prefix.to_vec();
@@ -520,6 +543,30 @@ impl Dispatcher {
         batch.delete(&team_key(id));
         core.store.ops_commit(batch)?;
         Ok(team)
+    }
+
+    /// The agent's connected intervals overlapping [from, to) (an open one ends now), or
+    /// `None` if the control plane has never recorded a session of it.
+    pub fn up_intervals(
+        &self,
+        agent: &str,
+        from: Millis,
+        to: Millis,
+    ) -> Result<Option<Vec<(Millis, Millis)>>, DispatchError> {
+        let now = self.clock.now_ms();
+        let core = self.lock();
+        let rows = core
+            .store
+            .ops_scan::<UpInterval>(&up_prefix(agent), b"", usize::MAX)?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(
+            rows.into_iter()
+                .map(|(_, interval)| (interval.start, interval.end.unwrap_or(now)))
+                .filter(|(start, end)| *end > from && *start < to && end > start)
+                .collect(),
+        ))
     }
 
     /// The incident rules in force.
@@ -867,6 +914,12 @@ impl Core {
         }
         self.facts(now)?;
         let facts = self.facts.take().expect("just read");
+        let mut step = Step::new();
+        let sessions = self.record_sessions(&mut step, &events);
+        if let Err(error) = sessions {
+            self.facts = Some(facts);
+            return Err(error);
+        }
         let before = self.engine.clone();
         let mut actions = Vec::new();
         for event in events {
@@ -878,9 +931,8 @@ impl Core {
         actions.extend(self.engine.tick(now, &facts));
         self.facts = Some(facts);
         if actions.is_empty() && self.engine == before {
-            return Ok(false);
+            return self.finish(step);
         }
-        let mut step = Step::new();
         let result = (|| {
             for action in actions {
                 self.carry_out(&mut step, action, now)?;
@@ -893,6 +945,44 @@ impl Core {
             self.engine = before;
         }
         result
+    }
+
+    /// Session history: a session opening starts an interval (closing one left open, as after
+    /// a control-plane crash: the agent is counted up through the time the control plane could
+    /// not see it), a session ending closes it.
+    fn record_sessions(&self, step: &mut Step, events: &[Event]) -> Result<(), DispatchError> {
+        let mut open: HashMap<&str, Option<(Vec<u8>, UpInterval)>> = HashMap::new();
+        for event in events {
+            let (agent, at, back) = match event {
+                Event::AgentBack { agent, at } => (agent.as_str(), *at, true),
+                Event::AgentLost { agent, at } => (agent.as_str(), *at, false),
+                _ => continue,
+            };
+            let latest = match open.get(agent) {
+                Some(latest) => latest.clone(),
+                None => self.latest_up(agent)?,
+            };
+            if let Some((row, mut interval)) = latest.filter(|(_, interval)| interval.end.is_none())
+            {
+                interval.end = Some(at.max(interval.start));
+                step.batch.put(&row, &interval)?;
+                open.insert(agent, Some((row, interval)));
+            }
+            if back {
+                let interval = UpInterval {
+                    start: at,
+                    end: None,
+                };
+                let row = up_key(agent, at);
+                step.batch.put(&row, &interval)?;
+                open.insert(agent, Some((row, interval)));
+            }
+        }
+        Ok(())
+    }
+
+    fn latest_up(&self, agent: &str) -> Result<Option<(Vec<u8>, UpInterval)>, DispatchError> {
+        Ok(self.store.ops_scan_last::<UpInterval>(&up_prefix(agent))?)
     }
 
     fn finish(&mut self, mut step: Step) -> Result<bool, DispatchError> {

@@ -373,6 +373,13 @@ pub const OPERATIONS: &[Operation] = &[
     ),
     op(
         "get",
+        "/api/v1/agents/{id}/availability",
+        "agents",
+        "The agent's availability for a CST month (period): connected time less maintenance",
+        P("view_assets"),
+    ),
+    op(
+        "get",
         "/api/v1/users",
         "users",
         "Users, roles and scopes",
