@@ -547,6 +547,9 @@ pub enum UserCommand {
         /// Division code of the user's scope.
         #[arg(long)]
         scope: String,
+        /// Teams the user belongs to.
+        #[arg(long, value_delimiter = ',')]
+        team: Vec<String>,
         /// File whose first line is the password (else the user has none until `passwd`).
         #[arg(long)]
         password_file: Option<std::path::PathBuf>,
@@ -594,7 +597,15 @@ pub(crate) async fn user_command(access: Access, command: &UserCommand) -> Resul
             print_rows(
                 *output,
                 &users,
-                &["name", "roles", "scope", "totp", "locked", "scope_path"],
+                &[
+                    "name",
+                    "roles",
+                    "scope",
+                    "teams",
+                    "totp",
+                    "locked",
+                    "scope_path",
+                ],
                 |user| {
                     vec![
                         user.name.clone(),
@@ -604,6 +615,7 @@ pub(crate) async fn user_command(access: Access, command: &UserCommand) -> Resul
                             .collect::<Vec<_>>()
                             .join(","),
                         user.scope.clone(),
+                        user.teams.join(","),
                         if user.totp_enrolled { "yes" } else { "no" }.into(),
                         user.locked_until.map(time).unwrap_or_default(),
                         user.scope_path.clone(),
@@ -615,6 +627,7 @@ pub(crate) async fn user_command(access: Access, command: &UserCommand) -> Resul
             name,
             role,
             scope,
+            team,
             password_file,
         } => {
             let roles = role
@@ -625,6 +638,7 @@ pub(crate) async fn user_command(access: Access, command: &UserCommand) -> Resul
                 name: name.clone(),
                 roles,
                 scope: scope.clone(),
+                teams: team.clone(),
                 password: password_file.as_deref().map(read_password).transpose()?,
             };
             let user: UserView = match &access {
