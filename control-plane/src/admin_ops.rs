@@ -303,11 +303,9 @@ impl Admin {
             category: alert.category,
             title: alert.title.clone(),
             firing: alert.firing,
-            at: if alert.firing {
-                alert.starts_ms.min(now)
-            } else {
-                alert.ends_ms.unwrap_or(now).min(now)
-            },
+            // Arrival time, not `startsAt`: the hold that correlates alerts arriving together
+            // (2 s) counts from when they reach us, however long ago the problem began.
+            at: now,
         })
     }
 

@@ -89,6 +89,10 @@ pub async fn run(http_port: u16, keep: bool) -> Result<()> {
         data_dir.root().display()
     );
     println!(
+        "  bagui-cp --data-dir {} wo list --all      # work orders (stop the agent to see one)",
+        data_dir.root().display()
+    );
+    println!(
         "  bagui-agent --state-dir {} status",
         state_dir.root().display()
     );
