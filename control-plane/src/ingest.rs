@@ -405,6 +405,59 @@ pub struct Sessions {
     next_id: Arc<AtomicU64>,
     /// Heartbeats an agent may miss before its session is dropped.
     missed_heartbeats: u32,
+    /// Sessions of one identity replacing each other from different hosts.
+    clones: Arc<Mutex<CloneWatch>>,
+}
+
+/// Replacements within this window count towards a suspected clone.
+const CLONE_WINDOW_MS: u64 = 10 * 60 * 1000;
+/// This many replacements from at least two hosts within the window: a cloned identity.
+const CLONE_REPLACEMENTS: usize = 3;
+
+/// Watches for one agent identity used from two machines (a cloned VM or a copied state
+/// directory): their sessions replace each other over and over. Bounded: only agents whose
+/// session was replaced recently are remembered.
+#[derive(Debug, Default)]
+pub struct CloneWatch {
+    replaced: HashMap<String, Vec<(u64, std::net::IpAddr)>>,
+    /// Agents already reported, until their replacements stop for a window.
+    reported: HashMap<String, u64>,
+}
+
+impl CloneWatch {
+    /// A session of `agent` from `new` replaced one from `old` at `now`. Returns the hosts
+    /// involved when this makes the identity a suspected clone (once per episode).
+    pub fn replaced(
+        &mut self,
+        agent: &str,
+        old: std::net::IpAddr,
+        new: std::net::IpAddr,
+        now: u64,
+    ) -> Option<Vec<std::net::IpAddr>> {
+        let since = now.saturating_sub(CLONE_WINDOW_MS);
+        self.replaced.retain(|_, events| {
+            events.retain(|(at, _)| *at >= since);
+            !events.is_empty()
+        });
+        self.reported.retain(|_, at| *at >= since);
+        if old == new {
+            // A reconnect from the same host (NAT rebinding, a restart): not a clone.
+            return None;
+        }
+        let events = self.replaced.entry(agent.to_owned()).or_default();
+        events.push((now, old));
+        events.push((now, new));
+        let mut hosts: Vec<std::net::IpAddr> = events.iter().map(|(_, ip)| *ip).collect();
+        hosts.sort();
+        hosts.dedup();
+        let replacements = events.len() / 2;
+        if replacements >= CLONE_REPLACEMENTS && hosts.len() >= 2 {
+            let first = !self.reported.contains_key(agent);
+            self.reported.insert(agent.to_owned(), now);
+            return first.then_some(hosts);
+        }
+        None
+    }
 }
 
 impl Default for Sessions {
@@ -432,6 +485,7 @@ impl Sessions {
             inner: Arc::default(),
             next_id: Arc::default(),
             missed_heartbeats: missed_heartbeats.max(1),
+            clones: Arc::default(),
         }
     }
 
@@ -506,17 +560,30 @@ impl Sessions {
             .collect()
     }
 
-    fn register(&self, agent_id: &str, handle: SessionHandle, live: LiveSession) {
+    /// Registers a session; if it replaced another of the same agent from another host often
+    /// enough to suspect a cloned identity, returns the hosts.
+    fn register(
+        &self,
+        agent_id: &str,
+        handle: SessionHandle,
+        live: LiveSession,
+    ) -> Option<Vec<std::net::IpAddr>> {
+        let new_address = live.remote_address.parse::<SocketAddr>().ok();
+        let now = live.connected_ms;
         let previous = self
             .lock()
             .insert(agent_id.to_owned(), SessionEntry { handle, live });
-        if let Some(previous) = previous {
-            close(
-                &previous.handle.connection,
-                ErrorCode::Replaced,
-                "a newer session of this agent replaced this one",
-            );
-        }
+        let previous = previous?;
+        close(
+            &previous.handle.connection,
+            ErrorCode::Replaced,
+            "a newer session of this agent replaced this one",
+        );
+        let old = previous.live.remote_address.parse::<SocketAddr>().ok()?;
+        self.clones
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .replaced(agent_id, old.ip(), new_address?.ip(), now)
     }
 
     fn touch(&self, agent_id: &str, session_id: u64, now_ms: u64, heartbeat: Option<Heartbeat>) {
@@ -1286,7 +1353,7 @@ async fn handle_session(
         }
         .into(),
     ));
-    context.sessions.register(
+    let suspected_clone = context.sessions.register(
         &agent_id,
         handle.clone(),
         LiveSession {
@@ -1321,6 +1388,9 @@ async fn handle_session(
     context.metrics.sessions_opened.inc();
     if let Some(events) = &context.link_events {
         events.back(&agent_id, now);
+    }
+    if let Some(hosts) = suspected_clone {
+        report_clone(&context, &agent_id, &hosts, now).await;
     }
     tracing::info!(agent = %agent_id, %remote, version = %hello.agent_version, next_seq = hello.next_seq, "session open");
 
@@ -1403,6 +1473,46 @@ async fn handle_session(
             events.lost(&agent_id, context.clock.now_ms());
         }
         persist_last_seen(&context, &agent_id, live).await;
+    }
+}
+
+/// One identity used from several hosts: flagged on the agent record, audited, and raised as a
+/// security finding (an operator revokes the copy and re-joins the machine).
+async fn report_clone(
+    context: &IngestContext,
+    agent_id: &str,
+    hosts: &[std::net::IpAddr],
+    now: u64,
+) {
+    let hosts_text = hosts
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    tracing::warn!(agent = %agent_id, hosts = %hosts_text, "one agent identity is used from several hosts (cloned machine or copied state?)");
+    let store = context.store.clone();
+    let audit = context.audit.clone();
+    let id = agent_id.to_owned();
+    let detail = format!("sessions replacing each other from {hosts_text}");
+    let _ = tokio::task::spawn_blocking(move || {
+        let _ = store.update_agent(&id, |agent| agent.possible_clone = true);
+        let _ = audit.record("control-plane", "agent.clone_suspected", &id, detail);
+    })
+    .await;
+    if let Some(events) = &context.link_events {
+        events.send(bagui_ops::incidents::Event::Finding(
+            bagui_ops::incidents::Finding {
+                fingerprint: format!("clone:{agent_id}"),
+                subject: bagui_ops::incidents::Subject::Agent(agent_id.to_owned()),
+                severity: bagui_ops::model::Severity::P2,
+                category: bagui_ops::model::Category::Security,
+                title: format!(
+                    "agent identity {agent_id} is used from several hosts: {hosts_text}"
+                ),
+                firing: true,
+                at: now,
+            },
+        ));
     }
 }
 
@@ -1609,6 +1719,41 @@ async fn session_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sessions_replacing_each_other_from_two_hosts_are_a_suspected_clone_once() {
+        let a: std::net::IpAddr = "10.45.3.7".parse().unwrap();
+        let b: std::net::IpAddr = "10.45.3.8".parse().unwrap();
+        let mut watch = CloneWatch::default();
+        // Reconnects from the same host never count.
+        for at in 0..10 {
+            assert_eq!(watch.replaced("ag-1", a, a, at * 1000), None);
+        }
+        // Two hosts taking turns: the third replacement reports, once.
+        assert_eq!(watch.replaced("ag-1", a, b, 10_000), None);
+        assert_eq!(watch.replaced("ag-1", b, a, 11_000), None);
+        assert_eq!(watch.replaced("ag-1", a, b, 12_000), Some(vec![a, b]));
+        assert_eq!(
+            watch.replaced("ag-1", b, a, 13_000),
+            None,
+            "one report per episode"
+        );
+        // Replacements spread wider than the window do not add up.
+        let mut slow = CloneWatch::default();
+        for turn in 0..6u64 {
+            let (old, new) = if turn % 2 == 0 { (a, b) } else { (b, a) };
+            assert_eq!(
+                slow.replaced("ag-2", old, new, turn * CLONE_WINDOW_MS),
+                None
+            );
+        }
+        // Quiet for a window: forgotten, and a new episode reports again.
+        let later = 13_000 + 2 * CLONE_WINDOW_MS;
+        assert_eq!(watch.replaced("ag-1", a, b, later), None);
+        assert_eq!(watch.replaced("ag-1", b, a, later + 1), None);
+        assert_eq!(watch.replaced("ag-1", a, b, later + 2), Some(vec![a, b]));
+        assert!(watch.replaced.len() <= 2);
+    }
 
     #[test]
     fn the_unsealer_unwraps_each_data_key_once_and_never_panics_on_garbage() {

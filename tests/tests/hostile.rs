@@ -524,3 +524,74 @@ async fn join_token_guessing_is_rate_limited_and_audited() {
     assert!(control_plane.admin.agents(None).unwrap().is_empty());
     control_plane.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_identity_used_from_two_hosts_is_flagged_audited_and_raised_once() {
+    let fixture = fixture().await;
+    // Two "machines" with the same identity, taking turns (127.0.0.1 and 127.0.0.2).
+    let hosts = [
+        quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap(),
+        quinn::Endpoint::client("127.0.0.2:0".parse().unwrap()).unwrap(),
+    ];
+    let mut sessions = Vec::new();
+    for turn in 0..5 {
+        let endpoint = &hosts[turn % 2];
+        let connection =
+            quic::connect_as(endpoint, fixture.control_plane.quic_addr, &fixture.hostile)
+                .await
+                .unwrap();
+        let (mut send, mut recv) = connection.open_bi().await.unwrap();
+        send.write_all(&hello(&fixture.hostile_id)).await.unwrap();
+        // Wait for the welcome: the session is registered.
+        let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_LEN);
+        let mut buffer = [0u8; 4096];
+        let welcomed = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let Some(read) = recv.read(&mut buffer).await.unwrap() else {
+                    return false;
+                };
+                decoder.extend(&buffer[..read]);
+                if let Some(frame) = decoder.next_frame().unwrap() {
+                    return matches!(
+                        ServerMessage::decode(&frame),
+                        Ok(Decoded::Known(ServerMessage::Welcome(_)))
+                    );
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert!(welcomed, "turn {turn}");
+        sessions.push((connection, send, recv));
+    }
+    let agent = fixture
+        .control_plane
+        .admin
+        .agent(&fixture.hostile_id)
+        .unwrap();
+    assert!(agent.possible_clone, "{agent:?}");
+    let audit = fixture
+        .control_plane
+        .admin
+        .audit_entries(0, 10_000)
+        .unwrap();
+    let reports: Vec<_> = audit
+        .iter()
+        .filter(|entry| entry.action == "agent.clone_suspected")
+        .collect();
+    assert_eq!(reports.len(), 1, "one report per episode");
+    assert!(reports[0].detail.contains("127.0.0.1") && reports[0].detail.contains("127.0.0.2"));
+    // The incident engine has it as an open security finding.
+    wait_until(Duration::from_secs(5), "the clone incident", || {
+        fixture
+            .control_plane
+            .admin
+            .incidents()
+            .unwrap()
+            .iter()
+            .any(|incident| incident.fingerprint == format!("finding:clone:{}", fixture.hostile_id))
+    })
+    .await
+    .unwrap();
+    good_agent_still_served(&fixture).await;
+}
