@@ -99,6 +99,7 @@ export function render(main, context, division) {
   let pending = null;
   let selected = null;
   let last = null;
+  let lastText = '';
   const path = division ? `/api/v1/network?division=${encodeURIComponent(division)}` : '/api/v1/network';
   function draw() {
     // Keep keyboard focus on the same node across a redraw.
@@ -118,6 +119,10 @@ export function render(main, context, division) {
       const data = await get(path);
       if (stopped) return;
       error.textContent = '';
+      // Redraw only on a change: a redraw replaces the nodes under the pointer.
+      const text = JSON.stringify(data);
+      if (text === lastText) return;
+      lastText = text;
       last = data;
       draw();
     } catch (problem) {
