@@ -205,6 +205,8 @@ pub struct DivisionRef {
 pub struct Overview {
     /// The division summarised (the caller's scope unless asked otherwise).
     pub division: DivisionRef,
+    /// The caller's scope.
+    pub scope: DivisionRef,
     /// From the region down to `division`.
     pub path: Vec<DivisionRef>,
     pub agents: Tally,
@@ -246,6 +248,8 @@ pub struct OrderSummary {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NetworkLevel {
     pub division: DivisionRef,
+    /// The caller's scope: the breadcrumb above it is shown, not followed.
+    pub scope: DivisionRef,
     pub path: Vec<DivisionRef>,
     pub summary: Tally,
     /// Child divisions with their tallies and positions on a `WIDTH`×`HEIGHT` canvas.
@@ -384,7 +388,12 @@ fn scope_division(division: Option<String>, admin: &Admin) -> String {
     division.unwrap_or_else(|| admin.divisions().root().code.clone())
 }
 
-fn overview_of(admin: &Admin, code: &str, with_orders: bool) -> Result<Overview, AdminError> {
+fn overview_of(
+    admin: &Admin,
+    code: &str,
+    scope: &str,
+    with_orders: bool,
+) -> Result<Overview, AdminError> {
     let division = division_ref(admin, code)?;
     let agents = admin.agents(Some(code))?;
     let rollup = rollup(admin, code, &agents);
@@ -443,6 +452,7 @@ fn overview_of(admin: &Admin, code: &str, with_orders: bool) -> Result<Overview,
         None
     };
     Ok(Overview {
+        scope: division_ref(admin, scope)?,
         path: path_of(admin, code),
         division,
         agents: rollup.total,
@@ -459,7 +469,7 @@ fn now_ms() -> u64 {
         .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
-fn network_of(admin: &Admin, code: &str) -> Result<NetworkLevel, AdminError> {
+fn network_of(admin: &Admin, code: &str, scope: &str) -> Result<NetworkLevel, AdminError> {
     let division = division_ref(admin, code)?;
     let agents = admin.agents(Some(code))?;
     let rollup = rollup(admin, code, &agents);
@@ -506,6 +516,7 @@ fn network_of(admin: &Admin, code: &str) -> Result<NetworkLevel, AdminError> {
         })
         .collect();
     Ok(NetworkLevel {
+        scope: division_ref(admin, scope)?,
         path: path_of(admin, code),
         division,
         summary: rollup.total,
@@ -542,21 +553,25 @@ async fn overview(
     Query(query): Query<DivisionQuery>,
 ) -> Result<Json<Overview>, ApiError> {
     let with_orders = caller.may(Permission::ViewWorkOrders);
+    let scope = caller.scope().map(str::to_owned);
     run(state, move |admin| {
         let code = scope_division(query.division, admin);
-        overview_of(admin, &code, with_orders)
+        let scope = scope_division(scope, admin);
+        overview_of(admin, &code, &scope, with_orders)
     })
     .await
 }
 
 async fn network(
     State(state): State<ApiState>,
-    _: Operator,
+    Operator(_, caller): Operator,
     Query(query): Query<DivisionQuery>,
 ) -> Result<Json<NetworkLevel>, ApiError> {
+    let scope = caller.scope().map(str::to_owned);
     run(state, move |admin| {
         let code = scope_division(query.division, admin);
-        network_of(admin, &code)
+        let scope = scope_division(scope, admin);
+        network_of(admin, &code, &scope)
     })
     .await
 }

@@ -659,7 +659,142 @@ async fn an_operator_follows_a_lost_agent_from_the_map_to_its_acknowledged_work_
         .filter(|message| !message.contains("/api/v1/login"))
         .collect();
     assert!(errors.is_empty(), "console errors: {errors:#?}");
+
+    // A viewer of the same county sees the order but may not act: the page shows the API's 403.
+    for (name, role, scope) in [
+        ("viewer-qingxiu", Role::Viewer, "450103"),
+        ("viewer-jiangnan", Role::Viewer, "450105"),
+    ] {
+        cp.admin
+            .create_user(
+                "admin",
+                &CreateUser {
+                    name: name.into(),
+                    roles: vec![role],
+                    scope: scope.into(),
+                    password: Some(Secret::new(PASSWORD)),
+                },
+            )
+            .unwrap();
+    }
+    log_in(&browser, "viewer-qingxiu").await.unwrap();
+    browser
+        .script(
+            "location.hash = '#/orders/' + arguments[0]",
+            json!([order_id]),
+        )
+        .await
+        .unwrap();
+    browser
+        .click_when_ready("#order-state[data-state=\"RESOLVED\"]", long)
+        .await
+        .unwrap();
+    browser.click("#action-ack").await.unwrap();
+    browser
+        .wait_for(
+            "the 403 on the page",
+            long,
+            "return document.querySelector('#action-error').textContent.includes('403')",
+            json!([]),
+        )
+        .await
+        .unwrap();
+    shots.push(browser.screenshot("8-viewer-refused").await.unwrap());
+    browser.click("#logout").await.unwrap();
+
+    // Another county's viewer sees nothing of 青秀区: no agent, no way up the breadcrumb, a 403
+    // for its network and a 404 for its order.
+    log_in(&browser, "viewer-jiangnan").await.unwrap();
+    browser
+        .wait_for(
+            "an empty overview",
+            long,
+            "const v = document.querySelector('#agents-online .card-value'); \
+             return v && v.dataset.count === '0'",
+            json!([]),
+        )
+        .await
+        .unwrap();
+    browser.click("#nav-network").await.unwrap();
+    browser
+        .wait_for(
+            "the county's own network, nothing above it to follow",
+            long,
+            "const c = document.querySelector('#breadcrumb [aria-current]'); \
+             return c && c.dataset.code === '450105' && \
+                 document.querySelectorAll('#breadcrumb a').length === 0",
+            json!([]),
+        )
+        .await
+        .unwrap();
+    browser
+        .script("location.hash = '#/network/450103'", json!([]))
+        .await
+        .unwrap();
+    browser
+        .wait_for(
+            "a 403 for another county",
+            long,
+            "const e = document.querySelector('main .error'); return e && e.textContent.includes('403')",
+            json!([]),
+        )
+        .await
+        .unwrap();
+    browser
+        .script(
+            "location.hash = '#/orders/' + arguments[0]",
+            json!([order_id]),
+        )
+        .await
+        .unwrap();
+    browser
+        .wait_for(
+            "a 404 for another county's order",
+            long,
+            "const e = document.querySelector('#action-error'); return e && e.textContent.includes('404')",
+            json!([]),
+        )
+        .await
+        .unwrap();
+    let unexpected: Vec<String> = browser
+        .console_errors()
+        .await
+        .unwrap()
+        .into_iter()
+        // The refusals asked for above, which the browser logs as failed resource loads.
+        .filter(|message| {
+            !(message.contains("Failed to load resource")
+                && (message.contains("status of 403") || message.contains("status of 404")))
+        })
+        .collect();
+    assert!(unexpected.is_empty(), "console errors: {unexpected:#?}");
+
     eprintln!("screenshots: {shots:#?}");
     assert!(cp.admin.agent(&kept).unwrap().online);
     drop(agents);
+}
+
+/// Logs in through the login page and waits for the overview.
+async fn log_in(browser: &Browser, user: &str) -> Result<()> {
+    let timeout = Duration::from_secs(15);
+    browser
+        .wait_for(
+            "the login form",
+            timeout,
+            "return document.querySelector('#login-name') !== null",
+            json!([]),
+        )
+        .await?;
+    browser.type_into("#login-name", user).await?;
+    browser.type_into("#login-password", PASSWORD).await?;
+    browser.click("#login-submit").await?;
+    browser
+        .wait_for(
+            "the overview after login",
+            timeout,
+            "return document.querySelector('#agents-online') !== null",
+            json!([]),
+        )
+        .await?;
+    Ok(())
 }

@@ -17,12 +17,15 @@ function place(element, x, y, width, height) {
   return element;
 }
 
-function breadcrumb(path) {
+/** The path from the region; levels above the user's scope are shown, not linked. */
+function breadcrumb(path, scope) {
   return h('nav', { 'aria-label': t('network.breadcrumb'), class: 'breadcrumb' },
     h('ol', { id: 'breadcrumb' }, path.map((division, index) => h('li', {},
       index === path.length - 1
         ? h('span', { 'aria-current': 'location', dataset: { code: division.code } }, division.name)
-        : h('a', { href: `#/network/${division.code}`, dataset: { code: division.code } }, division.name)))));
+        : division.level < scope.level
+          ? h('span', { class: 'muted', dataset: { code: division.code } }, division.name)
+          : h('a', { href: `#/network/${division.code}`, dataset: { code: division.code } }, division.name)))));
 }
 
 function agentDetail(agent) {
@@ -72,7 +75,7 @@ function renderLevel(container, data, selected, onSelect) {
     : nodes;
   const chosen = data.agents.find((agent) => agent.id === selected);
   replace(container,
-    breadcrumb(data.path),
+    breadcrumb(data.path, data.scope),
     h('p', { class: 'summary' },
       h('span', { class: `state state-${data.summary.state}`, id: 'network-state', dataset: { state: data.summary.state } },
         t(`state.${data.summary.state}`)), ' ',
