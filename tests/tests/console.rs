@@ -87,7 +87,7 @@ impl Browser {
             session: String::new(),
             chromedriver,
             screenshots,
-            profile: profile,
+            profile,
         };
         let started = Instant::now();
         loop {
