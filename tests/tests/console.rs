@@ -798,3 +798,199 @@ async fn log_in(browser: &Browser, user: &str) -> Result<()> {
         .await?;
     Ok(())
 }
+
+/// The console's endpoints through the API, without a browser: the overview and the network
+/// level count what the caller's scope holds, a division outside it is refused, and the event
+/// stream (read here as raw HTTP) carries the caller's agents and work orders only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_endpoints_answer_within_the_callers_scope() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut deployment = Deployment::init().unwrap();
+    deployment.config.session.idle_timeout = Duration::from_secs(3);
+    deployment.config.incidents.hold_agent_secs = 1;
+    deployment.config.incidents.terminal_off_hours = None;
+    let cp = deployment.start().await.unwrap();
+    cp.admin
+        .create_user(
+            "admin",
+            &CreateUser {
+                name: "ops-qingxiu".into(),
+                roles: vec![Role::Operator],
+                scope: "450103".into(),
+                password: Some(Secret::new(PASSWORD)),
+            },
+        )
+        .unwrap();
+
+    // One agent in 青秀区's village, one in 江南区's township, each behind its own relay.
+    let mut relays = Vec::new();
+    let mut ids = Vec::new();
+    let mut agents = Vec::new();
+    for (name, division) in [("qingxiu", VILLAGE), ("jiangnan", "450105001")] {
+        let relay = Relay::start(deployment.server().parse().unwrap())
+            .await
+            .unwrap();
+        let token = create_token(&cp, division, "server", 1).unwrap();
+        let state_dir = deployment.state_dir(name);
+        let state = join(&deployment, &state_dir, &token.token, name)
+            .await
+            .unwrap();
+        redirect(&state_dir, &relay.address.to_string()).unwrap();
+        ids.push(state.agent_id.clone());
+        agents.push(start_agent(&state_dir, fast_agent_config()).await.unwrap());
+        relays.push(relay);
+    }
+    wait_until(Duration::from_secs(20), "both agents online", || {
+        cp.admin
+            .agents(None)
+            .map(|list| list.iter().filter(|agent| agent.online).count() == 2)
+            .unwrap_or(false)
+    })
+    .await
+    .unwrap();
+
+    let root = ApiClient::new(
+        &cp.api_url,
+        &deployment.data_dir.admin_token().unwrap(),
+        None,
+    )
+    .unwrap();
+    let overview: Value = root.get("/api/v1/overview").await.unwrap();
+    assert_eq!(overview["division"]["code"], "45");
+    assert_eq!(overview["agents"]["online"], 2);
+    assert_eq!(overview["children"].as_array().unwrap().len(), 14);
+    let nanning = overview["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|child| child["code"] == "4501")
+        .unwrap();
+    assert_eq!(
+        (nanning["online"].clone(), nanning["state"].clone()),
+        (json!(2), json!("ok"))
+    );
+    let levels: Vec<(u64, u64)> = overview["by_level"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            (
+                row["online"].as_u64().unwrap(),
+                row["offline"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(levels, [(0, 0), (0, 0), (0, 0), (1, 0), (1, 0)]);
+    assert_eq!(overview["work_orders"]["open"], 0);
+
+    let issued: Value = ApiClient::new(&cp.api_url, "none", None)
+        .unwrap()
+        .post(
+            "/api/v1/login",
+            &json!({"name": "ops-qingxiu", "password": PASSWORD}),
+        )
+        .await
+        .unwrap();
+    let token = issued["token"].as_str().unwrap().to_owned();
+    let ops = ApiClient::new(&cp.api_url, &token, None).unwrap();
+    let overview: Value = ops.get("/api/v1/overview").await.unwrap();
+    assert_eq!(overview["division"]["code"], "450103");
+    assert_eq!(overview["scope"]["code"], "450103");
+    assert_eq!(overview["agents"]["total"], 1);
+    let network: Value = ops.get("/api/v1/network").await.unwrap();
+    assert_eq!(network["division"]["code"], "450103");
+    let township = network["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|child| child["code"] == "450103001")
+        .unwrap();
+    assert_eq!(
+        (township["online"].clone(), township["total"].clone()),
+        (json!(1), json!(1))
+    );
+    assert!(township["x"].as_u64().unwrap() < network["width"].as_u64().unwrap());
+    let village: Value = ops
+        .get(&format!("/api/v1/network?division={VILLAGE}"))
+        .await
+        .unwrap();
+    assert_eq!(village["agents"][0]["id"], ids[0].as_str());
+    assert_eq!(village["agents"][0]["state"], "ok");
+    for path in [
+        "/api/v1/network?division=4501",
+        "/api/v1/overview?division=450105",
+    ] {
+        let refused = ops.get::<Value>(path).await.unwrap_err().to_string();
+        assert!(refused.contains("403"), "{path}: {refused}");
+    }
+
+    // The event stream, as raw HTTP: headers first, then the events.
+    let mut stream = tokio::net::TcpStream::connect(cp.http_addr).await.unwrap();
+    stream
+        .write_all(
+            format!(
+                "GET /api/v1/events HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\
+                 Accept: text/event-stream\r\n\r\n",
+                cp.http_addr
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut received = String::new();
+    let mut buffer = vec![0u8; 16 * 1024];
+    let started = Instant::now();
+    // Cut 江南区 first, then 青秀区: the stream must show the second and never the first.
+    relays[1].set_up(false);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    relays[0].set_up(false);
+    let wanted = |text: &str| {
+        text.contains("event: agent")
+            && text.contains(&format!("\"id\":\"{}\"", ids[0]))
+            && text.contains("\"online\":false")
+            && text.contains("event: work_order")
+    };
+    while !wanted(&received) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no offline and work-order events within 30 s; received:\n{received}"
+        );
+        let read = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buffer)).await;
+        match read {
+            Ok(Ok(0)) => panic!("the event stream ended; received:\n{received}"),
+            Ok(Ok(count)) => received.push_str(&String::from_utf8_lossy(&buffer[..count])),
+            Ok(Err(error)) => panic!("reading the event stream: {error}"),
+            Err(_) => {}
+        }
+    }
+    let head = received.split("\r\n\r\n").next().unwrap().to_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("content-type: text/event-stream"), "{head}");
+    assert!(
+        !received.contains(ids[1].as_str()),
+        "another county's agent reached the stream:\n{received}"
+    );
+    // Both orders exist; the stream carried 青秀区's only.
+    wait_until(Duration::from_secs(20), "two work orders", || {
+        cp.admin
+            .work_orders(&Default::default())
+            .map(|orders| orders.len() == 2)
+            .unwrap_or(false)
+    })
+    .await
+    .unwrap();
+    let drained = Instant::now();
+    while drained.elapsed() < Duration::from_secs(3) {
+        if let Ok(Ok(count)) =
+            tokio::time::timeout(Duration::from_millis(500), stream.read(&mut buffer)).await
+        {
+            received.push_str(&String::from_utf8_lossy(&buffer[..count]));
+        }
+    }
+    assert!(
+        !received.contains(ids[1].as_str()),
+        "another county's agent or order reached the stream:\n{received}"
+    );
+    drop(agents);
+}
