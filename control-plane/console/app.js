@@ -162,6 +162,8 @@ window.addEventListener('hashchange', () => {
     return;
   }
   showShell();
+  // A new page: move the keyboard and screen-reader position to its content.
+  document.getElementById('main')?.focus();
 });
 
 if (api.token()) showShell();

@@ -22,11 +22,11 @@
 //! Every console response carries a `Content-Security-Policy` of `default-src 'self'` (no
 //! inline script, no outside origin), `X-Content-Type-Options: nosniff` and no framing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
@@ -38,7 +38,7 @@ use bagui_ops::access::Permission;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc};
 
-use crate::admin::{Admin, AdminError, AgentView};
+use crate::admin::{Admin, AdminError, Presence};
 use crate::api::{ApiError, ApiState, Operator};
 use crate::dispatch::OrderFilter;
 
@@ -279,7 +279,6 @@ pub struct NetworkAgent {
     pub state: NodeState,
     pub last_seen: Option<String>,
     pub rtt_ms: Option<f64>,
-    pub uplink: Option<String>,
     pub x: u32,
     pub y: u32,
 }
@@ -344,7 +343,7 @@ struct Rollup {
     total: Tally,
 }
 
-fn rollup(admin: &Admin, code: &str, agents: &[AgentView]) -> Rollup {
+fn rollup(admin: &Admin, code: &str, agents: &[Presence]) -> Rollup {
     let mut groups: HashMap<&str, (usize, usize)> = HashMap::new();
     for agent in agents {
         let entry = groups.entry(agent.division.as_str()).or_default();
@@ -395,7 +394,7 @@ fn overview_of(
     with_orders: bool,
 ) -> Result<Overview, AdminError> {
     let division = division_ref(admin, code)?;
-    let agents = admin.agents(Some(code))?;
+    let agents = admin.presence(Some(code))?;
     let rollup = rollup(admin, code, &agents);
     let mut by_level: Vec<LevelTally> = (1..=5)
         .map(|level| LevelTally {
@@ -471,7 +470,7 @@ fn now_ms() -> u64 {
 
 fn network_of(admin: &Admin, code: &str, scope: &str) -> Result<NetworkLevel, AdminError> {
     let division = division_ref(admin, code)?;
-    let agents = admin.agents(Some(code))?;
+    let agents = admin.presence(Some(code))?;
     let rollup = rollup(admin, code, &agents);
     let child_codes = admin.divisions().children(code);
     let positions = grid_positions(child_codes.len());
@@ -487,10 +486,11 @@ fn network_of(admin: &Admin, code: &str, scope: &str) -> Result<NetworkLevel, Ad
             })
         })
         .collect::<Result<Vec<_>, AdminError>>()?;
-    let own: Vec<&AgentView> = agents
+    let mut own: Vec<&Presence> = agents
         .iter()
         .filter(|agent| agent.division == code)
         .collect();
+    own.sort_by(|a, b| (&a.hostname, &a.id).cmp(&(&b.hostname, &b.id)));
     let positions = grid_positions(own.len());
     let agents = own
         .into_iter()
@@ -508,9 +508,9 @@ fn network_of(admin: &Admin, code: &str, scope: &str) -> Result<NetworkLevel, Ad
             } else {
                 NodeState::Down
             },
-            last_seen: agent.last_seen.clone(),
+            last_seen: (agent.last_seen_ms > 0)
+                .then(|| crate::clock::format_rfc3339(agent.last_seen_ms)),
             rtt_ms: agent.rtt_ms,
-            uplink: agent.uplink.clone(),
             x,
             y,
         })
@@ -616,33 +616,64 @@ impl Event {
 /// What the hub saw last time.
 #[derive(Default)]
 struct Seen {
-    agents: HashMap<String, bool>,
+    /// Agents with an open session.
+    online: HashSet<String>,
+    /// Where each agent is: id → (division, hostname). Places rarely change, so they are
+    /// re-read from the store only when an unknown agent connects or they are
+    /// [`PLACES_REFRESH`] old; the per-second comparison is of the in-memory session set.
+    places: HashMap<String, (String, String)>,
+    places_read: Option<Instant>,
     orders: HashMap<String, String>,
 }
 
-/// Compares the fleet and the open orders with `seen`, returns the changes and remembers the
-/// new picture. The first call only fills `seen`.
+/// How long the hub trusts the places it read.
+const PLACES_REFRESH: Duration = Duration::from_secs(60);
+
+/// Compares the sessions and the open orders with `seen`, returns the changes and remembers
+/// the new picture. The first call only fills `seen`.
 fn changes(admin: &Admin, seen: &mut Option<Seen>) -> Result<Vec<Event>, AdminError> {
-    let agents = admin.agents(None)?;
+    let online = admin.online_ids();
+    let mut previous = seen.take();
+    let (mut places, mut places_read) = match previous.as_mut() {
+        Some(previous) => (std::mem::take(&mut previous.places), previous.places_read),
+        None => (HashMap::new(), None),
+    };
+    if places_read.is_none_or(|read| read.elapsed() > PLACES_REFRESH)
+        || online.iter().any(|id| !places.contains_key(id))
+    {
+        places = admin
+            .presence(None)?
+            .into_iter()
+            .map(|agent| (agent.id, (agent.division, agent.hostname)))
+            .collect();
+        places_read = Some(Instant::now());
+    }
     let orders = admin.work_orders(&OrderFilter::default())?;
     let at = crate::clock::format_rfc3339(now_ms());
     let mut events = Vec::new();
-    let mut next = Seen::default();
-    for agent in &agents {
-        next.agents.insert(agent.id.clone(), agent.online);
-        if let Some(previous) = seen.as_ref()
-            && previous.agents.get(&agent.id) != Some(&agent.online)
-        {
+    if let Some(previous) = previous.as_ref() {
+        let came = online.difference(&previous.online).map(|id| (id, true));
+        let went = previous.online.difference(&online).map(|id| (id, false));
+        for (id, now_online) in came.chain(went) {
+            let Some((division, hostname)) = places.get(id) else {
+                continue;
+            };
             events.push(Event::Agent {
-                id: agent.id.clone(),
-                hostname: agent.hostname.clone(),
-                division: agent.division.clone(),
-                division_path: agent.division_path.clone(),
-                online: agent.online,
+                id: id.clone(),
+                hostname: hostname.clone(),
+                division: division.clone(),
+                division_path: admin.divisions().path_names(division),
+                online: now_online,
                 at: at.clone(),
             });
         }
     }
+    let mut next = Seen {
+        online,
+        places,
+        places_read,
+        orders: HashMap::new(),
+    };
     let severity_name = |severity| {
         serde_json::to_value(severity)
             .ok()
@@ -651,10 +682,10 @@ fn changes(admin: &Admin, seen: &mut Option<Seen>) -> Result<Vec<Event>, AdminEr
     };
     for row in &orders {
         next.orders.insert(row.id.clone(), row.state.clone());
-        let previous = seen
+        let before = previous
             .as_ref()
             .map(|previous| previous.orders.get(&row.id).cloned());
-        if let Some(previous) = previous
+        if let Some(previous) = before
             && previous.as_deref() != Some(row.state.as_str())
         {
             events.push(Event::WorkOrder {
@@ -670,7 +701,7 @@ fn changes(admin: &Admin, seen: &mut Option<Seen>) -> Result<Vec<Event>, AdminEr
         }
     }
     // Orders no longer open: closed, resolved automatically …; their final state is read once.
-    if let Some(previous) = seen.as_ref() {
+    if let Some(previous) = previous.as_ref() {
         for (id, state) in &previous.orders {
             if next.orders.contains_key(id) {
                 continue;

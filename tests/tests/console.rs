@@ -994,3 +994,50 @@ async fn the_console_endpoints_answer_within_the_callers_scope() {
     );
     drop(agents);
 }
+
+/// The overview and a network level at province scale: 20,000 enrolled agents (bulk-issued
+/// identities; no sessions, so all offline — the counting is the same). Both must answer in
+/// under a second. Issuing 20,000 identities takes minutes in a debug build, so this runs with
+/// `BAGUI_LONG_TESTS=1` (test.sh's long mode) and says so otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_of_twenty_thousand_agents_answers_within_a_second() {
+    if std::env::var_os("BAGUI_LONG_TESTS").is_none_or(|value| value != "1") {
+        eprintln!("not run: set BAGUI_LONG_TESTS=1 for the 20,000-agent console timing");
+        return;
+    }
+    let count: usize = std::env::var("BAGUI_CONSOLE_AGENTS")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(20_000);
+    let deployment = Deployment::init().unwrap();
+    let cp = deployment.start().await.unwrap();
+    let target = bagui_tests::sim::Target::open(deployment.data_dir.root()).unwrap();
+    let started = Instant::now();
+    bagui_tests::sim::provision(&target.data_dir, &target.client, count)
+        .await
+        .unwrap();
+    eprintln!("issued {count} identities in {:?}", started.elapsed());
+    let root = ApiClient::new(
+        &cp.api_url,
+        &deployment.data_dir.admin_token().unwrap(),
+        None,
+    )
+    .unwrap();
+    for path in [
+        "/api/v1/overview",
+        "/api/v1/network",
+        "/api/v1/network?division=4501",
+        "/api/v1/network?division=450103001",
+    ] {
+        // The first call warms the store's cache, as a wall screen that stays open does.
+        let _: Value = root.get(path).await.unwrap();
+        let started = Instant::now();
+        let answer: Value = root.get(path).await.unwrap();
+        let took = started.elapsed();
+        eprintln!("{path}: {took:?}");
+        if path == "/api/v1/overview" {
+            assert_eq!(answer["agents"]["total"], count);
+        }
+        assert!(took < Duration::from_secs(1), "{path} took {took:?}");
+    }
+}

@@ -28,17 +28,20 @@ function breadcrumb(path, scope) {
           : h('a', { href: `#/network/${division.code}`, dataset: { code: division.code } }, division.name)))));
 }
 
-function agentDetail(agent) {
+/** The agent's details: the node's own, then the full view from /api/v1/agents/ID once read. */
+function agentDetail(agent, full) {
   const row = (label, value) => [h('dt', {}, label), h('dd', {}, value)];
   return h('section', { id: 'agent-detail', class: 'panel', 'aria-labelledby': 'agent-detail-title' },
     h('h2', { id: 'agent-detail-title' }, `${t('network.agent.detail')}: ${agent.hostname}`),
     h('dl', {},
       row(t('network.agent.id'), agent.id),
-      row(t('network.agent.role'), agent.role),
+      row(t('network.agent.role'), t(`role.${agent.role}`)),
       row(t('overview.state'), t(`state.${agent.state}`)),
       row(t('network.agent.last_seen'), formatTime(agent.last_seen)),
       row(t('network.agent.rtt'), agent.rtt_ms == null ? '—' : `${agent.rtt_ms.toFixed(1)} ms`),
-      row(t('network.agent.uplink'), agent.uplink || '—')));
+      row(t('network.agent.uplink'), full ? full.uplink || '—' : '…'),
+      row(t('network.agent.os'), full ? `${full.os} ${full.arch}` : '…'),
+      row(t('network.agent.version'), full ? full.agent_version || '—' : '…')));
 }
 
 function legend() {
@@ -46,7 +49,7 @@ function legend() {
     ['ok', 'warn', 'down', 'empty'].map((state) => h('li', {}, h('span', { class: `dot state-${state}` }), t(`state.${state}`))));
 }
 
-function renderLevel(container, data, selected, onSelect) {
+function renderLevel(container, data, selected, full, onSelect) {
   const { width, height } = data;
   const canvasItems = data.children.length ? data.children : data.agents;
   const lines = s('svg', {
@@ -68,7 +71,7 @@ function renderLevel(container, data, selected, onSelect) {
     'aria-pressed': selected === agent.id ? 'true' : 'false',
     'aria-label': t('network.agent', { host: agent.hostname, state: t(`state.${agent.state}`) }),
     onclick: () => onSelect(agent.id),
-  }, h('span', { class: 'node-name' }, agent.hostname), h('span', { class: 'node-count' }, agent.role));
+  }, h('span', { class: 'node-name' }, agent.hostname), h('span', { class: 'node-count' }, t(`role.${agent.role}`)));
   const agentsOnCanvas = data.children.length === 0;
   const canvasNodes = agentsOnCanvas
     ? data.agents.map((agent) => place(agentButton(agent), agent.x, agent.y, width, height))
@@ -91,7 +94,7 @@ function renderLevel(container, data, selected, onSelect) {
       ? h('section', { 'aria-labelledby': 'agents-here' }, h('h2', { id: 'agents-here' }, t('network.agents')),
         h('div', { class: 'agent-row' }, data.agents.map(agentButton)))
       : null,
-    chosen ? agentDetail(chosen) : null);
+    chosen ? agentDetail(chosen, full) : null);
 }
 
 export function render(main, context, division) {
@@ -101,6 +104,7 @@ export function render(main, context, division) {
   let stopped = false;
   let pending = null;
   let selected = null;
+  let full = null;
   let last = null;
   let lastText = '';
   const path = division ? `/api/v1/network?division=${encodeURIComponent(division)}` : '/api/v1/network';
@@ -108,9 +112,17 @@ export function render(main, context, division) {
     // Keep keyboard focus on the same node across a redraw.
     const focused = document.activeElement;
     const key = focused && (focused.dataset.code || focused.dataset.agentId);
-    renderLevel(body, last, selected, (id) => {
+    renderLevel(body, last, selected, full && full.id === selected ? full : null, (id) => {
       selected = selected === id ? null : id;
       draw();
+      if (selected) {
+        get(`/api/v1/agents/${encodeURIComponent(selected)}`).then((view) => {
+          full = view;
+          if (!stopped && selected === view.id) draw();
+        }, (problem) => {
+          if (!stopped) error.textContent = context.describeError(problem);
+        });
+      }
     });
     if (key) {
       const again = body.querySelector(`[data-code="${CSS.escape(key)}"], [data-agent-id="${CSS.escape(key)}"]`);
