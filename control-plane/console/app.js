@@ -32,9 +32,15 @@ const context = {
 let stopPage = () => {};
 let stopEvents = null;
 
+/** `#/page/argument?key=value` → its parts. */
 function route() {
-  const parts = (location.hash || '#/overview').slice(2).split('/');
-  return { page: parts[0] || 'overview', argument: parts[1] ? decodeURIComponent(parts[1]) : null };
+  const [path, query] = (location.hash || '#/overview').slice(2).split('?');
+  const parts = path.split('/');
+  return {
+    page: parts[0] || 'overview',
+    argument: parts[1] ? decodeURIComponent(parts[1]) : null,
+    params: new URLSearchParams(query || ''),
+  };
 }
 
 function showLogin(message) {
@@ -144,11 +150,11 @@ function showShell() {
 
 function mountPage(main) {
   stopPage();
-  const { page, argument } = route();
+  const { page, argument, params } = route();
   const pages = { overview, network, orders };
   const module = pages[page] || overview;
   document.title = `${t(`nav.${pages[page] ? page : 'overview'}`)} · ${t('app.title')}`;
-  stopPage = module.render(main, context, argument) || (() => {});
+  stopPage = module.render(main, context, argument, params) || (() => {});
 }
 
 api.onUnauthorized(() => {

@@ -228,6 +228,11 @@ impl Browser {
         self.click(css).await
     }
 
+    /// Focuses `css` and presses Enter, as a keyboard user does.
+    async fn press_enter(&self, css: &str) -> Result<()> {
+        self.type_into(css, "\u{E007}").await
+    }
+
     async fn type_into(&self, css: &str, text: &str) -> Result<()> {
         let element = self.element(css).await?;
         let _: Value = self
@@ -426,11 +431,24 @@ async fn an_operator_follows_a_lost_agent_from_the_map_to_its_acknowledged_work_
 
     // The network view, drilled down with real clicks to the village; then the agent.
     browser.click("#nav-network").await.unwrap();
+    browser
+        .wait_for(
+            "the 14 cities",
+            long,
+            "return document.querySelectorAll('#network-canvas a[data-code]').length === 14",
+            json!([]),
+        )
+        .await
+        .unwrap();
+    shots.push(browser.screenshot("3a-network-region").await.unwrap());
     for code in ["4501", "450103", "450103001", VILLAGE] {
-        browser
-            .click_when_ready(&format!("#network-canvas [data-code=\"{code}\"]"), long)
-            .await
-            .unwrap();
+        let node = format!("#network-canvas [data-code=\"{code}\"]");
+        if code == VILLAGE {
+            // The last step by keyboard: the nodes are real links.
+            browser.press_enter(&node).await.unwrap();
+        } else {
+            browser.click_when_ready(&node, long).await.unwrap();
+        }
         browser
             .wait_for(
                 "the breadcrumb to reach the division",
@@ -463,7 +481,7 @@ async fn an_operator_follows_a_lost_agent_from_the_map_to_its_acknowledged_work_
         )
         .await
         .unwrap();
-    shots.push(browser.screenshot("3-network-village").await.unwrap());
+    shots.push(browser.screenshot("3b-network-village").await.unwrap());
 
     // Cut the agent's link: its node turns red in this same page (no reload: the marker set
     // on the window survives).
@@ -519,8 +537,8 @@ async fn an_operator_follows_a_lost_agent_from_the_map_to_its_acknowledged_work_
         .await
         .unwrap();
 
-    // The work order appears in the list; ack it from its page.
-    browser.click("#nav-orders").await.unwrap();
+    // One click from the red township to its work orders; ack the new one from its page.
+    browser.click("#division-orders").await.unwrap();
     let order_id = browser
         .wait_for(
             "the agent-lost work order, dispatched",

@@ -80,6 +80,7 @@ export default {
   'role.server': 'server',
   'network.agent.os': 'Operating system',
   'network.agent.version': 'Agent version',
+  'network.orders': 'Work orders here and below',
   'network.canvas': 'Network below {name}',
   'orders.title': 'Work orders',
   'orders.filters': 'Filters',

@@ -80,6 +80,7 @@ export default {
   'role.server': '服务器',
   'network.agent.os': '操作系统',
   'network.agent.version': '代理版本',
+  'network.orders': '本级及下级工单',
   'network.canvas': '{name} 的下级网络图',
   'orders.title': '工单',
   'orders.filters': '筛选',

@@ -83,7 +83,8 @@ function renderLevel(container, data, selected, full, onSelect) {
       h('span', { class: `state state-${data.summary.state}`, id: 'network-state', dataset: { state: data.summary.state } },
         t(`state.${data.summary.state}`)), ' ',
       t('network.summary', { online: data.summary.online, total: data.summary.total }), ' · ',
-      t(`level.${data.division.level}`)),
+      t(`level.${data.division.level}`), ' · ',
+      h('a', { href: `#/orders?division=${data.division.code}`, id: 'division-orders' }, t('network.orders'))),
     legend(),
     canvasNodes.length
       ? h('div', {

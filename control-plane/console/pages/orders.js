@@ -188,6 +188,12 @@ function renderDetail(main, context, id) {
   };
 }
 
-export function render(main, context, id) {
-  return id ? renderDetail(main, context, id) : renderList(main, context);
+/** `#/orders`, `#/orders?division=CODE` (from the network view), `#/orders/ID`. */
+export function render(main, context, id, params) {
+  if (id) return renderDetail(main, context, id);
+  if (params && params.has('division')) {
+    filters.division = params.get('division');
+    filters.state = '';
+  }
+  return renderList(main, context);
 }
