@@ -30,6 +30,8 @@ const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const OTHER_VILLAGE: &str = "450103001006";
 const USER: &str = "noc-operator";
 const PASSWORD: &str = "Guangxi-Ops-2026!";
+/// The longest any one WebDriver command may take.
+const DRIVER_TIMEOUT: Duration = Duration::from_secs(60);
 /// The W3C key of an element reference.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
@@ -91,7 +93,7 @@ impl Browser {
         };
         let started = Instant::now();
         loop {
-            match browser.driver.get::<Value>("/status").await {
+            match browser.get("/status").await {
                 Ok(status) if status["value"]["ready"] == true => break,
                 _ if started.elapsed() > Duration::from_secs(20) => {
                     bail!("chromedriver did not answer within 20 s")
@@ -115,7 +117,6 @@ impl Browser {
             "timeouts": {"script": 10_000, "pageLoad": 20_000, "implicit": 0},
         }}});
         let created: Value = browser
-            .driver
             .post("/session", &capabilities)
             .await
             .context("creating the browser session")?;
@@ -126,22 +127,31 @@ impl Browser {
         Ok(browser)
     }
 
+    /// One WebDriver command; chromedriver must answer within [`DRIVER_TIMEOUT`].
+    async fn post(&self, path: &str, body: &Value) -> Result<Value> {
+        tokio::time::timeout(DRIVER_TIMEOUT, self.driver.post(path, body))
+            .await
+            .with_context(|| format!("chromedriver did not answer POST {path} in time"))?
+    }
+
+    async fn get(&self, path: &str) -> Result<Value> {
+        tokio::time::timeout(DRIVER_TIMEOUT, self.driver.get(path))
+            .await
+            .with_context(|| format!("chromedriver did not answer GET {path} in time"))?
+    }
+
     fn path(&self, rest: &str) -> String {
         format!("/session/{}{rest}", self.session)
     }
 
     async fn goto(&self, url: &str) -> Result<()> {
-        let _: Value = self
-            .driver
-            .post(&self.path("/url"), &json!({"url": url}))
-            .await?;
+        let _: Value = self.post(&self.path("/url"), &json!({"url": url})).await?;
         Ok(())
     }
 
     /// Runs `body` (a function body; `arguments` as usual) in the page; its return value.
     async fn script(&self, body: &str, args: Value) -> Result<Value> {
         let answer: Value = self
-            .driver
             .post(
                 &self.path("/execute/sync"),
                 &json!({"script": body, "args": args}),
@@ -182,7 +192,6 @@ impl Browser {
 
     async fn element(&self, css: &str) -> Result<String> {
         let found: Value = self
-            .driver
             .post(
                 &self.path("/element"),
                 &json!({"using": "css selector", "value": css}),
@@ -202,7 +211,6 @@ impl Browser {
         loop {
             let element = self.element(css).await?;
             let clicked: Result<Value> = self
-                .driver
                 .post(&self.path(&format!("/element/{element}/click")), &json!({}))
                 .await;
             match clicked {
@@ -236,7 +244,6 @@ impl Browser {
     async fn type_into(&self, css: &str, text: &str) -> Result<()> {
         let element = self.element(css).await?;
         let _: Value = self
-            .driver
             .post(
                 &self.path(&format!("/element/{element}/value")),
                 &json!({"text": text}),
@@ -247,7 +254,7 @@ impl Browser {
     }
 
     async fn screenshot(&self, name: &str) -> Result<PathBuf> {
-        let shot: Value = self.driver.get(&self.path("/screenshot")).await?;
+        let shot: Value = self.get(&self.path("/screenshot")).await?;
         let encoded = shot["value"].as_str().context("no screenshot data")?;
         let bytes = base64_decode(encoded)?;
         let path = self.screenshots.join(format!("{name}.png"));
@@ -258,7 +265,6 @@ impl Browser {
     /// The browser console's entries at level SEVERE since the last call.
     async fn console_errors(&self) -> Result<Vec<String>> {
         let log: Value = self
-            .driver
             .post(&self.path("/se/log"), &json!({"type": "browser"}))
             .await?;
         Ok(log["value"]
