@@ -933,6 +933,43 @@ mod tests {
         assert_eq!(serve_asset("../Cargo.toml").status(), StatusCode::NOT_FOUND);
     }
 
+    fn keys(table: &str) -> std::collections::BTreeSet<String> {
+        table
+            .lines()
+            .filter_map(|line| line.trim_start().strip_prefix('\''))
+            .filter_map(|rest| rest.split_once("':"))
+            .map(|(key, _)| key.to_owned())
+            .collect()
+    }
+
+    /// Both languages have every string, and every literal key the pages use exists.
+    #[test]
+    fn the_two_languages_have_the_same_keys_and_every_key_used_exists() {
+        let asset = |name: &str| {
+            let (_, _, bytes) = ASSETS.iter().find(|(path, _, _)| *path == name).unwrap();
+            std::str::from_utf8(bytes).unwrap()
+        };
+        let zh = keys(asset("i18n/zh.js"));
+        let en = keys(asset("i18n/en.js"));
+        assert!(zh.len() > 100, "{}", zh.len());
+        assert_eq!(
+            zh.symmetric_difference(&en).collect::<Vec<_>>(),
+            Vec::<&String>::new()
+        );
+        for (path, _, bytes) in ASSETS.iter().filter(|(path, _, _)| path.ends_with(".js")) {
+            let text = std::str::from_utf8(bytes).unwrap();
+            for (at, _) in text.match_indices("t('") {
+                // `t(` itself, not the end of `split(` or `get(`.
+                let before = text[..at].chars().next_back();
+                if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.') {
+                    continue;
+                }
+                let key = text[at + 3..].split('\'').next().unwrap();
+                assert!(zh.contains(key), "{path} uses the missing key {key:?}");
+            }
+        }
+    }
+
     /// Every file the console imports or links is embedded, and no file has an inline script
     /// or handler, or loads anything from another origin.
     #[test]

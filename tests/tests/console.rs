@@ -661,6 +661,33 @@ async fn an_operator_follows_a_lost_agent_from_the_map_to_its_acknowledged_work_
         .await
         .unwrap();
 
+    // The overview at a wall screen's size and at a laptop's.
+    browser.click("#nav-overview").await.unwrap();
+    for (width, height, name) in [
+        (1920, 1080, "8a-overview-1920x1080"),
+        (1366, 768, "8b-overview-1366x768"),
+    ] {
+        browser
+            .post(
+                &browser.path("/window/rect"),
+                &json!({"width": width, "height": height}),
+            )
+            .await
+            .unwrap();
+        browser
+            .wait_for(
+                "the overview with one agent offline",
+                long,
+                "const v = document.querySelector('#agents-offline .card-value'); \
+                 return v && v.dataset.count === '1' && \
+                     document.documentElement.scrollWidth <= window.innerWidth",
+                json!([]),
+            )
+            .await
+            .unwrap();
+        shots.push(browser.screenshot(name).await.unwrap());
+    }
+
     // Logging out forgets the token.
     browser.click("#logout").await.unwrap();
     browser
@@ -723,7 +750,7 @@ async fn an_operator_follows_a_lost_agent_from_the_map_to_its_acknowledged_work_
         )
         .await
         .unwrap();
-    shots.push(browser.screenshot("8-viewer-refused").await.unwrap());
+    shots.push(browser.screenshot("9-viewer-refused").await.unwrap());
     browser.click("#logout").await.unwrap();
 
     // Another county's viewer sees nothing of 青秀区: no agent, no way up the breadcrumb, a 403

@@ -145,7 +145,7 @@ function renderDetail(main, context, id) {
       h('dl', { class: 'facts' },
         row(t('orders.state'), h('span', { id: 'order-state', dataset: { state: detail.state } }, stateBadge(detail.state))),
         row(t('orders.severity'), detail.severity),
-        row(t('orders.category'), detail.category),
+        row(t('orders.category'), t(`category.${detail.category}`)),
         row(t('orders.title_col'), detail.title),
         row(t('orders.division_col'), detail.division_path),
         row(t('orders.team'), detail.team || '—'),
@@ -159,7 +159,7 @@ function renderDetail(main, context, id) {
         h('ol', { id: 'timeline', class: 'timeline' }, detail.transitions.map((step) => h('li', { dataset: { to: step.to } },
           h('time', {}, formatTime(step.at)), ' ',
           h('strong', {}, step.from === step.to ? t(`wo.${step.to}`) : `${t(`wo.${step.from}`)} → ${t(`wo.${step.to}`)}`),
-          ` · ${step.command} · ${t('orders.by', { actor: step.actor })}`,
+          ` · ${t(`cmd.${step.command}`)} · ${t('orders.by', { actor: step.actor })}`,
           step.detail ? h('div', { class: 'muted' }, step.detail) : null)))));
   }
   async function load() {
