@@ -84,6 +84,8 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
 const EVENT_POLL: Duration = Duration::from_secs(1);
 /// A comment line this often keeps proxies from closing an idle stream.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// How often an open stream checks whether the control plane is stopping.
+const SHUTDOWN_CHECK: Duration = Duration::from_millis(250);
 
 /// The routes of this module, for `Router::merge`.
 pub fn routes() -> Router<ApiState> {
@@ -754,7 +756,11 @@ fn subscribe(admin: &Arc<Admin>) -> broadcast::Receiver<Arc<Event>> {
             {
                 // Decided under the lock, so a subscriber never joins a hub that is ending.
                 let mut hubs = HUBS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                if sender.receiver_count() == 0 {
+                let stopping = admin
+                    .link_events
+                    .as_ref()
+                    .is_some_and(|events| events.is_muted());
+                if sender.receiver_count() == 0 || stopping {
                     hubs.retain(|(_, other)| !other.same_channel(&sender));
                     return;
                 }
@@ -822,6 +828,7 @@ async fn events(
         }
         let mut keep_alive = tokio::time::interval(KEEP_ALIVE);
         keep_alive.tick().await;
+        let mut shutdown_check = tokio::time::interval(SHUTDOWN_CHECK);
         loop {
             let chunk = tokio::select! {
                 received = receiver.recv() => match received {
@@ -845,6 +852,14 @@ async fn events(
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
                 _ = keep_alive.tick() => Bytes::from_static(b": keep-alive\n\n"),
+                // The control plane is stopping: end the stream (the console reconnects to
+                // whichever control plane answers next) instead of holding the shutdown.
+                _ = shutdown_check.tick() => {
+                    if admin.link_events.as_ref().is_some_and(|events| events.is_muted()) {
+                        return;
+                    }
+                    continue;
+                }
                 _ = chunks.closed() => return,
             };
             if chunks.send(chunk).await.is_err() {

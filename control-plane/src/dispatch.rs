@@ -585,6 +585,12 @@ impl LinkEvents {
         self.muted.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Whether the control plane is shutting down (the console's event streams end then, so
+    /// that they do not hold the API's graceful shutdown).
+    pub fn is_muted(&self) -> bool {
+        self.muted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     pub fn lost(&self, agent: &str, at: Millis) {
         self.send(Event::AgentLost {
             agent: agent.to_owned(),

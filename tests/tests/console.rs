@@ -1043,7 +1043,26 @@ async fn the_console_endpoints_answer_within_the_callers_scope() {
         !received.contains(ids[1].as_str()),
         "another county's agent or order reached the stream:\n{received}"
     );
+
+    // An open stream does not hold the control plane's shutdown: it ends at once.
     drop(agents);
+    let started = Instant::now();
+    cp.shutdown().await.unwrap();
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(4),
+        "shutdown with an open event stream took {took:?}"
+    );
+    let ended = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the event stream outlived the control plane");
 }
 
 /// The overview and a network level at province scale: 20,000 enrolled agents (bulk-issued
