@@ -40,6 +40,10 @@ fi
 # One build of everything (the end-to-end tests run the real binaries), then the tests.
 cargo build --workspace --all-targets --locked
 cargo nextest run --workspace --locked --no-fail-fast
+# The foundation's end-to-end tests again on the shangmi crypto profile (SM2 certificates,
+# TLS_SM4_GCM_SM3 over curveSM2): the same tests, unchanged, on the other profile.
+BAGUI_TEST_CRYPTO_PROFILE=shangmi cargo nextest run -p bagui-tests --locked --no-fail-fast \
+    --test enrollment --test delivery --test crash --test network --test identity
 
 # Fuzz smoke run of every decoder (bounded: BAGUI_FUZZ_SECONDS each, 15 by default).
 seconds="${BAGUI_FUZZ_SECONDS:-15}"

@@ -9,8 +9,8 @@ use bagui_plugins::HostRoot;
 use bagui_plugins::host::machine_facts;
 use bagui_protocol::proof::{EXPORTER_LABEL, EXPORTER_LEN, ProofPurpose};
 use bagui_protocol::{
-    Decoded, FrameDecoder, IdentityProof, JoinAccepted, JoinClientMessage, JoinRefusal,
-    JoinRequest, JoinServerMessage, PROTOCOL_VERSION, RenewRequest, digest,
+    CryptoProfile, Decoded, FrameDecoder, IdentityProof, JoinAccepted, JoinClientMessage,
+    JoinRefusal, JoinRequest, JoinServerMessage, PROTOCOL_VERSION, RenewRequest, digest,
 };
 use bytes::BytesMut;
 use rustls_pki_types::CertificateDer;
@@ -39,6 +39,17 @@ pub struct JoinOptions {
     pub division: Option<String>,
     /// Where machine facts are read (`/` except in tests).
     pub host_root: HostRoot,
+    /// The deployment's crypto profile (`--crypto-profile`, in the command `token create`
+    /// prints).
+    pub crypto_profile: CryptoProfile,
+}
+
+/// The TLS handshake failed with handshake_failure: no suite or group in common.
+#[derive(Debug, thiserror::Error)]
+#[error("TLS handshake with {server}: no cipher suite or key-exchange group in common ({error})")]
+pub struct HandshakeFailure {
+    pub server: String,
+    pub error: quinn::ConnectionError,
 }
 
 /// The control plane refused.
@@ -61,10 +72,23 @@ async fn exchange(
     let connecting = endpoint
         .connect_with(config, address, &server_name)
         .with_context(|| format!("connecting to {server}"))?;
-    let connection = tokio::time::timeout(Duration::from_secs(15), connecting)
+    let connection = match tokio::time::timeout(Duration::from_secs(15), connecting)
         .await
         .with_context(|| format!("no answer from {server} within 15 s"))?
-        .with_context(|| format!("TLS handshake with {server}"))?;
+    {
+        Ok(connection) => connection,
+        Err(error) if tls::is_handshake_failure(&error) => {
+            endpoint.wait_idle().await;
+            return Err(HandshakeFailure {
+                server: server.to_owned(),
+                error,
+            }
+            .into());
+        }
+        Err(error) => {
+            return Err(anyhow::Error::new(error).context(format!("TLS handshake with {server}")));
+        }
+    };
     let result = async {
         let mut exporter = [0u8; EXPORTER_LEN];
         connection
@@ -140,6 +164,9 @@ fn save(
         control_plane_sm2_public_key: digest::hex(&accepted.control_plane_sm2_public_key),
         joined_ms: now_ms,
         possible_clone: accepted.possible_clone,
+        crypto_profile: tls::profile_of(&CertificateDer::from(
+            accepted.ca_certificate_der.as_ref(),
+        )),
     };
     state_dir.save_sm2_key(sm2_key)?;
     state_dir.save_ca_certificate(&CertificateDer::from(accepted.ca_certificate_der.to_vec()))?;
@@ -175,14 +202,21 @@ pub async fn join(options: &JoinOptions) -> Result<AgentState> {
             .map_or_else(identity::generate_sm2_key, Ok)?,
     };
     let facts = machine_facts(&options.host_root);
-    let request = identity::certificate_request(if facts.hostname.is_empty() {
-        "bagui-agent"
-    } else {
-        &facts.hostname
-    })?;
-    let verifier = Arc::new(PinnedCaVerifier::new(pinned.clone(), tls::provider()));
+    let profile = options.crypto_profile;
+    let request = identity::certificate_request_for(
+        profile,
+        if facts.hostname.is_empty() {
+            "bagui-agent"
+        } else {
+            &facts.hostname
+        },
+    )?;
+    let verifier = Arc::new(PinnedCaVerifier::new(
+        pinned.clone(),
+        tls::provider_for(profile),
+    ));
     let observed = verifier.observed.clone();
-    let config = tls::join_config(verifier, transport())?;
+    let config = tls::join_config(profile, verifier, transport())?;
     let answer = exchange(&options.server, config, |exporter| {
         let previous = match &previous {
             Some((agent_id, key)) => Some(IdentityProof {
@@ -206,20 +240,27 @@ pub async fn join(options: &JoinOptions) -> Result<AgentState> {
             sm2_public_key: ByteBuf::from(identity::sm2_public_key(&sm2_key)),
             facts: facts.clone(),
             previous,
+            sm2_tls_key: request.sm2_key_request(exporter)?,
         }
         .into())
     })
-    .await
-    .map_err(|error| {
-        let observed = observed.lock().ok().and_then(|observed| observed.clone());
-        match observed {
-            Some(found) if found != pinned => anyhow::anyhow!(
-                "refusing the control plane at {}: its CA is {found}, but --ca-hash pins {pinned}",
-                options.server
-            ),
-            _ => error,
+    .await;
+    let answer = match answer {
+        Ok(answer) => answer,
+        Err(error) if error.downcast_ref::<HandshakeFailure>().is_some() => {
+            return Err(profile_mismatch(&options.server, &pinned, profile, error).await);
         }
-    })?;
+        Err(error) => {
+            let observed = observed.lock().ok().and_then(|observed| observed.clone());
+            return Err(match observed {
+                Some(found) if found != pinned => anyhow::anyhow!(
+                    "refusing the control plane at {}: its CA is {found}, but --ca-hash pins {pinned}",
+                    options.server
+                ),
+                _ => error,
+            });
+        }
+    };
     let accepted = match answer {
         JoinServerMessage::JoinAccepted(accepted) => accepted,
         JoinServerMessage::JoinRejected(rejected) => {
@@ -266,7 +307,7 @@ pub async fn renew_expired(state_dir: &StateDir) -> Result<AgentState> {
         .sm2_key()?
         .context("no SM2 key in the state directory; join again with a token")?;
     let ca = state_dir.ca_certificate()?;
-    let request = identity::certificate_request(&state.agent_id)?;
+    let request = identity::certificate_request_for(tls::profile_of(&ca), &state.agent_id)?;
     let config = tls::renew_config(&ca, transport())?;
     let answer = exchange(&state.server, config, |exporter| {
         Ok(RenewRequest {
@@ -282,6 +323,7 @@ pub async fn renew_expired(state_dir: &StateDir) -> Result<AgentState> {
                     exporter,
                 )?),
             },
+            sm2_tls_key: request.sm2_key_request(exporter)?,
         }
         .into())
     })
@@ -317,6 +359,49 @@ pub async fn renew_expired(state_dir: &StateDir) -> Result<AgentState> {
                 unsupported.kind
             )
         }
+    }
+}
+
+/// Explains a join whose handshake failed for want of a common suite or group. Only two
+/// profiles exist, so the agent tries a handshake on the other one (nothing is sent on it; the
+/// pinned CA is checked as for a join): if that succeeds the control plane certainly uses the
+/// other profile, and the message says so.
+async fn profile_mismatch(
+    server: &str,
+    pinned: &str,
+    ours: CryptoProfile,
+    error: anyhow::Error,
+) -> anyhow::Error {
+    let other = ours.other();
+    let probe = async {
+        let verifier = Arc::new(PinnedCaVerifier::new(
+            pinned.to_owned(),
+            tls::provider_for(other),
+        ));
+        let config = tls::join_config(other, verifier, transport())?;
+        let (address, server_name) = wire::resolve(server).await?;
+        let endpoint = wire::client_endpoint(address)?;
+        let connecting = endpoint.connect_with(config, address, &server_name)?;
+        let connected = tokio::time::timeout(Duration::from_secs(10), connecting).await;
+        let confirmed = matches!(connected, Ok(Ok(_)));
+        if let Ok(Ok(connection)) = connected {
+            connection.close(0u32.into(), b"crypto profile probe");
+        }
+        endpoint.wait_idle().await;
+        anyhow::Ok(confirmed)
+    };
+    match probe.await {
+        Ok(true) => anyhow::anyhow!(
+            "the control plane at {server} uses the {other} crypto profile; this agent was set \
+             up for {ours}: run join with --crypto-profile {other}, as in the command \
+             `bagui-cp token create` prints"
+        ),
+        _ => error.context(format!(
+            "the control plane at {server} accepts none of the {ours} crypto profile's TLS \
+             suites and key-exchange groups ({} / {}); it probably uses the {other} profile",
+            ours.tls_suite(),
+            ours.kx_group()
+        )),
     }
 }
 

@@ -244,8 +244,10 @@ impl Link {
             s.division_path = state.division_path.clone();
             s.role = state.role.to_string();
             s.link = LinkState::Connecting;
-            s.tls_suite = tls::TLS_SUITE.into();
-            s.kx_group = tls::KX_GROUP.into();
+            // The profile's only suite and group: what any successful handshake negotiated.
+            let profile = tls::profile_of(&ca);
+            s.tls_suite = profile.tls_suite().into();
+            s.kx_group = profile.kx_group().into();
             s.certificate_expires = format_rfc3339(state.certificate_not_after_ms);
         });
         let (address, server_name) = match wire::resolve(&state.server).await {
@@ -282,6 +284,16 @@ impl Link {
         let connection = tokio::select! {
             result = tokio::time::timeout(self.config.connect_timeout, connecting) => match result {
                 Ok(Ok(connection)) => connection,
+                Ok(Err(error)) if tls::is_handshake_failure(&error) => {
+                    let profile = tls::profile_of(&ca);
+                    return failed(format!(
+                        "the control plane at {} accepts none of this agent's {profile} crypto \
+                         profile's TLS suites and key-exchange groups ({} / {}); it probably uses \
+                         the {} profile: join again with the command `bagui-cp token create` \
+                         prints ({error})",
+                        state.server, profile.tls_suite(), profile.kx_group(), profile.other()
+                    ), false);
+                }
                 Ok(Err(error)) => return outcome_of_close(&error, None, false),
                 Err(_) => return failed(format!("no answer from {} within {:?}", state.server, self.config.connect_timeout), false),
             },
@@ -596,10 +608,25 @@ impl<'a> Session<'a> {
     }
 
     async fn start_renewal(&mut self, send: &mut quinn::SendStream) -> Result<(), String> {
-        let request = identity::certificate_request(&self.state.agent_id)
+        let profile = self
+            .link
+            .state_dir
+            .ca_certificate()
+            .map(|ca| tls::profile_of(&ca))
             .map_err(|error| format!("{error:#}"))?;
+        let request = identity::certificate_request_for(profile, &self.state.agent_id)
+            .map_err(|error| format!("{error:#}"))?;
+        let mut exporter = [0u8; bagui_protocol::proof::EXPORTER_LEN];
+        if profile == bagui_protocol::CryptoProfile::Shangmi {
+            self.connection
+                .export_keying_material(&mut exporter, bagui_protocol::proof::EXPORTER_LABEL, b"")
+                .map_err(|_| "TLS exporter unavailable".to_owned())?;
+        }
         let message = RenewCertificate {
             csr_der: ByteBuf::from(request.csr_der.clone()),
+            sm2_tls_key: request
+                .sm2_key_request(&exporter)
+                .map_err(|error| format!("{error:#}"))?,
         };
         self.pending_renewal = Some(request);
         tracing::info!(agent = %self.state.agent_id, "renewing the certificate");

@@ -77,6 +77,10 @@ enum Command {
         /// written encrypted (give the same file to `run`).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// The deployment's crypto profile, `standard` or `shangmi` (the join command
+        /// `bagui-cp token create` prints says which).
+        #[arg(long, default_value = "standard")]
+        crypto_profile: bagui_protocol::CryptoProfile,
     },
     /// Run: connect, report, renew, reconnect (until SIGTERM or SIGINT).
     Run {
@@ -151,6 +155,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             instance_id,
             division,
             config,
+            crypto_profile,
         } => {
             init_logging(cli.log_level.as_deref().unwrap_or("warn"));
             let mut state_dir = with_passphrase(state_dir)?;
@@ -180,6 +185,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 instance_id,
                 division,
                 host_root: HostRoot::default(),
+                crypto_profile,
             })
             .await?;
             println!(

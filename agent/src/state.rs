@@ -53,6 +53,10 @@ pub struct AgentState {
     pub joined_ms: u64,
     #[serde(default)]
     pub possible_clone: bool,
+    /// The deployment's crypto profile, from `join --crypto-profile` (`standard` in states
+    /// written before profiles existed). Every session uses it.
+    #[serde(default)]
+    pub crypto_profile: bagui_protocol::CryptoProfile,
 }
 
 /// The agent's TLS identity.

@@ -97,6 +97,12 @@ pub struct AgentView {
     pub outbox_records: u64,
     pub outbox_dropped: u64,
     pub rtt_ms: Option<f64>,
+    /// TLS cipher suite of the open session (`TLS_SM4_GCM_SM3` under shangmi); `null` offline.
+    #[serde(default)]
+    pub tls_suite: Option<String>,
+    /// Key-exchange group of the open session (`curveSM2` under shangmi); `null` offline.
+    #[serde(default)]
+    pub kx_group: Option<String>,
 }
 
 /// A join token as operators see it (never the secret).
@@ -416,10 +422,21 @@ impl Admin {
         self.enroller.ca().fingerprint()
     }
 
-    /// The one-line command an operator runs on the machine to enroll.
+    /// The deployment's crypto profile (of its CA).
+    pub fn crypto_profile(&self) -> bagui_protocol::CryptoProfile {
+        self.enroller.ca().profile()
+    }
+
+    /// The one-line command an operator runs on the machine to enroll. Under `shangmi` it
+    /// carries `--crypto-profile shangmi` (the CA it pins is an SM2 CA, so the pin covers the
+    /// profile too); `standard` commands are as they always were.
     pub fn join_command(&self, token: &str) -> String {
+        let profile = match self.crypto_profile() {
+            bagui_protocol::CryptoProfile::Standard => String::new(),
+            other => format!(" --crypto-profile {other}"),
+        };
         format!(
-            "bagui-agent join --server {} --token {token} --ca-hash {}",
+            "bagui-agent join --server {} --token {token}{profile} --ca-hash {}",
             self.advertise,
             self.ca_fingerprint()
         )
@@ -499,6 +516,8 @@ impl Admin {
             outbox_records: outbox.records,
             outbox_dropped: outbox.dropped.total(),
             rtt_ms: (link.rtt_us > 0).then(|| link.rtt_us as f64 / 1000.0),
+            tls_suite: live.map(|l| l.crypto_profile.tls_suite().to_owned()),
+            kx_group: live.map(|l| l.crypto_profile.kx_group().to_owned()),
         })
     }
 

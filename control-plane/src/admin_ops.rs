@@ -159,6 +159,26 @@ impl Admin {
         Ok(team)
     }
 
+    pub fn incident_rules(&self) -> Result<bagui_ops::incidents::IncidentRules, AdminError> {
+        Ok(self.ops()?.rules())
+    }
+
+    /// Replaces the incident rules; audited with the whole new set.
+    pub fn set_incident_rules(
+        &self,
+        actor: &str,
+        rules: bagui_ops::incidents::IncidentRules,
+    ) -> Result<bagui_ops::incidents::IncidentRules, AdminError> {
+        let detail = serde_json::to_string(&rules).unwrap_or_default();
+        let rules = self.ops()?.set_rules(rules).map_err(|error| match error {
+            DispatchError::Refused(message) => AdminError::BadRequest(message),
+            other => other.into(),
+        })?;
+        self.audit()
+            .record(actor, "incident_rules.set", "incidents", detail)?;
+        Ok(rules)
+    }
+
     pub fn notifications(&self, limit: usize) -> Result<Vec<OutboxEntry>, AdminError> {
         Ok(self.ops()?.outbox(limit)?)
     }

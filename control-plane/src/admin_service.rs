@@ -183,10 +183,24 @@ pub struct ServiceReport {
     pub notes: Vec<String>,
 }
 
+/// `GET /api/v1/agents/{id}/availability`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentAvailabilityView {
+    pub agent: String,
+    pub division: String,
+    pub period: String,
+    /// Connected time over (period − maintenance), percent; `None` when the whole period is
+    /// maintenance.
+    pub availability_percent: Option<f64>,
+    /// Sessions overlapping the period.
+    pub sessions: usize,
+    /// `false`: no session of this agent was ever recorded (so it counts as down).
+    pub recorded: bool,
+}
+
 /// What the figures of every report rest on.
-pub const AGENTS_ASSUMED_UP: &str = "agent up time: the control plane stores no session \
-     history, so the service's agents count as up for the whole period; availability, \
-     failures, MTBF and MTTR come from the probe results alone";
+pub const AGENTS_ASSUMED_UP: &str = "no session of these agents was ever recorded, so they \
+     count as up for the whole period and only the probe results decide";
 
 // ---------------------------------------------------------------------------------------------
 // The division tree as bagui-ops wants it
@@ -575,6 +589,41 @@ impl Admin {
         Ok(service)
     }
 
+    /// An agent's availability for the CST month `period`: time connected over the period
+    /// less the maintenance windows covering it (from the dispatcher's session history).
+    pub fn agent_availability(
+        &self,
+        agent: &str,
+        period: &str,
+    ) -> Result<AgentAvailabilityView, AdminError> {
+        let month = services::parse_month_cst(period).map_err(|error| bad(error.to_string()))?;
+        let store = self.service_store()?;
+        let record = store
+            .agent(agent)?
+            .ok_or_else(|| AdminError::NotFound(format!("no agent {agent}")))?;
+        let (from, to) = (month.from(), month.to());
+        let recorded = match &self.dispatcher {
+            Some(dispatcher) => dispatcher.up_intervals(agent, from, to)?,
+            None => None,
+        };
+        let intervals = recorded.clone().unwrap_or_default();
+        let windows = self.all_maintenance(&store)?;
+        let tree = Tree {
+            divisions: self.divisions(),
+            agents: [(record.id.clone(), record.division.clone())].into(),
+        };
+        let availability = services::agent_availability(agent, &intervals, &windows, &tree, month)
+            .map_err(|error| AdminError::Internal(error.to_string()))?;
+        Ok(AgentAvailabilityView {
+            agent: agent.to_owned(),
+            division: record.division,
+            period: period.trim().to_owned(),
+            availability_percent: availability,
+            sessions: intervals.len(),
+            recorded: recorded.is_some(),
+        })
+    }
+
     /// Availability, failures, MTBF, MTTR and the provision rate of a service for the CST
     /// month `period`, from the stored probe history and maintenance windows.
     pub fn service_report(&self, id: &str, period: &str) -> Result<ServiceReport, AdminError> {
@@ -608,12 +657,21 @@ impl Admin {
                 latency_ms: record.latency_ms,
             }));
         }
-        // No session history: every agent is up throughout (see the module documentation).
-        let agent_up: AgentUptime = service
-            .agents
-            .iter()
-            .map(|agent| (agent.clone(), vec![(from.saturating_sub(1), to)]))
-            .collect();
+        // Agents are up while connected (the dispatcher's session history); an agent the
+        // control plane never recorded a session of counts as up, and the notes say so.
+        let mut assumed_up = Vec::new();
+        let mut agent_up: AgentUptime = AgentUptime::new();
+        for agent in &service.agents {
+            let recorded = match &self.dispatcher {
+                Some(dispatcher) => dispatcher.up_intervals(agent, from, to)?,
+                None => None,
+            };
+            let intervals = recorded.unwrap_or_else(|| {
+                assumed_up.push(agent.clone());
+                vec![(from.saturating_sub(1), to)]
+            });
+            agent_up.insert(agent.clone(), intervals);
+        }
         let timeline = Timeline::new(&results, &agent_up)
             .map_err(|error| AdminError::Internal(error.to_string()))?;
         let windows = self.all_maintenance(&store)?;
@@ -626,7 +684,10 @@ impl Admin {
                 .collect(),
         };
         let figures = services::service_figures(&service, &timeline, &windows, &tree, month);
-        let mut notes = vec![AGENTS_ASSUMED_UP.to_owned()];
+        let mut notes = Vec::new();
+        if !assumed_up.is_empty() {
+            notes.push(format!("{AGENTS_ASSUMED_UP}: {}", assumed_up.join(", ")));
+        }
         for probe in probes.iter().filter(|probe| probe.results == 0) {
             notes.push(format!(
                 "probe {}: no result in the period; it counts as up (or as it last reported \
@@ -767,6 +828,7 @@ pub(crate) mod tests {
                     categories: Vec::new(),
                     channels: Vec::new(),
                     on_duty: Vec::new(),
+                    roster: None,
                     created_ms: 0,
                 })
                 .unwrap();
@@ -1228,6 +1290,73 @@ pub(crate) mod tests {
     /// 2 579 400 000; availability = U / (P − M) = 2 579 400 000 / 2 584 800 000 =
     /// 99.7910863509…%; failures 1, MTBF = U, MTTR = D; checks 5 (outside maintenance),
     /// provided 3 (50, 200, 100 ms) = 60 %.
+    /// An agent-only service: a1 connects an hour before November, is lost for 2 h on
+    /// 11-10 and is back until the report in December. D = 2 h = 7 200 000 ms, failures 1,
+    /// U = 30 d − 2 h = 2 584 800 000; availability = U / 30 d = 99.7222…%.
+    #[test]
+    fn a_service_report_counts_the_agents_recorded_sessions() {
+        let f = Fixture::new(NOV - 2 * HOUR);
+        f.agent("a1", T1);
+        f.team("xz1", T1);
+        f.admin
+            .service_put(
+                "ops-lead",
+                Service {
+                    id: "terminal".into(),
+                    name: "村务终端".into(),
+                    owner_team: "xz1".into(),
+                    division: T1.into(),
+                    agents: vec!["a1".into()],
+                    probes: Vec::new(),
+                    latency_objective_ms: 500,
+                },
+            )
+            .unwrap();
+        let feed = |event: Event| f.dispatcher.feed(vec![event]).unwrap();
+        f.advance_to(NOV - HOUR);
+        feed(Event::AgentBack {
+            agent: "a1".into(),
+            at: NOV - HOUR,
+        });
+        f.advance_to(NOV + 9 * DAY);
+        feed(Event::AgentLost {
+            agent: "a1".into(),
+            at: NOV + 9 * DAY,
+        });
+        f.advance_to(NOV + 9 * DAY + 2 * HOUR);
+        feed(Event::AgentBack {
+            agent: "a1".into(),
+            at: NOV + 9 * DAY + 2 * HOUR,
+        });
+        f.advance_to(DEC + HOUR);
+        let report = f.admin.service_report("terminal", "2026-11").unwrap();
+        assert_eq!(report.figures.down_ms, 2 * HOUR);
+        assert_eq!(report.figures.failures, 1);
+        assert_eq!(report.figures.up_ms, 30 * DAY - 2 * HOUR);
+        assert!(report.notes.is_empty(), "{:?}", report.notes);
+        assert_eq!(
+            f.dispatcher
+                .up_intervals("a1", NOV, DEC)
+                .unwrap()
+                .unwrap()
+                .len(),
+            2
+        );
+        let availability = f.admin.agent_availability("a1", "2026-11").unwrap();
+        assert_eq!(availability.sessions, 2);
+        let percent = availability.availability_percent.unwrap();
+        let expected = (30.0 * 24.0 - 2.0) * 100.0 / (30.0 * 24.0);
+        assert!((percent - expected).abs() < 1e-9, "{percent} vs {expected}");
+        assert!(matches!(
+            f.admin.agent_availability("nobody", "2026-11"),
+            Err(AdminError::NotFound(_))
+        ));
+        assert!(matches!(
+            f.admin.agent_availability("a1", "2026-13"),
+            Err(AdminError::BadRequest(_))
+        ));
+    }
+
     #[test]
     fn a_service_report_comes_from_the_projected_probe_history_and_maintenance() {
         let f = Fixture::new(NOV - 2 * HOUR);
@@ -1328,7 +1457,7 @@ pub(crate) mod tests {
                 results: 7,
             }]
         );
-        assert_eq!(report.notes, [AGENTS_ASSUMED_UP.to_string()]);
+        assert_eq!(report.notes, [format!("{AGENTS_ASSUMED_UP}: a1")]);
 
         // A month without results says so, and counts the probe as it last reported (up).
         let january = f.admin.service_report("gov-portal", "2027-01").unwrap();

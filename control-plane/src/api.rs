@@ -131,7 +131,14 @@ pub(crate) fn route_permission(method: &axum::http::Method, path: &str) -> Optio
     Some(match (parts.as_slice(), read) {
         (["agents"], true) | (["agents", _], true) => Permission::ViewAssets,
         (["agents", _, "posture"], true) | (["posture", ..], true) => Permission::ViewPosture,
-        (["agents", _, "reports" | "assets" | "health" | "probes"], true) => Permission::ViewAssets,
+        (
+            [
+                "agents",
+                _,
+                "reports" | "assets" | "health" | "probes" | "availability",
+            ],
+            true,
+        ) => Permission::ViewAssets,
         (["agents", ..], false) => Permission::ManageTokensAndAgents,
         (["assets", ..], true) => Permission::ViewAssets,
         (["tokens", ..], _) => Permission::ManageTokensAndAgents,
@@ -144,7 +151,7 @@ pub(crate) fn route_permission(method: &axum::http::Method, path: &str) -> Optio
         }
         (["work-orders", _, "actions"], false) => Permission::ActOnWorkOrders,
         (["teams", ..], false) => Permission::ManageTeams,
-        (["notifications"], true) => Permission::ManageChannelsAndRules,
+        (["notifications"], true) | (["incident-rules"], _) => Permission::ManageChannelsAndRules,
         (["services" | "maintenance", ..], false) => Permission::ManageChannelsAndRules,
         (["intake-tokens"], false) => Permission::CreateIntakeTokens,
         (["users", ..], _) => Permission::ManageUsers,
@@ -340,6 +347,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/teams/{id}", axum::routing::delete(remove_team))
         .route("/api/v1/notifications", get(list_notifications))
         .route("/api/v1/incidents", get(list_incidents))
+        .route(
+            "/api/v1/incident-rules",
+            get(show_incident_rules).put(set_incident_rules),
+        )
         .route("/api/v1/intake-tokens", post(create_intake_token))
         .route("/api/v1/intake/alertmanager", post(intake_alertmanager))
         .route("/api/v1/intake/generic", post(intake_generic))
@@ -723,6 +734,21 @@ async fn list_incidents(
             .collect::<Vec<_>>())
     })
     .await
+}
+
+async fn show_incident_rules(
+    State(state): State<ApiState>,
+    _: Operator,
+) -> Result<impl IntoResponse, ApiError> {
+    blocking(move || state.admin.incident_rules()).await
+}
+
+async fn set_incident_rules(
+    State(state): State<ApiState>,
+    Operator(actor, _): Operator,
+    Json(rules): Json<bagui_ops::incidents::IncidentRules>,
+) -> Result<impl IntoResponse, ApiError> {
+    blocking(move || state.admin.set_incident_rules(&actor, rules)).await
 }
 
 async fn create_intake_token(

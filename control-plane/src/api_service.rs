@@ -36,6 +36,7 @@ pub fn routes() -> Router<ApiState> {
             get(show_service).delete(remove_service),
         )
         .route("/api/v1/services/{id}/report", get(service_report))
+        .route("/api/v1/agents/{id}/availability", get(agent_availability))
 }
 
 /// Runs an admin operation off the async workers (the store flushes to disk).
@@ -157,6 +158,16 @@ async fn service_report(
 ) -> Result<Json<crate::admin_service::ServiceReport>, ApiError> {
     let period = required(query.period, "period")?;
     run(state, move |admin| admin.service_report(&id, &period)).await
+}
+
+async fn agent_availability(
+    State(state): State<ApiState>,
+    _: Operator,
+    Path(id): Path<String>,
+    Query(query): Query<ReportQuery>,
+) -> Result<Json<crate::admin_service::AgentAvailabilityView>, ApiError> {
+    let period = required(query.period, "period")?;
+    run(state, move |admin| admin.agent_availability(&id, &period)).await
 }
 
 #[cfg(test)]

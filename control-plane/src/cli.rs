@@ -85,6 +85,11 @@ pub enum Command {
         /// from --ca-passphrase-file, BAGUI_CA_PASSPHRASE or the terminal).
         #[arg(long)]
         protect_ca_key: bool,
+        /// Crypto profile of the deployment: `standard` (TLS 1.3 AES/ChaCha, ECDSA P-256) or
+        /// `shangmi` (RFC 8998: TLS_SM4_GCM_SM3, curveSM2, SM2 certificates). Fixed for the
+        /// deployment's life; agents of the other profile cannot connect.
+        #[arg(long, default_value = "standard")]
+        crypto_profile: bagui_protocol::CryptoProfile,
     },
     /// Serve QUIC (agents) and HTTP (API) until SIGTERM or SIGINT.
     Run(RunArgs),
@@ -129,6 +134,8 @@ pub enum Command {
     User(crate::cli_ops::UserCommand),
     /// Work-order KPIs (管理在线) of a division's subtree for a month.
     Kpi(crate::cli_service::KpiArgs),
+    /// An agent's availability for a month, from its sessions, less maintenance.
+    Availability(crate::cli_service::AvailabilityArgs),
     /// Maintenance windows: silence an agent or a division subtree for a while.
     #[command(subcommand)]
     Maintenance(crate::cli_service::MaintenanceCommand),
@@ -525,6 +532,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             advertise,
             san,
             protect_ca_key,
+            crypto_profile,
         } => {
             init_logging(cli.log_level.as_deref().unwrap_or("warn"));
             let data_dir = DataDir::new(&cli.data_dir);
@@ -538,9 +546,11 @@ pub async fn run(cli: Cli) -> Result<()> {
                 } else {
                     None
                 },
+                crypto_profile: *crypto_profile,
             };
             let deployment = data_dir.init_with(advertise, san, &SystemClock, &options)?;
             println!("initialised {}", data_dir.root().display());
+            println!("  crypto        {}", deployment.crypto_profile);
             println!("  advertise     {}", deployment.advertise);
             println!("  names         {}", deployment.names.join(", "));
             println!(
@@ -621,6 +631,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::User(command) => {
             init_logging(cli.log_level.as_deref().unwrap_or("warn"));
             crate::cli_ops::user_command(access(&cli)?, command).await
+        }
+        Command::Availability(args) => {
+            init_logging(cli.log_level.as_deref().unwrap_or("warn"));
+            crate::cli_service::availability_command(access(&cli)?, args).await
         }
         Command::Kpi(args) => {
             init_logging(cli.log_level.as_deref().unwrap_or("warn"));
@@ -773,6 +787,8 @@ async fn agent_command(access: Access, command: &AgentCommand) -> Result<()> {
                     "last_seen",
                     "last_acked_seq",
                     "flags",
+                    "tls_suite",
+                    "kx_group",
                     "division",
                     "division_path",
                 ],
@@ -796,6 +812,8 @@ async fn agent_command(access: Access, command: &AgentCommand) -> Result<()> {
                         } else {
                             flags.join(",")
                         },
+                        agent.tls_suite.clone().unwrap_or_else(|| "-".into()),
+                        agent.kx_group.clone().unwrap_or_else(|| "-".into()),
                         agent.division.clone(),
                         agent.division_path.clone(),
                     ]

@@ -120,9 +120,13 @@ pub struct TeamPut {
     /// Generic JSON webhook URL.
     #[arg(long)]
     webhook: Vec<String>,
-    /// On duty, `NAME` or `NAME:PHONE` (repeatable); @-mentioned by the robots.
+    /// Always on duty, `NAME` or `NAME:PHONE` (repeatable); @-mentioned by the robots.
     #[arg(long)]
     on_duty: Vec<String>,
+    /// Duty roster (值班表) as a JSON file: {"shifts": [{"name": "夜班", "days": "every_day",
+    /// "start": "18:00", "end": "08:30", "members": [{"name": "张三", "phone": "138…"}]}]}.
+    #[arg(long)]
+    roster_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -377,7 +381,18 @@ pub(crate) async fn team_command(access: Access, command: &TeamCommand) -> Resul
                 feishu_secret,
                 webhook,
                 on_duty,
+                roster_file,
             } = put.as_ref();
+            let roster = match roster_file {
+                Some(path) => Some(
+                    serde_json::from_str::<bagui_ops::access::Roster>(
+                        &std::fs::read_to_string(path)
+                            .with_context(|| format!("reading {}", path.display()))?,
+                    )
+                    .with_context(|| format!("{} is not a duty roster", path.display()))?,
+                ),
+                None => None,
+            };
             let mut parsed = Vec::new();
             for category in categories {
                 let known = ["host", "network", "security", "application"];
@@ -411,6 +426,7 @@ pub(crate) async fn team_command(access: Access, command: &TeamCommand) -> Resul
                 categories: parsed,
                 channels,
                 on_duty: on_duty.iter().map(|text| parse_on_duty(text)).collect(),
+                roster,
                 created_ms: 0,
             };
             let team: Team = match &access {
@@ -531,6 +547,9 @@ pub enum UserCommand {
         /// Division code of the user's scope.
         #[arg(long)]
         scope: String,
+        /// Teams the user belongs to.
+        #[arg(long, value_delimiter = ',')]
+        team: Vec<String>,
         /// File whose first line is the password (else the user has none until `passwd`).
         #[arg(long)]
         password_file: Option<std::path::PathBuf>,
@@ -578,7 +597,15 @@ pub(crate) async fn user_command(access: Access, command: &UserCommand) -> Resul
             print_rows(
                 *output,
                 &users,
-                &["name", "roles", "scope", "totp", "locked", "scope_path"],
+                &[
+                    "name",
+                    "roles",
+                    "scope",
+                    "teams",
+                    "totp",
+                    "locked",
+                    "scope_path",
+                ],
                 |user| {
                     vec![
                         user.name.clone(),
@@ -588,6 +615,7 @@ pub(crate) async fn user_command(access: Access, command: &UserCommand) -> Resul
                             .collect::<Vec<_>>()
                             .join(","),
                         user.scope.clone(),
+                        user.teams.join(","),
                         if user.totp_enrolled { "yes" } else { "no" }.into(),
                         user.locked_until.map(time).unwrap_or_default(),
                         user.scope_path.clone(),
@@ -599,6 +627,7 @@ pub(crate) async fn user_command(access: Access, command: &UserCommand) -> Resul
             name,
             role,
             scope,
+            team,
             password_file,
         } => {
             let roles = role
@@ -609,6 +638,7 @@ pub(crate) async fn user_command(access: Access, command: &UserCommand) -> Resul
                 name: name.clone(),
                 roles,
                 scope: scope.clone(),
+                teams: team.clone(),
                 password: password_file.as_deref().map(read_password).transpose()?,
             };
             let user: UserView = match &access {

@@ -23,6 +23,53 @@ pub struct KpiArgs {
     output: Output,
 }
 
+/// `bagui-cp availability`: an agent's availability for a month.
+#[derive(Args)]
+pub struct AvailabilityArgs {
+    agent: String,
+    /// CST calendar month, YYYY-MM.
+    #[arg(long)]
+    period: String,
+    #[arg(long, value_enum, default_value = "table")]
+    output: Output,
+}
+
+pub(crate) async fn availability_command(access: Access, args: &AvailabilityArgs) -> Result<()> {
+    let view: crate::admin_service::AgentAvailabilityView = access
+        .read(
+            |admin| admin.agent_availability(&args.agent, &args.period),
+            || {
+                format!(
+                    "/api/v1/agents/{}/availability?period={}",
+                    query_escape(&args.agent),
+                    query_escape(&args.period)
+                )
+            },
+        )
+        .await?;
+    if let Output::Json = args.output {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+        return Ok(());
+    }
+    let percent = view
+        .availability_percent
+        .map(|value| format!("{value:.3} %"))
+        .unwrap_or_else(|| "- (all maintenance)".into());
+    println!(
+        "{} ({}) {}: {percent} over {} session(s){}",
+        view.agent,
+        view.division,
+        view.period,
+        view.sessions,
+        if view.recorded {
+            ""
+        } else {
+            "; no session ever recorded"
+        }
+    );
+    Ok(())
+}
+
 #[derive(Subcommand)]
 pub enum MaintenanceCommand {
     /// Silence an agent or a division subtree for a while (audited).

@@ -30,6 +30,11 @@ pub struct ControlPlaneConfig {
     /// SLA terms per severity (`[sla.p1]` …: `ack`, `handle`, `clock = "wall"|"working"`).
     pub sla: bagui_ops::calendar::SlaPolicyConfig,
     pub notify: NotifySection,
+    /// When an agent's link counts as degraded (from the QUIC statistics of its heartbeats).
+    pub links: crate::dispatch::LinkThresholds,
+    /// Health thresholds with a duration (`[[thresholds]]`); none given: the defaults (disk
+    /// nearly full, load above 2 per CPU, file descriptors nearly exhausted).
+    pub thresholds: crate::thresholds::Thresholds,
 }
 
 /// `[notify]`: how notifications go out.

@@ -25,7 +25,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use bagui_protocol::digest;
+use bagui_protocol::{CryptoProfile, digest};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
@@ -46,6 +46,10 @@ pub struct Deployment {
     pub names: Vec<String>,
     pub server_cert_not_after_ms: u64,
     pub created_ms: u64,
+    /// Chosen at `init`, never changed; absent in deployments made before profiles existed
+    /// (which are `standard`).
+    #[serde(default)]
+    pub crypto_profile: CryptoProfile,
 }
 
 /// `DIR/run/api.json`, written by `run`.
@@ -125,6 +129,8 @@ pub fn ca_passphrase(confirm: bool) -> Result<String> {
 pub struct InitOptions {
     /// Encrypt `ca.key` under this passphrase.
     pub ca_passphrase: Option<String>,
+    /// The deployment's crypto profile (`standard` by default).
+    pub crypto_profile: CryptoProfile,
 }
 
 /// Splits `HOST:PORT` (IPv6 in brackets) into host and port.
@@ -241,8 +247,9 @@ impl DataDir {
                 names.push(name.clone());
             }
         }
-        let (ca, ca_key) = CertificateAuthority::generate("Bagui deployment CA", now)
-            .context("creating the CA")?;
+        let (ca, ca_key) =
+            CertificateAuthority::generate_for(options.crypto_profile, "Bagui deployment CA", now)
+                .context("creating the CA")?;
         match &options.ca_passphrase {
             Some(passphrase) => {
                 if passphrase.is_empty() {
@@ -263,6 +270,7 @@ impl DataDir {
             names,
             server_cert_not_after_ms: 0,
             created_ms: now,
+            crypto_profile: options.crypto_profile,
         };
         let deployment = self.issue_server_cert(&ca, deployment, now)?;
 
@@ -333,6 +341,28 @@ impl DataDir {
         let text = read(&self.deployment_path())?;
         serde_json::from_str(&text)
             .with_context(|| format!("parsing {}", self.deployment_path().display()))
+    }
+
+    /// The deployment's crypto profile, checked against the CA certificate's key.
+    pub fn crypto_profile(&self) -> Result<CryptoProfile> {
+        let recorded = self.deployment()?.crypto_profile;
+        let certificate = pki::certs_from_pem(&read(&self.ca_cert_path())?)?
+            .into_iter()
+            .next()
+            .context("no certificate in ca.crt")?;
+        let of_ca = if bagui_smtls::cert::is_sm2_certificate(&certificate) {
+            CryptoProfile::Shangmi
+        } else {
+            CryptoProfile::Standard
+        };
+        if of_ca != recorded {
+            bail!(
+                "{} records the {recorded} crypto profile but {} is a {of_ca} CA",
+                self.deployment_path().display(),
+                self.ca_cert_path().display()
+            );
+        }
+        Ok(recorded)
     }
 
     /// Whether `ca.key` is passphrase-protected.
@@ -497,11 +527,48 @@ mod tests {
     }
 
     #[test]
+    fn a_shangmi_deployment_is_sm2_throughout_and_records_its_profile() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path());
+        let clock = ManualClock::new();
+        let options = InitOptions {
+            crypto_profile: CryptoProfile::Shangmi,
+            ..InitOptions::default()
+        };
+        let deployment = data
+            .init_with(
+                "127.0.0.1:7443",
+                &["cp.example".into()],
+                clock.as_ref(),
+                &options,
+            )
+            .unwrap();
+        assert_eq!(deployment.crypto_profile, CryptoProfile::Shangmi);
+        assert_eq!(data.crypto_profile().unwrap(), CryptoProfile::Shangmi);
+        let text = std::fs::read_to_string(dir.path().join("deployment.json")).unwrap();
+        assert!(text.contains("\"crypto_profile\": \"shangmi\""), "{text}");
+        let ca = data.ca().unwrap();
+        assert_eq!(ca.profile(), CryptoProfile::Shangmi);
+        assert!(ca.fingerprint().starts_with("sm3:"));
+        let (chain, key) = data.server_identity(&ca, clock.as_ref()).unwrap();
+        assert!(bagui_smtls::cert::is_sm2_certificate(&chain[0]));
+        assert_eq!(chain[1], *ca.cert_der());
+        bagui_smtls::provider::server_config(&[ca.cert_der().clone()], chain, key).unwrap();
+        // Deployments from before profiles existed read as standard.
+        let old: Deployment = serde_json::from_str(
+            r#"{"advertise":"a:1","names":["a"],"server_cert_not_after_ms":1,"created_ms":1}"#,
+        )
+        .unwrap();
+        assert_eq!(old.crypto_profile, CryptoProfile::Standard);
+    }
+
+    #[test]
     fn a_protected_ca_key_is_no_pem_and_needs_its_passphrase() {
         let dir = tempfile::tempdir().unwrap();
         let data = DataDir::new(dir.path());
         let options = InitOptions {
             ca_passphrase: Some("s3cret 口令".into()),
+            ..InitOptions::default()
         };
         data.init_with("127.0.0.1:7443", &[], ManualClock::new().as_ref(), &options)
             .unwrap();

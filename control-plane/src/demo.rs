@@ -59,6 +59,7 @@ pub async fn run(http_port: u16, keep: bool) -> Result<()> {
         instance_id: "demo".into(),
         division: None,
         host_root: HostRoot::default(),
+        crypto_profile: control_plane.admin.crypto_profile(),
     })
     .await
     .context("joining the demo agent")?;

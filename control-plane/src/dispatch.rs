@@ -20,6 +20,7 @@
 //! | `team/<id>`                           | [`Team`]                                 |
 //! | `nq/<id be>`                          | [`OutboxEntry`] (see `crate::notifier`)  |
 //! | `mhold/<id>`                          | incident of an order held by maintenance |
+//! | `up/<agent>\0<start be>`              | [`UpInterval`]: session history          |
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -77,10 +78,31 @@ pub struct Team {
     pub categories: Vec<Category>,
     #[serde(default)]
     pub channels: Vec<ChannelConfig>,
+    /// Always on duty (mentioned in every message), besides the roster's shift.
     #[serde(default)]
     pub on_duty: Vec<OnDutyPerson>,
+    /// The duty roster (值班表): whoever is on shift when a message is queued is @-mentioned.
+    #[serde(default)]
+    pub roster: Option<bagui_ops::access::Roster>,
     #[serde(default)]
     pub created_ms: Millis,
+}
+
+impl Team {
+    /// Who to @-mention at `now`: the roster's shift, then the always-on-duty list.
+    pub fn on_duty_at(&self, now: Millis) -> Vec<OnDutyPerson> {
+        let mut people = self
+            .roster
+            .as_ref()
+            .map(|roster| bagui_ops::access::on_duty_persons(roster, now))
+            .unwrap_or_default();
+        for person in &self.on_duty {
+            if !people.iter().any(|known| known.name == person.name) {
+                people.push(person.clone());
+            }
+        }
+        people
+    }
 }
 
 impl Team {
@@ -174,6 +196,8 @@ pub struct OrderFilter {
 // ---------------------------------------------------------------------------------------------
 
 const ENGINE_KEY: &[u8] = b"engine";
+/// Incident rules set through the API; they win over the file's `[incidents]`.
+const RULES_KEY: &[u8] = b"rules";
 const NEXT_ORDER_KEY: &[u8] = b"next-order";
 const NEXT_OUTBOX_KEY: &[u8] = b"next-outbox";
 const ORDER_PREFIX: &[u8] = b"wo/";
@@ -187,6 +211,28 @@ const MAINTENANCE_PREFIX: &[u8] = b"mw/";
 /// `mhold/<order id>` → incident id: an order not dispatched because a maintenance window
 /// covered its subject; dispatched when the window ends if its incident is still open.
 const MAINTENANCE_HOLD_PREFIX: &[u8] = b"mhold/";
+/// `up/<agent>\0<start be>` → [`UpInterval`]: the agent's sessions, for availability.
+const UP_PREFIX: &[u8] = b"up/";
+
+/// One stretch of an agent being connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpInterval {
+    pub start: Millis,
+    /// `None` while connected.
+    pub end: Option<Millis>,
+}
+
+fn up_prefix(agent: &str) -> Vec<u8> {
+    let mut key = key(UP_PREFIX, agent.as_bytes());
+    key.push(0);
+    key
+}
+
+fn up_key(agent: &str, start: Millis) -> Vec<u8> {
+    let mut key = up_prefix(agent);
+    key.extend_from_slice(&start.to_be_bytes());
+    key
+}
 
 fn key(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
     let mut key = prefix.to_vec();
@@ -357,6 +403,11 @@ impl Dispatcher {
         running: bool,
     ) -> Result<Dispatcher, DispatchError> {
         let now = clock.now_ms();
+        let mut config = config;
+        if let Some(rules) = store.ops_get::<IncidentRules>(RULES_KEY)? {
+            tracing::info!("incident rules set through the API override [incidents] of the file");
+            config.rules = rules;
+        }
         let engine = match store.ops_get::<IncidentEngine>(ENGINE_KEY)? {
             Some(mut engine) => {
                 engine
@@ -494,6 +545,49 @@ impl Dispatcher {
         Ok(team)
     }
 
+    /// The agent's connected intervals overlapping [from, to) (an open one ends now), or
+    /// `None` if the control plane has never recorded a session of it.
+    pub fn up_intervals(
+        &self,
+        agent: &str,
+        from: Millis,
+        to: Millis,
+    ) -> Result<Option<Vec<(Millis, Millis)>>, DispatchError> {
+        let now = self.clock.now_ms();
+        let core = self.lock();
+        let rows = core
+            .store
+            .ops_scan::<UpInterval>(&up_prefix(agent), b"", usize::MAX)?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(
+            rows.into_iter()
+                .map(|(_, interval)| (interval.start, interval.end.unwrap_or(now)))
+                .filter(|(start, end)| *end > from && *start < to && end > start)
+                .collect(),
+        ))
+    }
+
+    /// The incident rules in force.
+    pub fn rules(&self) -> IncidentRules {
+        self.lock().engine.rules().clone()
+    }
+
+    /// Replaces the incident rules (validated), persisted so they survive restarts.
+    pub fn set_rules(&self, rules: IncidentRules) -> Result<IncidentRules, DispatchError> {
+        let mut core = self.lock();
+        core.engine
+            .set_rules(rules.clone())
+            .map_err(|error| DispatchError::Refused(error.to_string()))?;
+        core.config.rules = rules.clone();
+        let mut batch = OpsBatch::new();
+        batch.put(RULES_KEY, &rules)?;
+        batch.put(ENGINE_KEY, &core.engine)?;
+        core.store.ops_commit(batch)?;
+        Ok(rules)
+    }
+
     /// Outbox entries, oldest first (pending and failed).
     pub fn outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>, DispatchError> {
         let core = self.lock();
@@ -565,19 +659,64 @@ impl Dispatcher {
     }
 }
 
-/// Where ingest reports sessions coming and going.
+/// When a link counts as degraded (`[links]` of `control-plane.toml`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LinkThresholds {
+    /// Smoothed RTT above this is degraded.
+    #[serde(with = "bagui_protocol::units::duration")]
+    pub rtt: Duration,
+    /// Packet loss between two heartbeats above this share (percent) is degraded.
+    pub loss_percent: f64,
+    /// Consecutive heartbeats over (or back under) a threshold before the state changes: the
+    /// hysteresis that keeps one slow heartbeat from paging anyone.
+    pub heartbeats: u32,
+    /// Fewer packets than this between two heartbeats say nothing about loss.
+    pub min_packets: u64,
+}
+
+impl Default for LinkThresholds {
+    fn default() -> LinkThresholds {
+        LinkThresholds {
+            rtt: Duration::from_millis(400),
+            loss_percent: 5.0,
+            heartbeats: 3,
+            min_packets: 20,
+        }
+    }
+}
+
+/// Per-agent link state between heartbeats.
+#[derive(Debug, Default)]
+struct LinkState {
+    sent: u64,
+    lost: u64,
+    degraded: bool,
+    /// Consecutive heartbeats disagreeing with `degraded`.
+    streak: u32,
+}
+
+/// Where ingest reports sessions coming and going and their links' quality.
 #[derive(Clone, Debug)]
 pub struct LinkEvents {
     sender: Sender<Event>,
     /// Set before the control plane's own shutdown: sessions it closes are not losses.
     muted: Arc<std::sync::atomic::AtomicBool>,
+    links: Arc<Mutex<HashMap<String, LinkState>>>,
+    thresholds: Arc<LinkThresholds>,
 }
 
 impl LinkEvents {
     pub fn new(sender: Sender<Event>) -> LinkEvents {
+        LinkEvents::with_thresholds(sender, LinkThresholds::default())
+    }
+
+    pub fn with_thresholds(sender: Sender<Event>, thresholds: LinkThresholds) -> LinkEvents {
         LinkEvents {
             sender,
             muted: Arc::default(),
+            links: Arc::default(),
+            thresholds: Arc::new(thresholds),
         }
     }
 
@@ -591,7 +730,25 @@ impl LinkEvents {
         self.muted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    fn links(&self) -> std::sync::MutexGuard<'_, HashMap<String, LinkState>> {
+        self.links
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
     pub fn lost(&self, agent: &str, at: Millis) {
+        // A degraded link ends with its session; the agent-lost incident takes over.
+        if self
+            .links()
+            .remove(agent)
+            .is_some_and(|state| state.degraded)
+        {
+            self.send(Event::LinkRecovered {
+                agent: agent.to_owned(),
+                at,
+                detail: "session ended".into(),
+            });
+        }
         self.send(Event::AgentLost {
             agent: agent.to_owned(),
             at,
@@ -603,6 +760,62 @@ impl LinkEvents {
             agent: agent.to_owned(),
             at,
         });
+    }
+
+    /// The QUIC statistics an agent's heartbeat carries (cumulative for its connection):
+    /// RTT and the loss since the previous heartbeat, with hysteresis.
+    pub fn heartbeat(&self, agent: &str, link: &bagui_protocol::LinkStats, at: Millis) {
+        let thresholds = &self.thresholds;
+        let event = {
+            let mut links = self.links();
+            let state = links.entry(agent.to_owned()).or_default();
+            // A new connection restarts the counters.
+            if link.sent_packets < state.sent || link.lost_packets < state.lost {
+                state.sent = 0;
+                state.lost = 0;
+            }
+            let sent = link.sent_packets - state.sent;
+            let lost = link.lost_packets - state.lost;
+            state.sent = link.sent_packets;
+            state.lost = link.lost_packets;
+            let loss = (sent >= thresholds.min_packets)
+                .then(|| lost as f64 * 100.0 / sent as f64)
+                .filter(|loss| *loss > thresholds.loss_percent);
+            let slow = link.rtt_us > thresholds.rtt.as_micros() as u64;
+            let bad = slow || loss.is_some();
+            if bad == state.degraded {
+                state.streak = 0;
+                None
+            } else {
+                state.streak += 1;
+                if state.streak < thresholds.heartbeats.max(1) {
+                    None
+                } else {
+                    state.streak = 0;
+                    state.degraded = bad;
+                    let mut detail = format!("rtt {} ms", link.rtt_us / 1000);
+                    if let Some(loss) = loss {
+                        detail.push_str(&format!(", loss {loss:.1} %"));
+                    }
+                    Some(if bad {
+                        Event::LinkDegraded {
+                            agent: agent.to_owned(),
+                            at,
+                            detail,
+                        }
+                    } else {
+                        Event::LinkRecovered {
+                            agent: agent.to_owned(),
+                            at,
+                            detail,
+                        }
+                    })
+                }
+            }
+        };
+        if let Some(event) = event {
+            self.send(event);
+        }
     }
 
     pub fn send(&self, event: Event) {
@@ -620,6 +833,7 @@ fn region_duty_team(divisions: &Divisions, now: Millis) -> Team {
         categories: Vec::new(),
         channels: Vec::new(),
         on_duty: Vec::new(),
+        roster: None,
         created_ms: now,
     }
 }
@@ -648,6 +862,11 @@ fn validate_team(team: &Team, divisions: &Divisions) -> Result<(), DispatchError
         if let Err(error) = channel.validate() {
             return refuse(error.to_string());
         }
+    }
+    if let Some(roster) = &team.roster
+        && let Err(error) = roster.validate()
+    {
+        return refuse(format!("roster: {error}"));
     }
     Ok(())
 }
@@ -701,6 +920,12 @@ impl Core {
         }
         self.facts(now)?;
         let facts = self.facts.take().expect("just read");
+        let mut step = Step::new();
+        let sessions = self.record_sessions(&mut step, &events);
+        if let Err(error) = sessions {
+            self.facts = Some(facts);
+            return Err(error);
+        }
         let before = self.engine.clone();
         let mut actions = Vec::new();
         for event in events {
@@ -712,9 +937,8 @@ impl Core {
         actions.extend(self.engine.tick(now, &facts));
         self.facts = Some(facts);
         if actions.is_empty() && self.engine == before {
-            return Ok(false);
+            return self.finish(step);
         }
-        let mut step = Step::new();
         let result = (|| {
             for action in actions {
                 self.carry_out(&mut step, action, now)?;
@@ -727,6 +951,44 @@ impl Core {
             self.engine = before;
         }
         result
+    }
+
+    /// Session history: a session opening starts an interval (closing one left open, as after
+    /// a control-plane crash: the agent is counted up through the time the control plane could
+    /// not see it), a session ending closes it.
+    fn record_sessions(&self, step: &mut Step, events: &[Event]) -> Result<(), DispatchError> {
+        let mut open: HashMap<&str, Option<(Vec<u8>, UpInterval)>> = HashMap::new();
+        for event in events {
+            let (agent, at, back) = match event {
+                Event::AgentBack { agent, at } => (agent.as_str(), *at, true),
+                Event::AgentLost { agent, at } => (agent.as_str(), *at, false),
+                _ => continue,
+            };
+            let latest = match open.get(agent) {
+                Some(latest) => latest.clone(),
+                None => self.latest_up(agent)?,
+            };
+            if let Some((row, mut interval)) = latest.filter(|(_, interval)| interval.end.is_none())
+            {
+                interval.end = Some(at.max(interval.start));
+                step.batch.put(&row, &interval)?;
+                open.insert(agent, Some((row, interval)));
+            }
+            if back {
+                let interval = UpInterval {
+                    start: at,
+                    end: None,
+                };
+                let row = up_key(agent, at);
+                step.batch.put(&row, &interval)?;
+                open.insert(agent, Some((row, interval)));
+            }
+        }
+        Ok(())
+    }
+
+    fn latest_up(&self, agent: &str) -> Result<Option<(Vec<u8>, UpInterval)>, DispatchError> {
+        Ok(self.store.ops_scan_last::<UpInterval>(&up_prefix(agent))?)
     }
 
     fn finish(&mut self, mut step: Step) -> Result<bool, DispatchError> {
@@ -1152,7 +1414,7 @@ impl Core {
             title: order.title.clone(),
             division_path: self.divisions.path_names(&order.division),
             team: team.name.clone(),
-            on_duty: team.on_duty.clone(),
+            on_duty: team.on_duty_at(now),
             sla_due,
             console_url: self
                 .config
@@ -1464,6 +1726,7 @@ mod tests {
                         bearer_token: None,
                     }],
                     on_duty: Vec::new(),
+                    roster: None,
                     created_ms: 0,
                 })
                 .unwrap();
@@ -1708,6 +1971,174 @@ mod tests {
         assert_eq!(fixture.queued_for("xz"), 1);
         fixture.advance(Duration::from_secs(5));
         assert_eq!(fixture.queued_for("xz"), 1);
+    }
+
+    #[test]
+    fn a_link_degrades_and_recovers_with_hysteresis() {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let events = LinkEvents::new(sender);
+        let stats = |rtt_ms: u64, sent: u64, lost: u64| bagui_protocol::LinkStats {
+            rtt_us: rtt_ms * 1000,
+            sent_packets: sent,
+            lost_packets: lost,
+            ..Default::default()
+        };
+        let kinds = |receiver: &std::sync::mpsc::Receiver<Event>| -> Vec<String> {
+            receiver
+                .try_iter()
+                .map(|event| match event {
+                    Event::LinkDegraded { detail, .. } => format!("degraded {detail}"),
+                    Event::LinkRecovered { detail, .. } => format!("recovered {detail}"),
+                    other => format!("{other:?}"),
+                })
+                .collect()
+        };
+        // Two slow heartbeats are not enough; the third is.
+        events.heartbeat("a", &stats(50, 100, 0), 1);
+        events.heartbeat("a", &stats(900, 200, 0), 2);
+        events.heartbeat("a", &stats(900, 300, 0), 3);
+        assert!(kinds(&receiver).is_empty());
+        events.heartbeat("a", &stats(900, 400, 0), 4);
+        assert_eq!(kinds(&receiver), vec!["degraded rtt 900 ms"]);
+        // Fast again but losing 10 % of packets: still degraded; then clean for three beats.
+        for (index, lost) in [10, 20, 30].into_iter().enumerate() {
+            events.heartbeat("a", &stats(50, 500 + 100 * index as u64, lost), 5);
+        }
+        assert!(kinds(&receiver).is_empty());
+        for index in 0..3 {
+            events.heartbeat("a", &stats(50, 800 + 100 * index, 30), 6);
+        }
+        assert_eq!(kinds(&receiver), vec!["recovered rtt 50 ms"]);
+        // A few packets say nothing about loss; a new connection restarts the counters.
+        for _ in 0..4 {
+            events.heartbeat("b", &stats(50, 5, 3), 7);
+        }
+        events.heartbeat("a", &stats(50, 10, 0), 8);
+        assert!(kinds(&receiver).is_empty());
+        // Degraded when the session ends: recovered, then lost. (Counters count from the
+        // connection's start, so the first heartbeat is an interval too.)
+        for sent in [100, 200] {
+            events.heartbeat("c", &stats(50, sent, sent / 5), 9);
+        }
+        assert!(kinds(&receiver).is_empty());
+        events.heartbeat("c", &stats(50, 300, 60), 10);
+        assert_eq!(kinds(&receiver), vec!["degraded rtt 50 ms, loss 20.0 %"]);
+        events.lost("c", 11);
+        let after: Vec<String> = kinds(&receiver);
+        assert_eq!(after[0], "recovered session ended");
+        assert!(after[1].starts_with("AgentLost"));
+    }
+
+    #[test]
+    fn the_roster_shift_on_duty_is_mentioned() {
+        let fixture = Fixture::new();
+        let roster: bagui_ops::access::Roster = serde_json::from_value(serde_json::json!({
+            "shifts": [{"name": "全天", "days": "every_day", "start": "00:00", "end": "00:00",
+                        "members": [{"name": "李四", "phone": "13900002222"}]}]
+        }))
+        .unwrap();
+        fixture
+            .d()
+            .put_team(Team {
+                id: "xz".into(),
+                name: "新竹".into(),
+                division: TOWNSHIP.into(),
+                categories: Vec::new(),
+                channels: vec![ChannelConfig::Webhook {
+                    url: "http://127.0.0.1:9/hook".into(),
+                    bearer_token: None,
+                }],
+                on_duty: vec![OnDutyPerson::named("值班长")],
+                roster: Some(roster),
+                created_ms: 0,
+            })
+            .unwrap();
+        fixture.agent("gw", TOWNSHIP, Role::Gateway);
+        let now = fixture.now();
+        fixture
+            .d()
+            .feed(vec![
+                Event::AgentBack {
+                    agent: "gw".into(),
+                    at: now,
+                },
+                Event::AgentLost {
+                    agent: "gw".into(),
+                    at: now,
+                },
+            ])
+            .unwrap();
+        fixture.advance(Duration::from_secs(11));
+        let outbox = fixture.d().outbox(10).unwrap();
+        assert_eq!(outbox.len(), 1);
+        let mentioned: Vec<(String, Option<String>)> = outbox[0]
+            .notification
+            .on_duty
+            .iter()
+            .map(|person| (person.name.clone(), person.phone.clone()))
+            .collect();
+        assert_eq!(
+            mentioned,
+            vec![
+                ("李四".to_string(), Some("13900002222".to_string())),
+                ("值班长".to_string(), None)
+            ]
+        );
+        // A roster that does not validate is refused.
+        let mut bad = fixture.d().teams().unwrap()[1].clone();
+        bad.roster = Some(
+            serde_json::from_value(
+                serde_json::json!({"shifts": [{"name": "", "days": "every_day",
+                "start": "08:00", "end": "18:00", "members": []}]}),
+            )
+            .unwrap(),
+        );
+        assert!(matches!(
+            fixture.d().put_team(bad),
+            Err(DispatchError::Refused(_))
+        ));
+    }
+
+    #[test]
+    fn rules_set_through_the_api_are_validated_and_survive_a_restart() {
+        let mut fixture = Fixture::new();
+        let mut rules = fixture.d().rules();
+        rules.hold_agent_secs = 30;
+        fixture.d().set_rules(rules).unwrap();
+        let mut bad = fixture.d().rules();
+        bad.mass_outage_percent = 150;
+        assert!(matches!(
+            fixture.d().set_rules(bad),
+            Err(DispatchError::Refused(_))
+        ));
+        assert_eq!(fixture.d().rules().mass_outage_percent, 50);
+        fixture.open();
+        assert_eq!(
+            fixture.d().rules().hold_agent_secs,
+            30,
+            "the stored rules win"
+        );
+        // And they act: a gateway lost is still held after 11 s, decided after 31.
+        fixture.team("xz", TOWNSHIP, Vec::new());
+        fixture.agent("gw", TOWNSHIP, Role::Gateway);
+        let now = fixture.now();
+        fixture
+            .d()
+            .feed(vec![
+                Event::AgentBack {
+                    agent: "gw".into(),
+                    at: now,
+                },
+                Event::AgentLost {
+                    agent: "gw".into(),
+                    at: now,
+                },
+            ])
+            .unwrap();
+        fixture.advance(Duration::from_secs(11));
+        assert!(fixture.orders().is_empty());
+        fixture.advance(Duration::from_secs(20));
+        assert_eq!(fixture.orders().len(), 1);
     }
 
     #[test]

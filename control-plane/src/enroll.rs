@@ -13,7 +13,7 @@ use bagui_protocol::digest;
 use bagui_protocol::proof::{self, ProofPurpose};
 use bagui_protocol::{
     CertificateRenewed, DeploymentParams, IdentityProof, JoinAccepted, JoinRefusal, JoinRejected,
-    JoinRequest, RenewRequest, Role,
+    JoinRequest, RenewRequest, Role, Sm2KeyRequest,
 };
 use serde_bytes::ByteBuf;
 use sm2::dsa::signature::Verifier;
@@ -21,7 +21,7 @@ use sm2::dsa::signature::Verifier;
 use crate::audit::Audit;
 use crate::clock::{Clock, format_rfc3339};
 use crate::divisions::Divisions;
-use crate::pki::CertificateAuthority;
+use crate::pki::{CertificateAuthority, ClientKey, PkiError};
 use crate::store::{
     AgentRecord, CertRecord, CommitRefusal, Enrollment, Store, StoreError, TokenRecord,
 };
@@ -79,6 +79,32 @@ pub struct BulkRequest {
     pub hostname: String,
     pub csr_der: Vec<u8>,
     pub sm2_public_key: Vec<u8>,
+}
+
+/// The key an agent asks to have certified, as it arrived.
+#[derive(Debug, Clone, Copy)]
+pub enum CertRequest<'a> {
+    /// `standard`: a PKCS#10 request.
+    Csr(&'a [u8]),
+    /// `shangmi`: an SM2 public key with its signature over the connection's exporter value.
+    Sm2 {
+        key: &'a Sm2KeyRequest,
+        exporter: &'a [u8],
+    },
+}
+
+impl<'a> CertRequest<'a> {
+    /// The request a message carries: its SM2 key when present, else its CSR.
+    pub fn of(
+        csr_der: &'a [u8],
+        sm2_tls_key: Option<&'a Sm2KeyRequest>,
+        exporter: &'a [u8],
+    ) -> CertRequest<'a> {
+        match sm2_tls_key {
+            Some(key) => CertRequest::Sm2 { key, exporter },
+            None => CertRequest::Csr(csr_der),
+        }
+    }
 }
 
 /// A certificate just issued, not yet committed.
@@ -334,20 +360,41 @@ impl Enroller {
         Ok(agent)
     }
 
-    /// Issues a client certificate for `agent_id` from its request.
-    fn issue(&self, agent_id: &str, csr_der: &[u8], now: u64) -> Result<Issued, JoinRejected> {
+    /// Issues a client certificate for `agent_id` from its request: a CSR under `standard`; an
+    /// SM2 key whose signature over the connection's exporter value verifies under `shangmi`.
+    fn issue(
+        &self,
+        agent_id: &str,
+        request: CertRequest<'_>,
+        now: u64,
+    ) -> Result<Issued, JoinRejected> {
         let not_after = now.saturating_add(self.config.cert_lifetime.as_millis() as u64);
         let not_before = now.saturating_sub(self.config.backdate.as_millis() as u64);
+        let bad_request = |message: String| {
+            refuse(
+                JoinRefusal::BadCertificateRequest,
+                format!("certificate request refused: {message}"),
+            )
+        };
+        let public;
+        let key = match request {
+            CertRequest::Csr(csr) => ClientKey::Csr(csr),
+            CertRequest::Sm2 { key, exporter } => {
+                public = match crate::pki::verify_sm2_key_request(key, exporter) {
+                    Ok(public) => public,
+                    Err(PkiError::BadRequest(message)) => return Err(bad_request(message)),
+                    Err(error) => return Err(internal(&error)),
+                };
+                ClientKey::Sm2(&public)
+            }
+        };
         let cert = match self
             .ca
-            .issue_client(csr_der, agent_id, not_before, not_after)
+            .issue_client_key(key, agent_id, not_before, not_after)
         {
             Ok(cert) => cert.to_vec(),
-            Err(crate::pki::PkiError::BadRequest(message)) => {
-                return Err(refuse(
-                    JoinRefusal::BadCertificateRequest,
-                    format!("certificate request refused: {message}"),
-                ));
+            Err(PkiError::BadRequest(message) | PkiError::WrongProfile(message)) => {
+                return Err(bad_request(message));
             }
             Err(error) => return Err(internal(&error)),
         };
@@ -567,7 +614,11 @@ impl Enroller {
                 (id, Some(template))
             }
         };
-        let issued = self.issue(&agent_id, &request.csr_der, now)?;
+        let issued = self.issue(
+            &agent_id,
+            CertRequest::of(&request.csr_der, request.sm2_tls_key.as_ref(), exporter),
+            now,
+        )?;
         let change = |agent: &mut AgentRecord| {
             issued.apply(agent);
             agent.division = division.clone();
@@ -623,7 +674,11 @@ impl Enroller {
                     ),
                 ));
             }
-            let issued = self.issue(&agent.id, &request.csr_der, now)?;
+            let issued = self.issue(
+                &agent.id,
+                CertRequest::of(&request.csr_der, request.sm2_tls_key.as_ref(), exporter),
+                now,
+            )?;
             let change = |agent: &mut AgentRecord| {
                 issued.apply(agent);
                 agent.agent_version = request.agent_version.clone();
@@ -659,7 +714,11 @@ impl Enroller {
     /// Renews the certificate of an authenticated agent (over its session). At most one
     /// renewal per tenth of a certificate's life (and at least one a minute is allowed), so a
     /// misbehaving agent cannot mint certificates in a loop.
-    pub fn renew(&self, agent_id: &str, csr_der: &[u8]) -> Result<CertificateRenewed, EnrollError> {
+    pub fn renew(
+        &self,
+        agent_id: &str,
+        request: CertRequest<'_>,
+    ) -> Result<CertificateRenewed, EnrollError> {
         let _guard = self
             .join_lock
             .lock()
@@ -684,7 +743,7 @@ impl Enroller {
             )));
         }
         let issued =
-            self.issue(agent_id, csr_der, now)
+            self.issue(agent_id, request, now)
                 .map_err(|rejected| match rejected.reason {
                     JoinRefusal::BadCertificateRequest => EnrollError::Invalid(rejected.message),
                     _ => EnrollError::Internal(rejected.message),
@@ -747,9 +806,11 @@ impl Enroller {
             while self.store.agent(&id)?.is_some() {
                 id = new_agent_id();
             }
-            let certificate = self.issue(&id, &request.csr_der, now).map_err(|rejected| {
-                EnrollError::Invalid(format!("entry {index}: {}", rejected.message))
-            })?;
+            let certificate = self
+                .issue(&id, CertRequest::Csr(&request.csr_der), now)
+                .map_err(|rejected| {
+                    EnrollError::Invalid(format!("entry {index}: {}", rejected.message))
+                })?;
             prepared.push((id, request, certificate));
         }
         let mut issued = Vec::with_capacity(prepared.len());

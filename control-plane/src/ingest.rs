@@ -28,8 +28,8 @@ use bagui_agent::wire::ReadError;
 use bagui_protocol::proof::{EXPORTER_LABEL, EXPORTER_LEN};
 use bagui_protocol::sealed::{self, Envelope, Opener, RecordContext, SealError};
 use bagui_protocol::{
-    ALPN_JOIN, ALPN_SESSION, Ack, AgentMessage, ComeBackLater, Decoded, ErrorCode, Frame,
-    FrameDecoder, FrameError, Heartbeat, JoinClientMessage, JoinRefusal, JoinRejected,
+    ALPN_JOIN, ALPN_SESSION, Ack, AgentMessage, ComeBackLater, CryptoProfile, Decoded, ErrorCode,
+    Frame, FrameDecoder, FrameError, Heartbeat, JoinClientMessage, JoinRefusal, JoinRejected,
     JoinServerMessage, RenewalRefused, ServerMessage, Unsupported, Welcome,
 };
 use bytes::BytesMut;
@@ -37,7 +37,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::audit::Audit;
 use crate::clock::Clock;
-use crate::enroll::{AuthError, Enroller};
+use crate::enroll::{AuthError, CertRequest, Enroller};
 use crate::metrics::Metrics;
 use crate::store::{NewReport, Store, StoredReport};
 
@@ -291,6 +291,11 @@ pub struct LiveSession {
     /// The agent's clock minus ours, from the last heartbeat (its send time plus half the RTT
     /// against our receive time); positive when the agent runs ahead.
     pub clock_offset_ms: Option<i64>,
+    /// The deployment's crypto profile, which this session's handshake succeeded under. quinn
+    /// 0.11 does not expose the negotiated suite or group; the profile names them: under
+    /// `shangmi` the provider has exactly one of each, and a Bagui `standard` agent offers
+    /// exactly one of each (see [`CryptoProfile::tls_suite`]).
+    pub crypto_profile: CryptoProfile,
 }
 
 /// Most messages queued to one session before it counts as not reading its stream.
@@ -1002,7 +1007,11 @@ async fn handle_incoming(
         Ok(connection) => connection,
         Err(error) => {
             context.metrics.handshake_failures.inc();
-            tracing::debug!(%remote, %error, "QUIC handshake failed");
+            if let Some(message) = profile_mismatch(&error, context.enroller.ca().profile()) {
+                tracing::warn!(%remote, %error, "{message}");
+            } else {
+                tracing::debug!(%remote, %error, "QUIC handshake failed");
+            }
             return;
         }
     };
@@ -1020,6 +1029,28 @@ async fn handle_incoming(
             tokio::spawn(handle_session(connection, context, remote, come_back));
         }
         _ => close(&connection, ErrorCode::Protocol, "unknown ALPN"),
+    }
+}
+
+/// What a failed handshake says about crypto profiles: a TLS handshake_failure alert is what
+/// rustls sends when the peer offered no suite or key-exchange group in common, which between
+/// Bagui peers means the other profile.
+pub fn profile_mismatch(error: &quinn::ConnectionError, ours: CryptoProfile) -> Option<String> {
+    const HANDSHAKE_FAILURE: u8 = 40;
+    match error {
+        quinn::ConnectionError::TransportError(transport)
+            if transport.code == quinn::TransportErrorCode::crypto(HANDSHAKE_FAILURE) =>
+        {
+            Some(format!(
+                "a peer offered no TLS suite or key-exchange group of this control plane's {ours} \
+                 crypto profile ({} / {}): an agent set up for the {} profile? Run its join \
+                 again with the command `bagui-cp token create` prints",
+                ours.tls_suite(),
+                ours.kx_group(),
+                ours.other()
+            ))
+        }
+        _ => None,
     }
 }
 
@@ -1130,6 +1161,15 @@ async fn handle_session(
         );
         return;
     };
+    // For in-session renewal under shangmi: the new key signs over this connection's exporter.
+    let mut exporter = [0u8; EXPORTER_LEN];
+    if connection
+        .export_keying_material(&mut exporter, EXPORTER_LABEL, b"")
+        .is_err()
+    {
+        close(&connection, ErrorCode::Internal, "TLS exporter unavailable");
+        return;
+    }
     // Only the fingerprint is kept for the session's lifetime, not the certificate.
     let fingerprint = bagui_protocol::digest::sm3_tagged(&certificate);
     drop(certificate);
@@ -1257,6 +1297,7 @@ async fn handle_session(
             agent_version: hello.agent_version.clone(),
             heartbeat: None,
             clock_offset_ms: None,
+            crypto_profile: context.enroller.ca().profile(),
         },
     );
     if context
@@ -1324,7 +1365,15 @@ async fn handle_session(
         close(&writer_connection, outcome.0, &outcome.1);
     });
 
-    let outcome = session_loop(&context, &agent_id, &handle, &mut recv, &mut decoder).await;
+    let outcome = session_loop(
+        &context,
+        &agent_id,
+        &handle,
+        &mut recv,
+        &mut decoder,
+        &exporter,
+    )
+    .await;
     let reason = match &outcome {
         Ok(()) => "finished".to_owned(),
         Err(error) => {
@@ -1445,6 +1494,7 @@ async fn session_loop(
     session: &SessionHandle,
     recv: &mut quinn::RecvStream,
     decoder: &mut FrameDecoder,
+    exporter: &[u8; EXPORTER_LEN],
 ) -> Result<(), ReadFailure> {
     let session_id = session.session_id;
     loop {
@@ -1487,6 +1537,9 @@ async fn session_loop(
                     .map_err(ReadFailure::Unexpected)?;
             }
             Decoded::Known(AgentMessage::Heartbeat(heartbeat)) => {
+                if let Some(events) = &context.link_events {
+                    events.heartbeat(agent_id, &heartbeat.link, now);
+                }
                 context
                     .sessions
                     .touch(agent_id, session_id, now, Some(heartbeat));
@@ -1495,10 +1548,14 @@ async fn session_loop(
                 context.sessions.touch(agent_id, session_id, now, None);
                 let enroller = context.enroller.clone();
                 let id = agent_id.to_owned();
-                let result =
-                    tokio::task::spawn_blocking(move || enroller.renew(&id, &request.csr_der))
-                        .await
-                        .map_err(|error| ReadFailure::Unexpected(error.to_string()))?;
+                let exporter = *exporter;
+                let result = tokio::task::spawn_blocking(move || {
+                    let certificate =
+                        CertRequest::of(&request.csr_der, request.sm2_tls_key.as_ref(), &exporter);
+                    enroller.renew(&id, certificate)
+                })
+                .await
+                .map_err(|error| ReadFailure::Unexpected(error.to_string()))?;
                 let answer: ServerMessage = match result {
                     Ok(renewed) => {
                         tracing::info!(agent = %agent_id, "certificate renewed over the session");

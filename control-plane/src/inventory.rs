@@ -51,6 +51,15 @@ pub struct Round {
 
 /// Projects up to `limit` queued reports and removes them from the queue.
 pub fn project_pending(store: &Store, limit: usize) -> Result<Round, StoreError> {
+    project_pending_observing(store, limit, &mut |_, _| {})
+}
+
+/// [`project_pending`], showing each projected health record to `observe` (the thresholds).
+pub fn project_pending_observing(
+    store: &Store,
+    limit: usize,
+    observe: &mut dyn FnMut(&str, &MetricsRecord),
+) -> Result<Round, StoreError> {
     let pending = store.pending_projection(limit)?;
     let mut keys = Vec::with_capacity(pending.len());
     let mut reports = Vec::with_capacity(pending.len());
@@ -60,6 +69,9 @@ pub fn project_pending(store: &Store, limit: usize) -> Result<Round, StoreError>
     }
     let refs: Vec<&NewReport> = reports.iter().collect();
     let outcome = project(store, &refs);
+    for (agent, record) in &outcome.projection.health {
+        observe(agent, record);
+    }
     store.finish_projection(outcome.projection, &keys)?;
     Ok(Round {
         taken: keys.len(),
@@ -91,6 +103,7 @@ pub fn spawn_projector(
     metrics: crate::metrics::Metrics,
     followups: tokio::sync::mpsc::UnboundedSender<crate::ingest::Followup>,
     incidents: Option<crate::dispatch::LinkEvents>,
+    thresholds: Vec<crate::thresholds::ThresholdRule>,
 ) -> (ProjectorWaker, std::thread::JoinHandle<()>) {
     let (waker, wakes) = std_mpsc::sync_channel::<()>(1);
     let thread = std::thread::Builder::new()
@@ -99,8 +112,19 @@ pub fn spawn_projector(
             if let Err(error) = store.ensure_package_index() {
                 tracing::error!(%error, "building the package index; `asset find --package` will retry");
             }
+            let mut watch = crate::thresholds::ThresholdWatch::new(thresholds);
             loop {
-                match project_pending(&store, PROJECT_BATCH) {
+                let mut breaches = Vec::new();
+                let mut observe = |agent: &str, record: &MetricsRecord| {
+                    breaches.extend(watch.observe(agent, record.taken_ms, &record.samples));
+                };
+                let result = project_pending_observing(&store, PROJECT_BATCH, &mut observe);
+                if let Some(incidents) = &incidents {
+                    for event in breaches {
+                        incidents.send(event);
+                    }
+                }
+                match result {
                     Ok(round) if round.taken > 0 => {
                         let now = bagui_agent::join::now_ms();
                         if let Some(oldest) = round.oldest_received_ms {

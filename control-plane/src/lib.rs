@@ -36,6 +36,7 @@ pub mod probes;
 pub mod server;
 pub mod store;
 pub mod syslog;
+pub mod thresholds;
 pub mod tls;
 pub mod topology;
 pub mod users;

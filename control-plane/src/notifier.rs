@@ -461,3 +461,288 @@ mod tests {
         assert!(parse_url("http://h:notaport/").is_err());
     }
 }
+
+#[cfg(test)]
+mod delivery_tests {
+    use std::sync::{Arc, Mutex};
+
+    use bagui_ops::model::Severity;
+    use bagui_ops::notify::{ChannelConfig, MessageFormat, NotificationKind, OnDutyPerson};
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    use super::*;
+    use crate::dispatch::OutboxEntry;
+
+    fn notification() -> Notification {
+        Notification {
+            kind: NotificationKind::Dispatched,
+            work_order_id: "WO-000007".into(),
+            severity: Severity::P1,
+            title: "新竹街道政务外网上联中断".into(),
+            division_path: "广西壮族自治区/南宁市/青秀区/新竹街道".into(),
+            team: "新竹街道网络组".into(),
+            on_duty: vec![OnDutyPerson {
+                phone: Some("13800001111".into()),
+                ..OnDutyPerson::named("张三")
+            }],
+            sla_due: None,
+            console_url: None,
+            detail: None,
+            digest: None,
+        }
+    }
+
+    fn entry(channel: ChannelConfig) -> OutboxEntry {
+        OutboxEntry {
+            id: 1,
+            team: "xz".into(),
+            channel_index: 0,
+            channel,
+            notification: notification(),
+            attempts: 0,
+            next_attempt_ms: 0,
+            created_ms: 0,
+            last_error: None,
+            failed: false,
+        }
+    }
+
+    /// One HTTP request as a loopback receiver saw it: request line and body.
+    type Seen = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
+    /// A robot stand-in answering every request with `reply` (status 200).
+    async fn receiver(reply: &'static str) -> (String, Seen) {
+        let seen: Seen = Arc::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let mut read = BufReader::new(read);
+                    let mut request_line = String::new();
+                    read.read_line(&mut request_line).await.unwrap();
+                    let mut length = 0usize;
+                    loop {
+                        let mut line = String::new();
+                        read.read_line(&mut line).await.unwrap();
+                        if line.trim().is_empty() {
+                            break;
+                        }
+                        if let Some(value) =
+                            line.to_ascii_lowercase().strip_prefix("content-length:")
+                        {
+                            length = value.trim().parse().unwrap();
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    tokio::io::AsyncReadExt::read_exact(&mut read, &mut body)
+                        .await
+                        .unwrap();
+                    log.lock()
+                        .unwrap()
+                        .push((request_line.trim().to_owned(), body));
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
+                        reply.len()
+                    );
+                    write.write_all(response.as_bytes()).await.unwrap();
+                });
+            }
+        });
+        (format!("http://{address}"), seen)
+    }
+
+    fn tls() -> Arc<rustls::ClientConfig> {
+        Arc::new(web_client_config())
+    }
+
+    #[tokio::test]
+    async fn dingtalk_is_signed_at_send_time_and_a_refusal_is_permanent() {
+        let (base, seen) = receiver(r#"{"errcode":0,"errmsg":"ok"}"#).await;
+        let secret = "SEC0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd";
+        let channel = ChannelConfig::Dingtalk {
+            url: format!("{base}/robot/send?access_token=abc"),
+            secret: Some(secret.into()),
+            format: MessageFormat::Text,
+        };
+        let now = 1_764_150_000_000;
+        attempt(&entry(channel.clone()), &notification(), now, &tls())
+            .await
+            .unwrap();
+        let (line, body) = seen.lock().unwrap()[0].clone();
+        let target = line.split(' ').nth(1).unwrap().to_owned();
+        assert!(target.starts_with("/robot/send?access_token=abc&timestamp=1764150000000&sign="));
+        let sign = target.rsplit("sign=").next().unwrap();
+        let expected = bagui_ops::notify::dingtalk_sign(secret, now);
+        let encoded: String = expected
+            .bytes()
+            .map(|b| match b {
+                b'+' => "%2B".to_owned(),
+                b'/' => "%2F".to_owned(),
+                b'=' => "%3D".to_owned(),
+                other => (other as char).to_string(),
+            })
+            .collect();
+        assert_eq!(sign, encoded);
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["msgtype"], "text");
+        assert_eq!(json["at"]["atMobiles"], serde_json::json!(["13800001111"]));
+
+        // The robot says the signature is wrong: permanent, with its message.
+        let (base, _) = receiver(r#"{"errcode":310000,"errmsg":"sign not match"}"#).await;
+        let refused = ChannelConfig::Dingtalk {
+            url: format!("{base}/robot/send?access_token=abc"),
+            secret: Some(secret.into()),
+            format: MessageFormat::Text,
+        };
+        let failure = attempt(&entry(refused), &notification(), now, &tls())
+            .await
+            .unwrap_err();
+        assert!(!failure.kind.is_retryable(), "{failure:?}");
+        assert!(failure.message.contains("310000"), "{}", failure.message);
+        // Nobody listening: a network failure, retried.
+        let closed = ChannelConfig::Wecom {
+            url: "http://127.0.0.1:9/cgi-bin/webhook/send?key=k".into(),
+            format: MessageFormat::Text,
+        };
+        let failure = attempt(&entry(closed), &notification(), now, &tls())
+            .await
+            .unwrap_err();
+        assert!(failure.kind.is_retryable(), "{failure:?}");
+    }
+
+    #[tokio::test]
+    async fn feishu_carries_its_signature_in_the_body() {
+        let (base, seen) = receiver(r#"{"code":0,"msg":"success"}"#).await;
+        let channel = ChannelConfig::Feishu {
+            url: format!("{base}/open-apis/bot/v2/hook/xyz"),
+            secret: Some("feishu-secret".into()),
+        };
+        let now = 1_764_150_000_000;
+        attempt(&entry(channel), &notification(), now, &tls())
+            .await
+            .unwrap();
+        let (line, body) = seen.lock().unwrap()[0].clone();
+        assert!(
+            line.starts_with("POST /open-apis/bot/v2/hook/xyz "),
+            "{line}"
+        );
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["timestamp"], "1764150000");
+        assert_eq!(
+            json["sign"],
+            bagui_ops::notify::feishu_sign("feishu-secret", 1_764_150_000)
+        );
+    }
+
+    /// A minimal SMTP sink: records the commands and the DATA it receives.
+    async fn smtp_sink() -> (u16, Arc<Mutex<Vec<String>>>) {
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let log = seen.clone();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (read, mut write) = stream.into_split();
+            let mut read = BufReader::new(read);
+            write.write_all(b"220 sink ESMTP\r\n").await.unwrap();
+            let mut in_data = false;
+            loop {
+                let mut line = String::new();
+                if read.read_line(&mut line).await.unwrap() == 0 {
+                    break;
+                }
+                log.lock().unwrap().push(line.clone());
+                let reply: &[u8] = if in_data {
+                    if line == ".\r\n" {
+                        in_data = false;
+                        b"250 queued\r\n"
+                    } else {
+                        continue;
+                    }
+                } else if line.starts_with("EHLO") {
+                    b"250-sink\r\n250 8BITMIME\r\n"
+                } else if line.starts_with("DATA") {
+                    in_data = true;
+                    b"354 go ahead\r\n"
+                } else if line.starts_with("QUIT") {
+                    write.write_all(b"221 bye\r\n").await.unwrap();
+                    break;
+                } else {
+                    b"250 ok\r\n"
+                };
+                write.write_all(reply).await.unwrap();
+            }
+        });
+        (port, seen)
+    }
+
+    #[tokio::test]
+    async fn email_goes_to_an_smtp_relay_with_envelope_and_message() {
+        let (port, seen) = smtp_sink().await;
+        let channel = ChannelConfig::Email {
+            smtp_host: "127.0.0.1".into(),
+            smtp_port: port,
+            from: "ops@example.gov.cn".into(),
+            from_name: Some("八桂运维".into()),
+            to: vec!["noc@example.gov.cn".into(), "lead@example.gov.cn".into()],
+        };
+        attempt(&entry(channel), &notification(), 1_764_150_000_000, &tls())
+            .await
+            .unwrap();
+        // The session ends with QUIT after the message was accepted.
+        for _ in 0..100 {
+            if seen
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|line| line.starts_with("QUIT"))
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let lines = seen.lock().unwrap().clone();
+        assert_eq!(lines[0], "EHLO bagui-cp\r\n");
+        assert_eq!(lines[1], "MAIL FROM:<ops@example.gov.cn>\r\n");
+        assert_eq!(lines[2], "RCPT TO:<noc@example.gov.cn>\r\n");
+        assert_eq!(lines[3], "RCPT TO:<lead@example.gov.cn>\r\n");
+        assert_eq!(lines[4], "DATA\r\n");
+        let data: String = lines[5..].concat();
+        assert!(data.contains("Subject: =?UTF-8?B?"), "{data}");
+        assert!(data.contains("To: noc@example.gov.cn"), "{data}");
+        assert!(data.ends_with(".\r\nQUIT\r\n"), "{data}");
+    }
+
+    #[tokio::test]
+    async fn an_smtp_refusal_is_classified_not_lost() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            stream
+                .write_all(b"554 5.7.1 relay access denied\r\n")
+                .await
+                .unwrap();
+        });
+        let channel = ChannelConfig::Email {
+            smtp_host: "127.0.0.1".into(),
+            smtp_port: port,
+            from: "ops@example.gov.cn".into(),
+            from_name: None,
+            to: vec!["noc@example.gov.cn".into()],
+        };
+        let failure = attempt(&entry(channel), &notification(), 1, &tls())
+            .await
+            .unwrap_err();
+        assert!(!failure.kind.is_retryable(), "{failure:?}");
+        assert!(
+            failure.message.contains("relay access denied"),
+            "{}",
+            failure.message
+        );
+    }
+}

@@ -359,6 +359,27 @@ pub const OPERATIONS: &[Operation] = &[
     ),
     op(
         "get",
+        "/api/v1/incident-rules",
+        "incidents",
+        "The incident rules in force (holds, grace, flap damping, mass outage, off-hours, severities)",
+        P("manage_channels_and_rules"),
+    ),
+    op(
+        "put",
+        "/api/v1/incident-rules",
+        "incidents",
+        "Replace the incident rules; persisted, they win over the file's [incidents]",
+        P("manage_channels_and_rules"),
+    ),
+    op(
+        "get",
+        "/api/v1/agents/{id}/availability",
+        "agents",
+        "The agent's availability for a CST month (period): connected time less maintenance",
+        P("view_assets"),
+    ),
+    op(
+        "get",
         "/api/v1/users",
         "users",
         "Users, roles and scopes",

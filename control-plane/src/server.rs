@@ -73,6 +73,7 @@ impl ControlPlane {
             Duration::from_secs(3),
         )?;
         let divisions = Arc::new(data_dir.divisions()?);
+        let crypto_profile = data_dir.crypto_profile()?;
         let ca = Arc::new(data_dir.ca()?);
         let (chain, key) = data_dir.server_identity(&ca, clock.as_ref())?;
         let audit_config = config.audit_config();
@@ -88,6 +89,7 @@ impl ControlPlane {
             config.enroll_config(),
             data_dir.sm2_public_key()?,
         ));
+        crate::thresholds::validate(&config.thresholds.0)?;
         let dispatcher = crate::dispatch::Dispatcher::open(
             store.clone(),
             divisions.clone(),
@@ -96,7 +98,8 @@ impl ControlPlane {
             true,
         )?;
         let (event_tx, event_rx) = std::sync::mpsc::channel();
-        let link_events = crate::dispatch::LinkEvents::new(event_tx);
+        let link_events =
+            crate::dispatch::LinkEvents::with_thresholds(event_tx, config.links.clone());
         let dispatch_thread = dispatcher.clone().spawn(event_rx);
         let ingest_config = config.ingest_config();
         let sessions = Sessions::new(ingest_config.missed_heartbeats);
@@ -107,6 +110,7 @@ impl ControlPlane {
             metrics.clone(),
             resync_tx.clone(),
             Some(link_events.clone()),
+            config.thresholds.0.clone(),
         );
         let (committer, commit_thread) = Committer::spawn(
             store.clone(),
@@ -320,7 +324,7 @@ impl ControlPlane {
             quic: quic_addr.to_string(),
         })?;
         ready.store(true, Ordering::SeqCst);
-        tracing::info!(quic = %quic_addr, api = %api_url, advertise = %deployment.advertise, "control plane ready");
+        tracing::info!(quic = %quic_addr, api = %api_url, advertise = %deployment.advertise, crypto_profile = %crypto_profile, "control plane ready");
         Ok(ControlPlane {
             quic_addr,
             http_addr,

@@ -685,6 +685,20 @@ impl Store {
         Ok(rows)
     }
 
+    /// The last ops record whose key starts with `prefix`.
+    pub fn ops_scan_last<T: DeserializeOwned>(
+        &self,
+        prefix: &[u8],
+    ) -> Result<Option<(Vec<u8>, T)>, StoreError> {
+        match self.ops.scan_prefix(prefix).next_back() {
+            Some(entry) => {
+                let (key, bytes) = entry?;
+                Ok(Some((key.to_vec(), decode("ops", &key, &bytes)?)))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// Applies `batch` atomically and makes it durable before returning.
     pub fn ops_commit(&self, batch: OpsBatch) -> Result<(), StoreError> {
         if batch.is_empty() {

@@ -2,11 +2,16 @@
 //!
 //! rustls is always built with the ring provider passed explicitly: with both ring and
 //! aws-lc-rs compiled in, rustls panics at run time choosing a default provider.
+//!
+//! Under the `shangmi` crypto profile (an SM2 CA) every configuration here uses
+//! `bagui_smtls`'s provider instead: TLS_SM4_GCM_SM3, curveSM2 and sm2sig_sm3 only, with QUIC
+//! Initial packets on AES-128-GCM as RFC 9001 requires. The profile is read off the CA
+//! certificate, so a configuration cannot be built for the wrong one.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bagui_protocol::{ALPN_JOIN, ALPN_SESSION};
+use bagui_protocol::{ALPN_JOIN, ALPN_SESSION, CryptoProfile};
 use rustls::RootCertStore;
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -14,6 +19,23 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 /// The crypto provider every Bagui TLS endpoint uses.
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The crypto profile of a deployment whose CA certificate is `ca`.
+pub fn profile_of(ca: &CertificateDer<'_>) -> CryptoProfile {
+    if bagui_smtls::cert::is_sm2_certificate(ca) {
+        CryptoProfile::Shangmi
+    } else {
+        CryptoProfile::Standard
+    }
+}
+
+/// The provider of a profile: ring's default for `standard`, the shangmi one otherwise.
+pub fn provider_for(profile: CryptoProfile) -> Arc<rustls::crypto::CryptoProvider> {
+    match profile {
+        CryptoProfile::Standard => provider(),
+        CryptoProfile::Shangmi => Arc::new(bagui_smtls::provider::shangmi_provider()),
+    }
 }
 
 /// A TLS configuration could not be built.
@@ -64,7 +86,8 @@ pub fn quic_server_config(
     ca: &CertificateDer<'static>,
     transport: quinn::TransportConfig,
 ) -> Result<quinn::ServerConfig, TlsError> {
-    let provider = provider();
+    let profile = profile_of(ca);
+    let provider = provider_for(profile);
     let mut roots = RootCertStore::empty();
     roots
         .add(ca.clone())
@@ -80,8 +103,16 @@ pub fn quic_server_config(
         .with_single_cert(chain, key)
         .map_err(|e| tls_error("loading server certificate")(&e))?;
     config.alpn_protocols = vec![ALPN_SESSION.to_vec(), ALPN_JOIN.to_vec()];
-    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(config)
-        .map_err(|e| tls_error("building QUIC server crypto")(&e))?;
+    let quic = match profile {
+        CryptoProfile::Standard => quinn::crypto::rustls::QuicServerConfig::try_from(config)
+            .map_err(|e| tls_error("building QUIC server crypto")(&e))?,
+        // The provider has no AES suite for Initial packets: give quinn ring's (RFC 9001 §5.2).
+        CryptoProfile::Shangmi => quinn::crypto::rustls::QuicServerConfig::with_initial(
+            Arc::new(config),
+            bagui_smtls::provider::quic_initial_suite(),
+        )
+        .map_err(|e| tls_error("building QUIC server crypto")(&e))?,
+    };
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
     server.transport_config(Arc::new(transport));
     Ok(server)
@@ -92,7 +123,10 @@ pub fn https_server_config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> Result<rustls::ServerConfig, TlsError> {
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+    let profile = chain
+        .first()
+        .map_or(CryptoProfile::Standard, |leaf| profile_of(leaf));
+    let mut config = rustls::ServerConfig::builder_with_provider(provider_for(profile))
         .with_safe_default_protocol_versions()
         .map_err(|e| tls_error("selecting TLS versions")(&e))?
         .with_no_client_auth()
@@ -108,7 +142,7 @@ pub fn https_client_config(ca: &CertificateDer<'static>) -> Result<rustls::Clien
     roots
         .add(ca.clone())
         .map_err(|e| tls_error("adding CA")(&e))?;
-    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+    let mut config = rustls::ClientConfig::builder_with_provider(provider_for(profile_of(ca)))
         .with_safe_default_protocol_versions()
         .map_err(|e| tls_error("selecting TLS versions")(&e))?
         .with_root_certificates(roots)

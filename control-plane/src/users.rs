@@ -37,6 +37,9 @@ pub struct UserRecord {
     pub roles: Vec<Role>,
     /// Division code of the subtree the user sees.
     pub scope: String,
+    /// Teams the user belongs to (their work orders, rosters).
+    #[serde(default)]
+    pub teams: Vec<String>,
     #[serde(default)]
     pub password_phc: Option<String>,
     /// Base32 TOTP secret, once enrolled.
@@ -69,6 +72,7 @@ pub struct UserView {
     pub roles: Vec<Role>,
     pub scope: String,
     pub scope_path: String,
+    pub teams: Vec<String>,
     pub has_password: bool,
     pub totp_enrolled: bool,
     pub disabled: bool,
@@ -91,6 +95,8 @@ pub struct CreateUser {
     pub name: String,
     pub roles: Vec<Role>,
     pub scope: String,
+    #[serde(default)]
+    pub teams: Vec<String>,
     #[serde(default)]
     pub password: Option<Secret>,
 }
@@ -219,6 +225,7 @@ impl Admin {
             roles: user.roles.clone(),
             scope: user.scope.clone(),
             scope_path: self.divisions().path_names(&user.scope),
+            teams: user.teams.clone(),
             has_password: user.password_phc.is_some(),
             totp_enrolled: user.totp_secret.is_some(),
             disabled: user.disabled,
@@ -259,6 +266,10 @@ impl Admin {
         if self.divisions().get(&request.scope).is_none() {
             return bad(format!("scope {} is not a division", request.scope));
         }
+        let known: Vec<String> = self.teams()?.into_iter().map(|team| team.id).collect();
+        if let Some(unknown) = request.teams.iter().find(|team| !known.contains(team)) {
+            return bad(format!("no team {unknown}"));
+        }
         if self.user_record(&request.name)?.is_some() {
             return Err(AdminError::Conflict(format!(
                 "user {} exists",
@@ -273,6 +284,7 @@ impl Admin {
             name: request.name.clone(),
             roles: request.roles.clone(),
             scope: request.scope.clone(),
+            teams: request.teams.clone(),
             password_phc,
             totp_secret: None,
             totp_guard: TotpGuard::default(),
@@ -286,13 +298,14 @@ impl Admin {
             "user.create",
             &user.name,
             format!(
-                "roles={} scope={}",
+                "roles={} scope={} teams={}",
                 user.roles
                     .iter()
                     .map(ToString::to_string)
                     .collect::<Vec<_>>()
                     .join(","),
-                user.scope
+                user.scope,
+                user.teams.join(",")
             ),
         )?;
         Ok(self.user_view(&user))

@@ -18,6 +18,7 @@ pub mod digest;
 pub mod error;
 pub mod keyfile;
 pub mod messages;
+pub mod profile;
 pub mod proof;
 pub mod sealed;
 pub mod units;
@@ -25,6 +26,7 @@ pub mod units;
 pub use codec::{DEFAULT_MAX_FRAME_LEN, Frame, FrameDecoder, FrameError, HARD_MAX_FRAME_LEN};
 pub use error::ErrorCode;
 pub use messages::*;
+pub use profile::CryptoProfile;
 
 /// ALPN of an enrolled agent's session (mutual TLS).
 pub const ALPN_SESSION: &[u8] = b"bagui/1";

@@ -430,6 +430,19 @@ pub struct IdentityProof {
     pub signature: ByteBuf,
 }
 
+/// The TLS client key of a `shangmi` agent, sent instead of a PKCS#10 request (which cannot
+/// carry SM2 keys in the tools Bagui uses): the public key, and the key's signature over
+/// [`crate::proof::tls_key_transcript`], which binds it to this connection as a CSR's
+/// self-signature binds a key to its request.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Sm2KeyRequest {
+    /// SEC1 uncompressed SM2 public key (65 bytes) to certify.
+    pub public_key: ByteBuf,
+    /// SM2 signature (r‖s, 64 bytes) by that key, signer ID [`crate::proof::SM2_DISTID`].
+    pub signature: ByteBuf,
+}
+
 /// Enrollment request: token, certificate request, identity key and machine facts.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -449,6 +462,10 @@ pub struct JoinRequest {
     pub facts: MachineFacts,
     /// Set on a re-join: proves the agent still holds its previous identity key.
     pub previous: Option<IdentityProof>,
+    /// `shangmi` agents: the SM2 TLS key to certify, in place of `csr_der` (left empty).
+    /// Absent (and not encoded) for `standard` agents.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sm2_tls_key: Option<Sm2KeyRequest>,
 }
 
 /// Renewal of an expired certificate within the grace period, by proving the identity key.
@@ -459,6 +476,9 @@ pub struct RenewRequest {
     pub agent_version: String,
     pub csr_der: ByteBuf,
     pub proof: IdentityProof,
+    /// `shangmi` agents: the SM2 TLS key to certify, in place of `csr_der`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sm2_tls_key: Option<Sm2KeyRequest>,
 }
 
 /// Enrollment (or renewal) succeeded.
@@ -663,6 +683,9 @@ pub struct ComeBackLater {
 #[serde(default)]
 pub struct RenewCertificate {
     pub csr_der: ByteBuf,
+    /// `shangmi` agents: the SM2 TLS key to certify, in place of `csr_der`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sm2_tls_key: Option<Sm2KeyRequest>,
 }
 
 /// A renewed certificate.
@@ -827,6 +850,47 @@ pub mod payload {
 mod tests {
     use super::*;
     use crate::codec::FrameDecoder;
+
+    #[test]
+    fn sm2_tls_keys_are_optional_both_ways() {
+        let key = Sm2KeyRequest {
+            public_key: ByteBuf::from(vec![4; 65]),
+            signature: ByteBuf::from(vec![1; 64]),
+        };
+        let shangmi = JoinRequest {
+            token: "abcdef.0123456789abcdef".into(),
+            sm2_tls_key: Some(key.clone()),
+            ..JoinRequest::default()
+        };
+        let bytes = payload::encode(&shangmi);
+        assert_eq!(payload::decode::<JoinRequest>(&bytes).unwrap(), shangmi);
+        // A build without the field skips it (serde ignores unknown map keys)…
+        #[derive(Debug, Deserialize)]
+        #[serde(default)]
+        #[derive(Default)]
+        struct OldJoinRequest {
+            token: String,
+            csr_der: ByteBuf,
+        }
+        let old: OldJoinRequest = payload::decode(&bytes).unwrap();
+        assert_eq!(old.token, shangmi.token);
+        assert!(old.csr_der.is_empty());
+        // …and a standard request does not carry it at all, so its bytes are what they were.
+        let standard = JoinRequest {
+            sm2_tls_key: None,
+            ..shangmi.clone()
+        };
+        let encoded = payload::encode(&standard);
+        assert!(!encoded.windows(11).any(|window| window == b"sm2_tls_key"));
+        let renew = RenewCertificate {
+            csr_der: ByteBuf::new(),
+            sm2_tls_key: Some(key),
+        };
+        assert_eq!(
+            payload::decode::<RenewCertificate>(&payload::encode(&renew)).unwrap(),
+            renew
+        );
+    }
 
     fn round_trip_agent(message: AgentMessage) -> Decoded<AgentMessage> {
         let mut out = BytesMut::new();

@@ -54,6 +54,18 @@ pub fn transcript(purpose: ProofPurpose, agent_id: &str, exporter: &[u8]) -> Vec
     out
 }
 
+/// The message a `shangmi` agent signs with a new SM2 TLS key to show it holds that key
+/// ([`crate::Sm2KeyRequest`]): domain, the SEC1 public key and the connection's exporter value,
+/// so the signature is worthless for any other key or connection.
+pub fn tls_key_transcript(public_key: &[u8], exporter: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32 + public_key.len() + exporter.len());
+    out.extend_from_slice(b"bagui tls key proof v1\0");
+    out.extend_from_slice(&(public_key.len() as u16).to_be_bytes());
+    out.extend_from_slice(public_key);
+    out.extend_from_slice(exporter);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,5 +81,13 @@ mod tests {
             transcript(ProofPurpose::Rejoin, "a", b"b"),
             transcript(ProofPurpose::Rejoin, "ab", b"")
         );
+    }
+
+    #[test]
+    fn tls_key_transcripts_differ_by_key_and_connection() {
+        let base = tls_key_transcript(&[4; 65], &[1; 32]);
+        assert_ne!(base, tls_key_transcript(&[5; 65], &[1; 32]));
+        assert_ne!(base, tls_key_transcript(&[4; 65], &[2; 32]));
+        assert_ne!(base, transcript(ProofPurpose::Rejoin, "", &[1; 32]));
     }
 }

@@ -62,6 +62,7 @@ fn samples() -> Vec<(&'static str, &'static str, BytesMut)> {
             agent_id: "ag-0011223344556677".into(),
             signature: ByteBuf::from(vec![0xab; 64]),
         }),
+        sm2_tls_key: None,
     };
     let accepted = JoinAccepted {
         agent_id: "ag-0011223344556677".into(),
@@ -87,6 +88,7 @@ fn samples() -> Vec<(&'static str, &'static str, BytesMut)> {
                 agent_id: "ag-0011223344556677".into(),
                 signature: ByteBuf::from(vec![0xcd; 64]),
             },
+            sm2_tls_key: None,
         }
         .into(),
     ];
@@ -153,6 +155,7 @@ fn samples() -> Vec<(&'static str, &'static str, BytesMut)> {
         .into(),
         RenewCertificate {
             csr_der: ByteBuf::from(vec![0x30, 0x82, 0x01, 0x0b]),
+            sm2_tls_key: None,
         }
         .into(),
         CommandResult {

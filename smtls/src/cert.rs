@@ -107,6 +107,26 @@ pub fn cert_pem(cert: &CertificateDer<'_>) -> Result<String, CertError> {
         .map_err(|error| CertError::Encoding(error.to_string()))
 }
 
+/// Whether `cert` is a certificate for an SM2 public key (id-ecPublicKey on the SM2 curve,
+/// 1.2.156.10197.1.301). False for anything that does not parse.
+pub fn is_sm2_certificate(cert: &CertificateDer<'_>) -> bool {
+    const SM2_CURVE: x509_cert::der::oid::ObjectIdentifier =
+        x509_cert::der::oid::ObjectIdentifier::new_unwrap("1.2.156.10197.1.301");
+    Certificate::from_der(cert).is_ok_and(|cert| {
+        cert.tbs_certificate()
+            .subject_public_key_info()
+            .algorithm
+            .parameters
+            .as_ref()
+            .and_then(|parameters| {
+                parameters
+                    .decode_as::<x509_cert::der::oid::ObjectIdentifier>()
+                    .ok()
+            })
+            == Some(SM2_CURVE)
+    })
+}
+
 /// Generates a fresh SM2 key pair from the operating system's random source.
 pub fn generate_key() -> Result<SecretKey, CertError> {
     SecretKey::try_generate().map_err(|_| CertError::Random)
@@ -131,7 +151,12 @@ impl CertificateAuthority {
             issuer: subject,
             kind: Kind::Ca,
         };
-        let cert = sign(profile, &secret.public_key(), validity, &secret)?;
+        let cert = sign(
+            profile,
+            &secret.public_key(),
+            validity_from_now(validity)?,
+            &secret,
+        )?;
         CertificateAuthority::from_parts(cert, secret)
     }
 
@@ -188,13 +213,29 @@ impl CertificateAuthority {
         ips: &[IpAddr],
         validity: Duration,
     ) -> Result<IssuedCert, CertError> {
+        self.issue_server_between(common_name, dns_names, ips, period_from_now(validity)?)
+    }
+
+    /// [`CertificateAuthority::issue_server`] valid exactly from `not_before` to `not_after`
+    /// (for callers with their own clock).
+    pub fn issue_server_between(
+        &self,
+        common_name: &str,
+        dns_names: &[&str],
+        ips: &[IpAddr],
+        (not_before, not_after): (SystemTime, SystemTime),
+    ) -> Result<IssuedCert, CertError> {
         let names = subject_alt_names(dns_names, ips)?;
         if names.is_empty() {
             return Err(CertError::DnsName(
                 "a server certificate needs at least one DNS name or IP address".into(),
             ));
         }
-        self.issue_fresh(common_name, Kind::Server(names), validity)
+        self.issue_fresh(
+            common_name,
+            Kind::Server(names),
+            validity_between(not_before, not_after)?,
+        )
     }
 
     /// Issues a client certificate for a fresh key: `CN=<common_name>`, clientAuth.
@@ -203,7 +244,7 @@ impl CertificateAuthority {
         common_name: &str,
         validity: Duration,
     ) -> Result<IssuedCert, CertError> {
-        self.issue_fresh(common_name, Kind::Client, validity)
+        self.issue_fresh(common_name, Kind::Client, validity_from_now(validity)?)
     }
 
     /// Issues a client certificate for a public key generated elsewhere (an agent that keeps
@@ -214,6 +255,18 @@ impl CertificateAuthority {
         public: &PublicKey,
         validity: Duration,
     ) -> Result<CertificateDer<'static>, CertError> {
+        self.issue_client_for_between(common_name, public, period_from_now(validity)?)
+    }
+
+    /// [`CertificateAuthority::issue_client_for`] valid exactly from `not_before` to
+    /// `not_after` (for callers with their own clock).
+    pub fn issue_client_for_between(
+        &self,
+        common_name: &str,
+        public: &PublicKey,
+        (not_before, not_after): (SystemTime, SystemTime),
+    ) -> Result<CertificateDer<'static>, CertError> {
+        let validity = validity_between(not_before, not_after)?;
         let profile = Profile {
             subject: common_name_to_name(common_name)?,
             issuer: self.cert.tbs_certificate().subject().clone(),
@@ -229,7 +282,7 @@ impl CertificateAuthority {
         &self,
         common_name: &str,
         kind: Kind,
-        validity: Duration,
+        validity: Validity,
     ) -> Result<IssuedCert, CertError> {
         let secret = generate_key()?;
         let profile = Profile {
@@ -268,7 +321,7 @@ fn spki_of(public: &PublicKey) -> Result<SubjectPublicKeyInfoOwned, CertError> {
 fn sign(
     profile: Profile,
     subject_public: &PublicKey,
-    validity: Duration,
+    validity: Validity,
     issuer_secret: &SecretKey,
 ) -> Result<Certificate, CertError> {
     let signer = SigningKey::new(CERT_SIGNER_ID, issuer_secret)
@@ -276,7 +329,7 @@ fn sign(
     let builder = CertificateBuilder::new(
         profile,
         serial_number()?,
-        validity_from_now(validity)?,
+        validity,
         spki_of(subject_public)?,
     )
     .map_err(|error| CertError::Build(error.to_string()))?;
@@ -323,7 +376,8 @@ fn serial_number() -> Result<SerialNumber, CertError> {
     SerialNumber::new(&bytes).map_err(|error| CertError::Encoding(error.to_string()))
 }
 
-fn validity_from_now(validity: Duration) -> Result<Validity, CertError> {
+/// From an hour ago (clock skew between hosts) to `validity` from now.
+fn period_from_now(validity: Duration) -> Result<(SystemTime, SystemTime), CertError> {
     const SKEW: Duration = Duration::from_secs(3600);
     let now = SystemTime::now();
     let invalid = |what: &str| CertError::Validity(what.to_owned());
@@ -331,6 +385,19 @@ fn validity_from_now(validity: Duration) -> Result<Validity, CertError> {
     let not_after = now
         .checked_add(validity)
         .ok_or_else(|| invalid("too long"))?;
+    Ok((not_before, not_after))
+}
+
+fn validity_from_now(validity: Duration) -> Result<Validity, CertError> {
+    let (not_before, not_after) = period_from_now(validity)?;
+    validity_between(not_before, not_after)
+}
+
+fn validity_between(not_before: SystemTime, not_after: SystemTime) -> Result<Validity, CertError> {
+    let invalid = |what: &str| CertError::Validity(what.to_owned());
+    if not_after <= not_before {
+        return Err(invalid("notAfter is not after notBefore"));
+    }
     Ok(Validity::new(
         Time::try_from(not_before).map_err(|error| invalid(&error.to_string()))?,
         Time::try_from(not_after).map_err(|error| invalid(&error.to_string()))?,

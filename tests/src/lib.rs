@@ -86,6 +86,17 @@ pub async fn wait_until(
     }
 }
 
+/// The crypto profile the foundation's end-to-end tests run under: `standard`, or what
+/// `BAGUI_TEST_CRYPTO_PROFILE` names (`shangmi`; test.sh runs them a second time so).
+pub fn test_crypto_profile() -> bagui_protocol::CryptoProfile {
+    match std::env::var("BAGUI_TEST_CRYPTO_PROFILE") {
+        Ok(name) if !name.is_empty() => name
+            .parse()
+            .unwrap_or_else(|error| panic!("BAGUI_TEST_CRYPTO_PROFILE: {error}")),
+        _ => bagui_protocol::CryptoProfile::Standard,
+    }
+}
+
 /// A deployment in a temporary directory.
 pub struct Deployment {
     pub dir: tempfile::TempDir,
@@ -95,12 +106,26 @@ pub struct Deployment {
 }
 
 impl Deployment {
-    /// `bagui-cp init` on a fresh directory, advertising a free loopback port.
+    /// `bagui-cp init` on a fresh directory, advertising a free loopback port, on the
+    /// [`test_crypto_profile`].
     pub fn init() -> Result<Deployment> {
+        Deployment::init_with_profile(test_crypto_profile())
+    }
+
+    /// [`Deployment::init`] on a given crypto profile (`init --crypto-profile`).
+    pub fn init_with_profile(profile: bagui_protocol::CryptoProfile) -> Result<Deployment> {
         let dir = tempfile::tempdir()?;
         let data_dir = DataDir::new(dir.path().join("control-plane"));
         let quic_port = free_udp_port();
-        data_dir.init(&format!("127.0.0.1:{quic_port}"), &[], &SystemClock)?;
+        data_dir.init_with(
+            &format!("127.0.0.1:{quic_port}"),
+            &[],
+            &SystemClock,
+            &bagui_control_plane::datadir::InitOptions {
+                crypto_profile: profile,
+                ..Default::default()
+            },
+        )?;
         Ok(Deployment {
             dir,
             data_dir,
@@ -129,6 +154,13 @@ impl Deployment {
 
     pub fn ca_hash(&self) -> String {
         self.data_dir.ca().expect("the CA loads").fingerprint()
+    }
+
+    /// The deployment's crypto profile.
+    pub fn crypto_profile(&self) -> bagui_protocol::CryptoProfile {
+        self.data_dir
+            .crypto_profile()
+            .expect("deployment.json reads")
     }
 }
 
@@ -185,6 +217,7 @@ pub async fn join_with(
         instance_id: instance_id.into(),
         division,
         host_root: HostRoot::default(),
+        crypto_profile: test_crypto_profile(),
     })
     .await
 }
@@ -350,12 +383,24 @@ pub mod quic {
     ) -> Result<quinn::Connection> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(ca.clone())?;
-        let mut config = rustls::ClientConfig::builder_with_provider(bagui_agent::tls::provider())
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let profile = bagui_agent::tls::profile_of(ca);
+        let mut config =
+            rustls::ClientConfig::builder_with_provider(bagui_agent::tls::provider_for(profile))
+                .with_protocol_versions(&[&rustls::version::TLS13])?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
         config.alpn_protocols = vec![alpn.to_vec()];
-        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(config)?;
+        let quic = match profile {
+            bagui_protocol::CryptoProfile::Standard => {
+                quinn::crypto::rustls::QuicClientConfig::try_from(config)?
+            }
+            bagui_protocol::CryptoProfile::Shangmi => {
+                quinn::crypto::rustls::QuicClientConfig::with_initial(
+                    Arc::new(config),
+                    bagui_smtls::provider::quic_initial_suite(),
+                )?
+            }
+        };
         let mut client = quinn::ClientConfig::new(Arc::new(quic));
         client.transport_config(Arc::new(transport()));
         Ok(endpoint.connect_with(client, server, "127.0.0.1")?.await?)

@@ -48,8 +48,10 @@ async fn join_run_report_and_list_under_the_division_path() {
     .unwrap();
     let status = agent.status();
     assert_eq!(status.link, LinkState::Connected);
-    assert_eq!(status.tls_suite, "TLS13_AES_128_GCM_SHA256");
-    assert_eq!(status.kx_group, "X25519");
+    // TLS13_AES_128_GCM_SHA256 / X25519 under standard, TLS_SM4_GCM_SM3 / curveSM2 under shangmi.
+    let profile = deployment.crypto_profile();
+    assert_eq!(status.tls_suite, profile.tls_suite());
+    assert_eq!(status.kx_group, profile.kx_group());
 
     let agents = control_plane.admin.agents(None).unwrap();
     assert_eq!(agents.len(), 1);

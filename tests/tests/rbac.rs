@@ -20,6 +20,7 @@ fn user(name: &str, role: Role, scope: &str) -> CreateUser {
         name: name.into(),
         roles: vec![role],
         scope: scope.into(),
+        teams: Vec::new(),
         password: Some(Secret::new(PASSWORD)),
     }
 }
@@ -105,6 +106,20 @@ async fn a_county_user_sees_and_acts_on_its_own_county_only() {
         .unwrap()
         .agent_id;
 
+    // Users belong to teams that exist.
+    let mut stray = user("stray", Role::Operator, COUNTY_A);
+    stray.teams = vec!["no-such-team".into()];
+    let refused = cp.admin.create_user("admin", &stray).unwrap_err();
+    assert!(
+        refused.to_string().contains("no team no-such-team"),
+        "{refused}"
+    );
+    let mut member = user("member", Role::Operator, COUNTY_A);
+    member.teams = vec!["region-duty".into()];
+    assert_eq!(
+        cp.admin.create_user("admin", &member).unwrap().teams,
+        vec!["region-duty".to_string()]
+    );
     for request in [
         user("ops-a", Role::Operator, COUNTY_A),
         user("viewer-a", Role::Viewer, COUNTY_A),
