@@ -326,6 +326,7 @@ async fn an_operator_follows_a_lost_agent_from_the_map_to_its_acknowledged_work_
                 name: USER.into(),
                 roles: vec![Role::Operator],
                 scope: "45".into(),
+                teams: Vec::new(),
                 password: Some(Secret::new(PASSWORD)),
             },
         )
@@ -723,6 +724,7 @@ async fn an_operator_follows_a_lost_agent_from_the_map_to_its_acknowledged_work_
                     name: name.into(),
                     roles: vec![role],
                     scope: scope.into(),
+                    teams: Vec::new(),
                     password: Some(Secret::new(PASSWORD)),
                 },
             )
@@ -869,6 +871,7 @@ async fn the_console_endpoints_answer_within_the_callers_scope() {
                 name: "ops-qingxiu".into(),
                 roles: vec![Role::Operator],
                 scope: "450103".into(),
+                teams: Vec::new(),
                 password: Some(Secret::new(PASSWORD)),
             },
         )
