@@ -21,9 +21,10 @@ rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly -
     || fail "could not install the nightly toolchain (cargo fuzz needs it)"
 
 # Real peers the tests run: Nagios plugins, promtool and a Prometheus server, an Alertmanager,
-# ss, dpkg.
+# ss, dpkg; the console's browser test drives Chromium through chromedriver (a CJK font makes
+# its screenshots legible).
 debian_packages=(monitoring-plugins-basic monitoring-plugins-standard prometheus
-    prometheus-alertmanager iproute2 python3)
+    prometheus-alertmanager iproute2 python3 chromium chromium-driver fonts-wqy-microhei)
 missing=()
 for package in "${debian_packages[@]}"; do
     dpkg-query -W -f '${db:Status-Abbrev}' "$package" 2>/dev/null | grep -q '^ii' || missing+=("$package")

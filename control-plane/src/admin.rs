@@ -1463,3 +1463,73 @@ impl Admin {
         Ok(self.store.audit_entries(after, limit.min(10_000))?)
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The console's aggregates (`crate::console`, issue 8): a lean read of where every agent is and
+// whether it is online, without the per-agent store look-ups of a full `AgentView`, so that a
+// province of 20,000 agents is counted in well under a second.
+// ---------------------------------------------------------------------------------------------
+
+/// Where an agent is and whether it is online.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Presence {
+    pub id: String,
+    pub hostname: String,
+    pub division: String,
+    pub role: Role,
+    /// As in [`AgentView::online`]: a session is open and the agent is not revoked.
+    pub online: bool,
+    /// Milliseconds since the epoch; 0 if never seen.
+    pub last_seen_ms: u64,
+    pub rtt_ms: Option<f64>,
+}
+
+impl Admin {
+    /// Ids of the agents with an open session, read from memory only (the console's event
+    /// stream compares this every second).
+    pub fn online_ids(&self) -> std::collections::HashSet<String> {
+        self.sessions
+            .as_ref()
+            .map(|sessions| sessions.snapshot().into_keys().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every agent, or those within a division's subtree, in no particular order.
+    pub fn presence(&self, division: Option<&str>) -> Result<Vec<Presence>, AdminError> {
+        if let Some(code) = division
+            && self.divisions.get(code).is_none()
+        {
+            return Err(AdminError::BadRequest(format!("unknown division {code}")));
+        }
+        let live = self
+            .sessions
+            .as_ref()
+            .map(Sessions::snapshot)
+            .unwrap_or_default();
+        Ok(self
+            .store
+            .agents()?
+            .into_iter()
+            .filter(|agent| {
+                division.is_none_or(|code| self.divisions.is_within(&agent.division, code))
+            })
+            .map(|agent| {
+                let session = live.get(&agent.id);
+                let link = session
+                    .and_then(|live| live.heartbeat.as_ref())
+                    .map_or(&agent.link, |heartbeat| &heartbeat.link);
+                Presence {
+                    online: session.is_some() && agent.revoked_ms.is_none(),
+                    last_seen_ms: session
+                        .map_or(0, |live| live.last_seen_ms)
+                        .max(agent.last_seen_ms),
+                    rtt_ms: (link.rtt_us > 0).then(|| link.rtt_us as f64 / 1000.0),
+                    hostname: agent.facts.hostname.clone(),
+                    id: agent.id,
+                    division: agent.division,
+                    role: agent.role,
+                }
+            })
+            .collect())
+    }
+}

@@ -155,6 +155,9 @@ pub(crate) fn route_permission(method: &axum::http::Method, path: &str) -> Optio
         (["services" | "maintenance", ..], false) => Permission::ManageChannelsAndRules,
         (["intake-tokens"], false) => Permission::CreateIntakeTokens,
         (["users", ..], _) => Permission::ManageUsers,
+        // The console's aggregates (crate::console); work orders inside them need their own
+        // permission, checked by the handlers.
+        (["overview" | "network" | "events"], true) => Permission::ViewAssets,
         _ if path == "/metrics" => Permission::ViewAssets,
         _ => return None,
     })
@@ -362,6 +365,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/users/{name}/totp", post(enroll_totp))
         .route("/api/v1/users/{name}/tokens", post(issue_user_token))
         .merge(crate::api_service::routes())
+        .merge(crate::console::routes())
         .with_state(state)
 }
 

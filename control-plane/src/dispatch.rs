@@ -724,6 +724,12 @@ impl LinkEvents {
         self.muted.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Whether the control plane is shutting down (the console's event streams end then, so
+    /// that they do not hold the API's graceful shutdown).
+    pub fn is_muted(&self) -> bool {
+        self.muted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     fn links(&self) -> std::sync::MutexGuard<'_, HashMap<String, LinkState>> {
         self.links
             .lock()

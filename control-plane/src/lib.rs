@@ -18,6 +18,7 @@ pub mod cli_service;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod datadir;
 pub mod demo;
 pub mod dispatch;

@@ -420,11 +420,42 @@ pub const OPERATIONS: &[Operation] = &[
         "Issue a script token for a user",
         P("manage_users"),
     ),
+    // The console's aggregates and live events (crate::console).
+    op(
+        "get",
+        "/api/v1/overview",
+        "console",
+        "One-screen overview of a division subtree: agents online/offline by level and by child \
+         division, open work orders by severity and state, escalations (division)",
+        P("view_assets"),
+    ),
+    op(
+        "get",
+        "/api/v1/network",
+        "console",
+        "One level of the network tree: the children of a division with online/total, worst \
+         state and canvas positions, and the agents attached to it (division)",
+        P("view_assets"),
+    ),
+    op(
+        "get",
+        "/api/v1/events",
+        "console",
+        "Server-Sent Events: agents going online/offline and work orders changing state, within \
+         the caller's scope (text/event-stream)",
+        P("view_assets"),
+    ),
 ];
 
 /// Operations outside `/api/v1` (probes of liveness and the Prometheus exposition).
-pub const OTHER_ROUTES: &[(&str, &str)] =
-    &[("get", "/readyz"), ("get", "/healthz"), ("get", "/metrics")];
+pub const OTHER_ROUTES: &[(&str, &str)] = &[
+    ("get", "/readyz"),
+    ("get", "/healthz"),
+    ("get", "/metrics"),
+    // The console's static files (crate::console).
+    ("get", "/"),
+    ("get", "/console/{*file}"),
+];
 
 /// Builds the document.
 pub fn document() -> Value {
@@ -520,7 +551,12 @@ mod tests {
 
     /// (method, path) of every route the router declares, read from the router's source.
     fn routed() -> BTreeSet<(String, String)> {
-        let source = [include_str!("api.rs"), include_str!("api_service.rs")].concat();
+        let source = [
+            include_str!("api.rs"),
+            include_str!("api_service.rs"),
+            include_str!("console.rs"),
+        ]
+        .concat();
         let mut routes = BTreeSet::new();
         for chunk in source.split(".route(").skip(1) {
             let Some(path) = chunk.split('"').nth(1) else {
