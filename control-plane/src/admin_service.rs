@@ -624,13 +624,15 @@ impl Admin {
         })
     }
 
-    /// Availability, failures, MTBF, MTTR and the provision rate of a service for the CST
-    /// month `period`, from the stored probe history and maintenance windows.
-    pub fn service_report(&self, id: &str, period: &str) -> Result<ServiceReport, AdminError> {
-        let month = services::parse_month_cst(period).map_err(|error| bad(error.to_string()))?;
-        let service = self.service(id)?;
-        let store = self.service_store()?;
-        let (from, to) = (month.from(), month.to());
+    /// What a service's figures rest on over [from, to): its probe results (with the last one
+    /// before `from`), its agents' connected intervals, the maintenance windows and the tree.
+    fn service_timeline(
+        &self,
+        store: &Store,
+        service: &Service,
+        from: Millis,
+        to: Millis,
+    ) -> Result<ServiceInputs<'_>, AdminError> {
         let mut results = Vec::new();
         let mut probes = Vec::new();
         for reference in &service.probes {
@@ -674,7 +676,7 @@ impl Admin {
         }
         let timeline = Timeline::new(&results, &agent_up)
             .map_err(|error| AdminError::Internal(error.to_string()))?;
-        let windows = self.all_maintenance(&store)?;
+        let windows = self.all_maintenance(store)?;
         let tree = Tree {
             divisions: self.divisions(),
             agents: store
@@ -683,12 +685,38 @@ impl Admin {
                 .map(|agent| (agent.id, agent.division))
                 .collect(),
         };
-        let figures = services::service_figures(&service, &timeline, &windows, &tree, month);
+        Ok(ServiceInputs {
+            timeline,
+            probes,
+            assumed_up,
+            windows,
+            tree,
+        })
+    }
+
+    /// Availability, failures, MTBF, MTTR and the provision rate of a service for the CST
+    /// month `period`, from the stored probe history and maintenance windows.
+    pub fn service_report(&self, id: &str, period: &str) -> Result<ServiceReport, AdminError> {
+        let month = services::parse_month_cst(period).map_err(|error| bad(error.to_string()))?;
+        let service = self.service(id)?;
+        let store = self.service_store()?;
+        let (from, to) = (month.from(), month.to());
+        let inputs = self.service_timeline(&store, &service, from, to)?;
+        let figures = services::service_figures(
+            &service,
+            &inputs.timeline,
+            &inputs.windows,
+            &inputs.tree,
+            month,
+        );
         let mut notes = Vec::new();
-        if !assumed_up.is_empty() {
-            notes.push(format!("{AGENTS_ASSUMED_UP}: {}", assumed_up.join(", ")));
+        if !inputs.assumed_up.is_empty() {
+            notes.push(format!(
+                "{AGENTS_ASSUMED_UP}: {}",
+                inputs.assumed_up.join(", ")
+            ));
         }
-        for probe in probes.iter().filter(|probe| probe.results == 0) {
+        for probe in inputs.probes.iter().filter(|probe| probe.results == 0) {
             notes.push(format!(
                 "probe {}: no result in the period; it counts as up (or as it last reported \
                  before the period)",
@@ -702,10 +730,50 @@ impl Admin {
             from: format_rfc3339(from),
             to: format_rfc3339(to),
             service,
-            probes,
+            probes: inputs.probes,
             notes,
         })
     }
+
+    /// The service's state now: UP, DOWN (a probe's latest result failed or an agent is
+    /// disconnected), MAINTENANCE, or UNKNOWN (nothing heard yet).
+    pub fn service_status(&self, id: &str) -> Result<ServiceStatusView, AdminError> {
+        let service = self.service(id)?;
+        let store = self.service_store()?;
+        let now = self.dispatcher.as_ref().map_or(0, |d| d.clock().now_ms());
+        // A month back, so that an agent lost a while ago is known as down, not as unheard of.
+        let from = now.saturating_sub(31 * 24 * 3600 * 1000);
+        let inputs = self.service_timeline(&store, &service, from, now.saturating_add(1))?;
+        let status = services::status_at(
+            &service,
+            &inputs.timeline,
+            &inputs.windows,
+            &inputs.tree,
+            now,
+        );
+        Ok(ServiceStatusView {
+            service: service.id,
+            status,
+            at: format_rfc3339(now),
+        })
+    }
+}
+
+/// What [`Admin::service_timeline`] gathers.
+struct ServiceInputs<'a> {
+    timeline: Timeline,
+    probes: Vec<ReportProbe>,
+    assumed_up: Vec<String>,
+    windows: Vec<MaintenanceWindow>,
+    tree: Tree<'a>,
+}
+
+/// `GET /api/v1/services/{id}/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceStatusView {
+    pub service: String,
+    pub status: services::ServiceStatus,
+    pub at: String,
 }
 
 #[cfg(test)]
@@ -1341,6 +1409,20 @@ pub(crate) mod tests {
                 .unwrap()
                 .len(),
             2
+        );
+        // Now: up while connected, down once it is lost.
+        let status = f.admin.service_status("terminal").unwrap();
+        assert_eq!(status.status, services::ServiceStatus::Up);
+        f.dispatcher
+            .feed(vec![Event::AgentLost {
+                agent: "a1".into(),
+                at: DEC + HOUR,
+            }])
+            .unwrap();
+        f.advance_to(DEC + HOUR + 1);
+        assert_eq!(
+            f.admin.service_status("terminal").unwrap().status,
+            services::ServiceStatus::Down
         );
         let availability = f.admin.agent_availability("a1", "2026-11").unwrap();
         assert_eq!(availability.sessions, 2);

@@ -36,6 +36,7 @@ pub fn routes() -> Router<ApiState> {
             get(show_service).delete(remove_service),
         )
         .route("/api/v1/services/{id}/report", get(service_report))
+        .route("/api/v1/services/{id}/status", get(service_status))
         .route("/api/v1/agents/{id}/availability", get(agent_availability))
 }
 
@@ -158,6 +159,14 @@ async fn service_report(
 ) -> Result<Json<crate::admin_service::ServiceReport>, ApiError> {
     let period = required(query.period, "period")?;
     run(state, move |admin| admin.service_report(&id, &period)).await
+}
+
+async fn service_status(
+    State(state): State<ApiState>,
+    _: Operator,
+    Path(id): Path<String>,
+) -> Result<Json<crate::admin_service::ServiceStatusView>, ApiError> {
+    run(state, move |admin| admin.service_status(&id)).await
 }
 
 async fn agent_availability(

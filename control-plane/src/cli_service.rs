@@ -115,6 +115,10 @@ pub enum ServiceCommand {
     Show {
         id: String,
     },
+    /// The service's state now: UP, DOWN, MAINTENANCE or UNKNOWN.
+    Status {
+        id: String,
+    },
     Remove {
         id: String,
     },
@@ -378,6 +382,21 @@ pub(crate) async fn service_command(access: Access, command: &ServiceCommand) ->
                 )
                 .await?;
             println!("{}", serde_json::to_string_pretty(&service)?);
+            Ok(())
+        }
+        ServiceCommand::Status { id } => {
+            let status: crate::admin_service::ServiceStatusView = access
+                .read(
+                    |admin| admin.service_status(id),
+                    || format!("/api/v1/services/{}/status", query_escape(id)),
+                )
+                .await?;
+            println!(
+                "{} {} at {}",
+                status.service,
+                serde_json::to_value(status.status)?.as_str().unwrap_or("?"),
+                status.at
+            );
             Ok(())
         }
         ServiceCommand::Remove { id } => {

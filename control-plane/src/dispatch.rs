@@ -563,7 +563,12 @@ impl Dispatcher {
         }
         Ok(Some(
             rows.into_iter()
-                .map(|(_, interval)| (interval.start, interval.end.unwrap_or(now)))
+                .map(|(_, interval)| {
+                    (
+                        interval.start,
+                        interval.end.unwrap_or(now.saturating_add(1)),
+                    )
+                })
                 .filter(|(start, end)| *end > from && *start < to && end > start)
                 .collect(),
         ))

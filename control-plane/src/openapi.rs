@@ -380,6 +380,13 @@ pub const OPERATIONS: &[Operation] = &[
     ),
     op(
         "get",
+        "/api/v1/services/{id}/status",
+        "services",
+        "The service's state now: UP, DOWN, MAINTENANCE or UNKNOWN",
+        P("view_work_orders"),
+    ),
+    op(
+        "get",
         "/api/v1/users",
         "users",
         "Users, roles and scopes",
