@@ -2059,6 +2059,10 @@ fn crypto_section() -> Result<String> {
     text.push_str(&machine_line(
         "target/release/bagui-bench --sections crypto",
     ));
+    text.push_str(&format!(
+        "Load average (1 min) when the section started: {}; other work on the machine slows every row.\n\n",
+        load_average()
+    ));
     text.push_str("One thread, release build (`opt-level = \"s\"`, as shipped); RustCrypto `sm2`/`sm3`/`sm4`/`ccm`, pure Rust (no assembly, no AES-NI-like instructions for SM4).\n\n| operation | rate |\n|---|---|\n");
     let mut row = |name: &str, value: String| text.push_str(&format!("| {name} | {value} |\n"));
 
@@ -2511,6 +2515,17 @@ async fn quic_loopback_rows() -> Result<String> {
             cpu / (mib / 1024.0),
         ));
     }
-    text.push('\n');
+    text.push_str(&format!(
+        "\nLoad average (1 min) after these rows: {}.\n\n",
+        load_average()
+    ));
     Ok(text)
+}
+
+/// The 1-minute load average, from `/proc/loadavg`.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into())
 }
