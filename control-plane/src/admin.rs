@@ -277,10 +277,17 @@ pub struct IssueAgent {
     pub role: String,
     pub instance_id: String,
     pub hostname: String,
-    /// PKCS#10 request, DER, hex.
+    /// PKCS#10 request, DER, hex (`standard` deployments).
     pub csr: String,
-    /// SEC1 SM2 public key, hex.
+    /// SEC1 SM2 public key, hex: the agent's identity key (both profiles).
     pub sm2_public_key: String,
+    /// `shangmi` deployments, in place of `csr`: the SEC1 SM2 public key to certify for TLS,
+    /// hex.
+    pub tls_public_key: String,
+    /// `shangmi`: that TLS key's SM2 signature (r‖s, hex; signer ID `1234567812345678`) over
+    /// `proof::tls_key_transcript(tls_public_key, proof::bulk_issue_binding(CA fingerprint))`,
+    /// the proof of possession a CSR's self-signature is under `standard`.
+    pub tls_key_signature: String,
 }
 
 /// The answer to an [`IssueRequest`], in request order.
@@ -1427,6 +1434,15 @@ impl Admin {
                 let bad = |what: &str| {
                     AdminError::BadRequest(format!("agents[{index}].{what} is not hex"))
                 };
+                let tls_public_key =
+                    unhex(&agent.tls_public_key).ok_or_else(|| bad("tls_public_key"))?;
+                let tls_key_signature =
+                    unhex(&agent.tls_key_signature).ok_or_else(|| bad("tls_key_signature"))?;
+                let sm2_tls_key = (!tls_public_key.is_empty() || !tls_key_signature.is_empty())
+                    .then(|| bagui_protocol::Sm2KeyRequest {
+                        public_key: serde_bytes::ByteBuf::from(tls_public_key),
+                        signature: serde_bytes::ByteBuf::from(tls_key_signature),
+                    });
                 Ok(crate::enroll::BulkRequest {
                     division: agent.division.clone(),
                     role: agent.role.parse().map_err(AdminError::BadRequest)?,
@@ -1435,6 +1451,7 @@ impl Admin {
                     csr_der: unhex(&agent.csr).ok_or_else(|| bad("csr"))?,
                     sm2_public_key: unhex(&agent.sm2_public_key)
                         .ok_or_else(|| bad("sm2_public_key"))?,
+                    sm2_tls_key,
                 })
             })
             .collect::<Result<Vec<_>, AdminError>>()?;

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use bagui_protocol::digest;
 use bagui_protocol::proof::{self, ProofPurpose};
 use bagui_protocol::{
-    CertificateRenewed, DeploymentParams, IdentityProof, JoinAccepted, JoinRefusal, JoinRejected,
-    JoinRequest, RenewRequest, Role, Sm2KeyRequest,
+    CertificateRenewed, CryptoProfile, DeploymentParams, IdentityProof, JoinAccepted, JoinRefusal,
+    JoinRejected, JoinRequest, RenewRequest, Role, Sm2KeyRequest,
 };
 use serde_bytes::ByteBuf;
 use sm2::dsa::signature::Verifier;
@@ -77,8 +77,14 @@ pub struct BulkRequest {
     pub role: Role,
     pub instance_id: String,
     pub hostname: String,
+    /// `standard`: the PKCS#10 request for the TLS key.
     pub csr_der: Vec<u8>,
+    /// The agent's SM2 identity key (both profiles).
     pub sm2_public_key: Vec<u8>,
+    /// `shangmi`: the SM2 TLS key with its proof of possession, signed over
+    /// [`proof::bulk_issue_binding`] of this deployment's CA in place of a connection's
+    /// exporter value.
+    pub sm2_tls_key: Option<Sm2KeyRequest>,
 }
 
 /// The key an agent asks to have certified, as it arrived.
@@ -787,6 +793,7 @@ impl Enroller {
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
         let now = self.clock.now_ms();
+        let binding = proof::bulk_issue_binding(&self.ca.fingerprint());
         // Everything is checked and every certificate issued before anything is committed,
         // so a batch with one bad entry changes nothing.
         let mut prepared = Vec::with_capacity(requests.len());
@@ -806,11 +813,23 @@ impl Enroller {
             while self.store.agent(&id)?.is_some() {
                 id = new_agent_id();
             }
-            let certificate = self
-                .issue(&id, CertRequest::Csr(&request.csr_der), now)
-                .map_err(|rejected| {
-                    EnrollError::Invalid(format!("entry {index}: {}", rejected.message))
-                })?;
+            let cert_request = match (&request.sm2_tls_key, self.ca.profile()) {
+                (Some(key), _) => CertRequest::Sm2 {
+                    key,
+                    exporter: &binding,
+                },
+                (None, CryptoProfile::Shangmi) => {
+                    return Err(EnrollError::Invalid(format!(
+                        "entry {index}: this control plane uses the shangmi crypto profile: send \
+                         tls_public_key and tls_key_signature (an SM2 key and its proof of \
+                         possession) instead of a PKCS#10 request"
+                    )));
+                }
+                (None, CryptoProfile::Standard) => CertRequest::Csr(&request.csr_der),
+            };
+            let certificate = self.issue(&id, cert_request, now).map_err(|rejected| {
+                EnrollError::Invalid(format!("entry {index}: {}", rejected.message))
+            })?;
             prepared.push((id, request, certificate));
         }
         let mut issued = Vec::with_capacity(prepared.len());

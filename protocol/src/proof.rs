@@ -66,6 +66,17 @@ pub fn tls_key_transcript(public_key: &[u8], exporter: &[u8]) -> Vec<u8> {
     out
 }
 
+/// What stands in for the connection's exporter value in [`tls_key_transcript`] when an operator
+/// has identities issued in bulk over the API (`POST /api/v1/agents/issue`: the load simulator,
+/// terminals imaged before shipping): there is no agent connection to bind the proof to, so it
+/// is bound to the deployment, by its CA's `sm3:` fingerprint. A proof made for one deployment
+/// is worthless on another, and none reads as a join's (an exporter value is 32 bytes).
+pub fn bulk_issue_binding(ca_fingerprint: &str) -> Vec<u8> {
+    let mut out = b"bagui bulk issue v1\0".to_vec();
+    out.extend_from_slice(ca_fingerprint.as_bytes());
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,5 +100,8 @@ mod tests {
         assert_ne!(base, tls_key_transcript(&[5; 65], &[1; 32]));
         assert_ne!(base, tls_key_transcript(&[4; 65], &[2; 32]));
         assert_ne!(base, transcript(ProofPurpose::Rejoin, "", &[1; 32]));
+        let bulk = bulk_issue_binding("sm3:00");
+        assert_ne!(bulk, bulk_issue_binding("sm3:01"));
+        assert_ne!(bulk.len(), EXPORTER_LEN);
     }
 }

@@ -81,7 +81,12 @@ pub async fn provision(
     count: usize,
 ) -> Result<Vec<SimIdentity>> {
     let path = cache_path(data_dir);
-    let ca_fingerprint = data_dir.ca()?.fingerprint();
+    let ca = data_dir.ca()?;
+    let ca_fingerprint = ca.fingerprint();
+    // Under `shangmi` the TLS keys are SM2, certified from the key and its proof of possession
+    // (bound to this deployment) instead of a PKCS#10 request.
+    let profile = ca.profile();
+    let binding = bagui_protocol::proof::bulk_issue_binding(&ca_fingerprint);
     let mut cache: IdentityCache = match std::fs::read(&path) {
         Ok(bytes) => {
             rmp_serde::from_slice(&bytes).with_context(|| format!("reading {}", path.display()))?
@@ -104,16 +109,20 @@ pub async fn provision(
             .collect();
         for chunk in missing.chunks(bagui_control_plane::admin::MAX_ISSUE_BATCH) {
             let chunk = chunk.to_vec();
+            let binding = binding.clone();
             // Key generation is CPU work: keep it off the async workers.
             let (keys, request) = tokio::task::spawn_blocking(move || -> Result<_> {
                 let mut keys = Vec::with_capacity(chunk.len());
                 let mut agents = Vec::with_capacity(chunk.len());
                 for (index, (division, role)) in chunk {
-                    let request =
-                        bagui_agent::identity::certificate_request(&format!("sim-{index}"))?;
+                    let request = bagui_agent::identity::certificate_request_for(
+                        profile,
+                        &format!("sim-{index}"),
+                    )?;
+                    let tls_key = request.sm2_key_request(&binding)?.unwrap_or_default();
                     let sm2_key = bagui_agent::identity::generate_sm2_key()?;
-                    let key = rcgen::KeyPair::from_pem(&request.key_pem)?;
-                    keys.push(key.serialize_der());
+                    let key = bagui_control_plane::pki::key_der_from_pem(&request.key_pem)?;
+                    keys.push(key.secret_der().to_vec());
                     agents.push(IssueAgent {
                         division,
                         role: role.to_owned(),
@@ -121,6 +130,8 @@ pub async fn provision(
                         hostname: format!("sim-{index}"),
                         csr: hex(&request.csr_der),
                         sm2_public_key: hex(&bagui_agent::identity::sm2_public_key(&sm2_key)),
+                        tls_public_key: hex(&tls_key.public_key),
+                        tls_key_signature: hex(&tls_key.signature),
                     });
                 }
                 Ok((keys, IssueRequest { agents }))

@@ -5,20 +5,34 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use bagui_control_plane::admin::{IssueAgent, IssueRequest};
+use bagui_protocol::CryptoProfile;
+use bagui_protocol::digest::hex;
 use bagui_tests::sim::{self, Fleet, FleetConfig, Target};
 use bagui_tests::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_fleet_reports_and_every_acknowledged_report_is_stored_once() {
-    let deployment = Deployment::init().unwrap();
+    small_fleet(Deployment::init().unwrap(), 60).await;
+}
+
+/// The same on a `shangmi` deployment: identities issued in bulk from SM2 keys with their
+/// proofs of possession, every session TLS_SM4_GCM_SM3 over curveSM2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_shangmi_fleet_reports_and_every_acknowledged_report_is_stored_once() {
+    let deployment = Deployment::init_with_profile(CryptoProfile::Shangmi).unwrap();
+    assert_eq!(deployment.crypto_profile(), CryptoProfile::Shangmi);
+    small_fleet(deployment, 20).await;
+}
+
+async fn small_fleet(deployment: Deployment, count: usize) {
     let control_plane = deployment.start().await.unwrap();
     let target = Target::open(deployment.data_dir.root()).unwrap();
-    let identities = sim::provision(&target.data_dir, &target.client, 60)
+    let identities = sim::provision(&target.data_dir, &target.client, count)
         .await
         .unwrap();
-    assert_eq!(identities.len(), 60);
+    assert_eq!(identities.len(), count);
     // Cached: asking again issues nothing new.
-    let again = sim::provision(&target.data_dir, &target.client, 60)
+    let again = sim::provision(&target.data_dir, &target.client, count)
         .await
         .unwrap();
     assert_eq!(
@@ -26,7 +40,7 @@ async fn a_small_fleet_reports_and_every_acknowledged_report_is_stored_once() {
         again.iter().map(|i| &i.agent_id).collect::<Vec<_>>()
     );
     let agents = control_plane.admin.agents(None).unwrap();
-    assert_eq!(agents.len(), 60);
+    assert_eq!(agents.len(), count);
     // Spread over townships and villages, as the province case is.
     assert!(agents.iter().any(|a| a.role.as_str() == "gateway"));
     assert!(agents.iter().any(|a| a.role.as_str() == "terminal"));
@@ -49,15 +63,15 @@ async fn a_small_fleet_reports_and_every_acknowledged_report_is_stored_once() {
     let stats = fleet.stats.clone();
     wait_until(
         Duration::from_secs(20),
-        "all 60 simulated agents to connect",
-        || stats.connected.load(std::sync::atomic::Ordering::Relaxed) == 60,
+        &format!("all {count} simulated agents to connect"),
+        || stats.connected.load(std::sync::atomic::Ordering::Relaxed) == count,
     )
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let latencies = fleet.take_latencies();
     let ledgers = fleet.stop(Duration::from_secs(1)).await;
-    assert_eq!(ledgers.len(), 60);
+    assert_eq!(ledgers.len(), count);
     assert!(!latencies.is_empty());
     let mut acked_total = 0;
     for ledger in &ledgers {
@@ -88,7 +102,7 @@ async fn a_small_fleet_reports_and_every_acknowledged_report_is_stored_once() {
         acked_total += acked.len();
     }
     assert!(
-        acked_total >= 60 * 5,
+        acked_total >= count * 5,
         "only {acked_total} reports acknowledged"
     );
     // Every simulated agent's first report is a full asset snapshot; its later package
@@ -115,6 +129,7 @@ async fn bulk_issuance_validates_every_entry_and_changes_nothing_on_refusal() {
         hostname: "bulk".into(),
         csr: bagui_protocol::digest::hex(&request.csr_der),
         sm2_public_key: bagui_protocol::digest::hex(&bagui_agent::identity::sm2_public_key(&sm2)),
+        ..IssueAgent::default()
     };
     for (agents, expected) in [
         (
@@ -158,6 +173,97 @@ async fn bulk_issuance_validates_every_entry_and_changes_nothing_on_refusal() {
         .await
         .unwrap_err();
     assert!(format!("{error:#}").contains("401"), "{error:#}");
+    control_plane.shutdown().await.unwrap();
+}
+
+/// Under `shangmi` bulk issuance takes an SM2 TLS key with its proof of possession bound to
+/// this deployment, and nothing else: a PKCS#10 request, a proof bound elsewhere (another
+/// deployment, a join connection) or by another key is refused, and the batch changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shangmi_bulk_issuance_takes_only_proved_sm2_keys() {
+    let deployment = Deployment::init_with_profile(CryptoProfile::Shangmi).unwrap();
+    let control_plane = deployment.start().await.unwrap();
+    let target = Target::open(deployment.data_dir.root()).unwrap();
+    let binding =
+        bagui_protocol::proof::bulk_issue_binding(&target.data_dir.ca_fingerprint().unwrap());
+    let sm2 = bagui_agent::identity::generate_sm2_key().unwrap();
+    let request =
+        bagui_agent::identity::certificate_request_for(CryptoProfile::Shangmi, "bulk").unwrap();
+    let entry = |tls_key: &bagui_protocol::Sm2KeyRequest| IssueAgent {
+        division: VILLAGE.into(),
+        role: "terminal".into(),
+        instance_id: "bulk".into(),
+        hostname: "bulk".into(),
+        sm2_public_key: hex(&bagui_agent::identity::sm2_public_key(&sm2)),
+        tls_public_key: hex(&tls_key.public_key),
+        tls_key_signature: hex(&tls_key.signature),
+        ..IssueAgent::default()
+    };
+    let proved = request.sm2_key_request(&binding).unwrap().unwrap();
+    let elsewhere = request
+        .sm2_key_request(&bagui_protocol::proof::bulk_issue_binding("sm3:00"))
+        .unwrap()
+        .unwrap();
+    let other = bagui_agent::identity::certificate_request_for(CryptoProfile::Shangmi, "other")
+        .unwrap()
+        .sm2_key_request(&binding)
+        .unwrap()
+        .unwrap();
+    let standard = bagui_agent::identity::certificate_request("bulk").unwrap();
+    for (bad, expected) in [
+        (
+            IssueAgent {
+                csr: hex(&standard.csr_der),
+                tls_public_key: String::new(),
+                tls_key_signature: String::new(),
+                ..entry(&proved)
+            },
+            "uses the shangmi crypto profile",
+        ),
+        (entry(&elsewhere), "does not verify"),
+        (
+            IssueAgent {
+                tls_key_signature: hex(&other.signature),
+                ..entry(&proved)
+            },
+            "does not verify",
+        ),
+        (
+            IssueAgent {
+                tls_key_signature: "zz".into(),
+                ..entry(&proved)
+            },
+            "not hex",
+        ),
+    ] {
+        let error = target
+            .client
+            .post::<_, serde_json::Value>(
+                "/api/v1/agents/issue",
+                &IssueRequest {
+                    agents: vec![entry(&proved), bad],
+                },
+            )
+            .await
+            .unwrap_err();
+        assert!(format!("{error:#}").contains(expected), "{error:#}");
+    }
+    assert!(control_plane.admin.agents(None).unwrap().is_empty());
+    let issued: bagui_control_plane::admin::IssueResponse = target
+        .client
+        .post(
+            "/api/v1/agents/issue",
+            &IssueRequest {
+                agents: vec![entry(&proved)],
+            },
+        )
+        .await
+        .unwrap();
+    let certificate = bagui_protocol::digest::unhex(&issued.agents[0].certificate).unwrap();
+    assert!(bagui_smtls::cert::is_sm2_certificate(
+        &rustls::pki_types::CertificateDer::from(certificate)
+    ));
+    assert_eq!(control_plane.admin.agents(None).unwrap().len(), 1);
     control_plane.shutdown().await.unwrap();
 }
 

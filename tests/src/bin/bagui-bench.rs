@@ -551,7 +551,11 @@ async fn main() -> Result<()> {
             "scale" => scale(&args).await?,
             "footprint" => footprint(&args).await?,
             "security" => security_section()?,
-            "crypto" => crypto_section()?,
+            "crypto" => {
+                let mut text = crypto_section()?;
+                text.push_str(&quic_loopback_rows().await?);
+                text
+            }
             other => {
                 bail!("unknown section {other:?} (foundation, scale, footprint, security, crypto)")
             }
@@ -2055,6 +2059,10 @@ fn crypto_section() -> Result<String> {
     text.push_str(&machine_line(
         "target/release/bagui-bench --sections crypto",
     ));
+    text.push_str(&format!(
+        "Load average (1 min) when the section started: {}; other work on the machine slows every row.\n\n",
+        load_average()
+    ));
     text.push_str("One thread, release build (`opt-level = \"s\"`, as shipped); RustCrypto `sm2`/`sm3`/`sm4`/`ccm`, pure Rust (no assembly, no AES-NI-like instructions for SM4).\n\n| operation | rate |\n|---|---|\n");
     let mut row = |name: &str, value: String| text.push_str(&format!("| {name} | {value} |\n"));
 
@@ -2188,7 +2196,7 @@ fn crypto_section() -> Result<String> {
     }
     transport_sm4_rows(&mut row, &buffer);
     text.push('\n');
-    text.push_str("The transport rows (`bagui-smtls`, the ShangMi QUIC profile's primitives, not yet wired into the link) use the constant-time SM4 (computed S-box, bitsliced 16 blocks at a time; built at opt-level 3), the table rows the RustCrypto `sm4` crate that seals records at rest. A QUIC packet's SM4-GCM costs its tail blocks and tag mask one at a time, hence the gap between bulk and 1,200-byte packets.\n");
+    text.push_str("The transport rows (`bagui-smtls`, the primitives of the link under the `shangmi` crypto profile) use the constant-time SM4 (computed S-box, bitsliced 16 blocks at a time; built at opt-level 3), the table rows the RustCrypto `sm4` crate that seals records at rest. A QUIC packet's SM4-GCM costs its tail blocks and tag mask one at a time, hence the gap between bulk and 1,200-byte packets.\n");
     Ok(text)
 }
 
@@ -2252,4 +2260,272 @@ fn transport_sm4_rows(row: &mut impl FnMut(&str, String), buffer: &[u8]) {
         "SM4-GCM seal (constant-time SM4), 1,200-byte packets",
         format!("{:.0} MiB/s", rate * mib),
     );
+}
+
+/// One crypto profile's deployment for the loopback QUIC rows: a data directory made by
+/// `init --crypto-profile` (CA, control-plane server certificate) and an agent client
+/// certificate issued as the join issues it (a PKCS#10 request, or an SM2 public key).
+struct LoopbackDeployment {
+    _directory: tempfile::TempDir,
+    ca: rustls::pki_types::CertificateDer<'static>,
+    server_chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    server_key: rustls::pki_types::PrivateKeyDer<'static>,
+    client_cert: rustls::pki_types::CertificateDer<'static>,
+    client_key: rustls::pki_types::PrivateKeyDer<'static>,
+}
+
+fn loopback_deployment(profile: bagui_protocol::CryptoProfile) -> Result<LoopbackDeployment> {
+    use bagui_control_plane::datadir::InitOptions;
+    use bagui_control_plane::pki::{self, ClientKey};
+    use bagui_protocol::CryptoProfile;
+
+    let directory = tempfile::tempdir()?;
+    let data_dir = DataDir::new(directory.path().join("cp"));
+    data_dir.init_with(
+        "127.0.0.1:4433",
+        &[],
+        &SystemClock,
+        &InitOptions {
+            ca_passphrase: None,
+            crypto_profile: profile,
+        },
+    )?;
+    let ca = data_dir.ca()?;
+    let (server_chain, server_key) = data_dir.server_identity(&ca, &SystemClock)?;
+    let now = bagui_agent::join::now_ms();
+    let (not_before, not_after) = (now - 3_600_000, now + 86_400_000);
+    let (client_cert, client_key) = match profile {
+        CryptoProfile::Standard => {
+            let key = rcgen::KeyPair::generate()?;
+            let csr = rcgen::CertificateParams::default().serialize_request(&key)?;
+            let cert =
+                ca.issue_client_key(ClientKey::Csr(csr.der()), "ag-bench", not_before, not_after)?;
+            (cert, pki::key_der_from_pem(&key.serialize_pem())?)
+        }
+        CryptoProfile::Shangmi => {
+            use sm2::pkcs8::EncodePrivateKey;
+            let secret = bagui_smtls::cert::generate_key()?;
+            let cert = ca.issue_client_key(
+                ClientKey::Sm2(&secret.public_key()),
+                "ag-bench",
+                not_before,
+                not_after,
+            )?;
+            let der = secret
+                .to_pkcs8_der()
+                .map_err(|error| anyhow::anyhow!("encoding the SM2 key: {error}"))?;
+            let key = rustls::pki_types::PrivatePkcs8KeyDer::from(der.as_bytes().to_vec());
+            (cert, rustls::pki_types::PrivateKeyDer::Pkcs8(key))
+        }
+    };
+    Ok(LoopbackDeployment {
+        _directory: directory,
+        ca: ca.cert_der().clone(),
+        server_chain,
+        server_key,
+        client_cert,
+        client_key,
+    })
+}
+
+impl LoopbackDeployment {
+    /// The control plane's QUIC endpoint, configured as `bagui-cp run` configures it.
+    fn server(&self) -> Result<quinn::Endpoint> {
+        let config = bagui_control_plane::tls::quic_server_config(
+            self.server_chain.clone(),
+            self.server_key.clone_key(),
+            &self.ca,
+            bagui_control_plane::tls::server_transport(Duration::from_secs(30)),
+        )?;
+        Ok(quinn::Endpoint::server(
+            config,
+            std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        )?)
+    }
+
+    /// An agent's session configuration, made afresh for every connection as the agent's
+    /// link does (so every handshake is a full one: no resumption across connections).
+    fn session(&self) -> Result<quinn::ClientConfig> {
+        bagui_agent::tls::session_config(
+            &self.ca,
+            self.client_cert.clone(),
+            self.client_key.clone_key(),
+            bagui_agent::tls::client_transport(Duration::from_secs(30), Duration::from_secs(10)),
+        )
+    }
+}
+
+/// Sequential mutually authenticated QUIC handshakes over loopback, server and agent endpoints
+/// in this process: each connects, completes the handshake on both ends (the server checks the
+/// agent's certificate, then closes), and is closed. At most `limit` handshakes or `budget`
+/// of time after 3 warm-up ones. Returns handshakes/s and each handshake's milliseconds.
+async fn quic_handshakes(
+    deployment: &LoopbackDeployment,
+    limit: usize,
+    budget: Duration,
+) -> Result<(f64, Vec<f64>)> {
+    let server = deployment.server()?;
+    let address = server.local_addr()?;
+    let authenticated = Arc::new(AtomicU64::new(0));
+    let acceptor = tokio::spawn({
+        let server = server.clone();
+        let authenticated = authenticated.clone();
+        async move {
+            while let Some(incoming) = server.accept().await {
+                if let Ok(connection) = incoming.await {
+                    if connection.peer_identity().is_some() {
+                        authenticated.fetch_add(1, Ordering::Relaxed);
+                    }
+                    connection.close(0u32.into(), b"bench");
+                }
+            }
+        }
+    });
+    let client = bagui_agent::wire::client_endpoint(address)?;
+    for _ in 0..3 {
+        one_handshake(deployment, &client, address).await?;
+    }
+    let mut times = Vec::new();
+    let started = Instant::now();
+    while times.len() < limit && started.elapsed() < budget {
+        times.push(one_handshake(deployment, &client, address).await?);
+    }
+    let rate = times.len() as f64 / started.elapsed().as_secs_f64();
+    let expected = times.len() as u64 + 3;
+    // The server counts after its side completes; give the last close a moment to land.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let seen = authenticated.load(Ordering::Relaxed);
+    server.close(0u32.into(), b"done");
+    client.close(0u32.into(), b"done");
+    acceptor.abort();
+    anyhow::ensure!(
+        seen == expected,
+        "the server saw {seen} authenticated agents for {expected} handshakes"
+    );
+    Ok((rate, times))
+}
+
+/// One agent connection: connect with a fresh session configuration, wait for the server to
+/// close it once the handshake is complete on its side. Milliseconds from connect to close.
+async fn one_handshake(
+    deployment: &LoopbackDeployment,
+    client: &quinn::Endpoint,
+    address: std::net::SocketAddr,
+) -> Result<f64> {
+    let config = deployment.session()?;
+    let started = Instant::now();
+    let connection = client.connect_with(config, address, "127.0.0.1")?.await?;
+    let reason = connection.closed().await;
+    let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+    anyhow::ensure!(
+        matches!(reason, quinn::ConnectionError::ApplicationClosed(_)),
+        "handshake ended in {reason}"
+    );
+    Ok(elapsed)
+}
+
+/// One-way bulk transfer over one QUIC stream, agent to control plane, on loopback: `limit`
+/// bytes or `budget` of time, whichever ends first, timed until the server acknowledges the
+/// byte count it read. Returns bytes, seconds and this process's CPU seconds (both ends).
+async fn quic_bulk(
+    deployment: &LoopbackDeployment,
+    limit: u64,
+    budget: Duration,
+) -> Result<(u64, f64, f64)> {
+    let server = deployment.server()?;
+    let address = server.local_addr()?;
+    let receiver = tokio::spawn({
+        let server = server.clone();
+        async move {
+            let incoming = server.accept().await.context("no connection")?;
+            let connection = incoming.await?;
+            let (mut send, mut recv) = connection.accept_bi().await?;
+            let mut total = 0u64;
+            while let Some(chunk) = recv.read_chunk(usize::MAX, true).await? {
+                total += chunk.bytes.len() as u64;
+            }
+            send.write_all(&total.to_be_bytes()).await?;
+            send.finish()?;
+            connection.closed().await;
+            anyhow::Ok(total)
+        }
+    });
+    let client = bagui_agent::wire::client_endpoint(address)?;
+    let connection = client
+        .connect_with(deployment.session()?, address, "127.0.0.1")?
+        .await?;
+    let (mut send, mut recv) = connection.open_bi().await?;
+    let chunk = bytes::Bytes::from(vec![0x5Au8; 64 * 1024]);
+    let cpu_before = cpu_seconds(std::process::id());
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while sent < limit && started.elapsed() < budget {
+        send.write_chunk(chunk.clone()).await?;
+        sent += chunk.len() as u64;
+    }
+    send.finish()?;
+    let mut count = [0u8; 8];
+    recv.read_exact(&mut count).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(std::process::id()) - cpu_before;
+    connection.close(0u32.into(), b"done");
+    let received = receiver.await??;
+    client.close(0u32.into(), b"done");
+    server.close(0u32.into(), b"done");
+    anyhow::ensure!(
+        received == sent && u64::from_be_bytes(count) == sent,
+        "sent {sent} bytes, the server read {received}"
+    );
+    Ok((sent, seconds, cpu))
+}
+
+/// QUIC over loopback, both crypto profiles, with the control plane's and the agent's own
+/// TLS and transport configurations: full mutual-TLS handshakes, and bulk over one stream.
+async fn quic_loopback_rows() -> Result<String> {
+    use bagui_protocol::CryptoProfile;
+    const HANDSHAKES: usize = 2000;
+    const HANDSHAKE_BUDGET: Duration = Duration::from_secs(10);
+    const BULK: u64 = 512 << 20;
+    const BULK_BUDGET: Duration = Duration::from_secs(15);
+
+    let mut text = format!(
+        "\n### QUIC over loopback, mutual TLS\n\nquinn 0.11 / rustls 0.23, a control-plane endpoint (`tls::quic_server_config`, `server_transport`) and an agent endpoint (`tls::session_config`, `client_transport`) in this one process on 127.0.0.1, so both ends' CPU is on these 2 cores; certificates from `init --crypto-profile` and the join's issuance (standard: ECDSA P-256, shangmi: SM2 with SM3). Handshakes: sequential, each with a fresh agent configuration as the agent's link makes one per connection (full handshake, no resumption), from connect until the server, having verified the agent's certificate, closes; at most {HANDSHAKES} or {} s after 3 warm-up. Bulk: one stream agent → control plane, {} MiB or {} s, timed until the server acknowledges the byte count; CPU is the process's (both ends).\n\n| profile (suite, group) | handshakes/s | median | p99 | handshakes | bulk, one stream | CPU per GiB |\n|---|---|---|---|---|---|---|\n",
+        HANDSHAKE_BUDGET.as_secs(),
+        BULK >> 20,
+        BULK_BUDGET.as_secs()
+    );
+    for profile in CryptoProfile::ALL {
+        let deployment = loopback_deployment(profile)?;
+        let (rate, times) = quic_handshakes(&deployment, HANDSHAKES, HANDSHAKE_BUDGET)
+            .await
+            .with_context(|| format!("{profile} handshakes"))?;
+        let count = times.len();
+        let mut sorted = times;
+        sorted.sort_by(f64::total_cmp);
+        let (median_ms, p99_ms) = (percentile(&sorted, 0.5), percentile(&sorted, 0.99));
+        let (bytes, seconds, cpu) = quic_bulk(&deployment, BULK, BULK_BUDGET)
+            .await
+            .with_context(|| format!("{profile} bulk"))?;
+        let mib = bytes as f64 / f64::from(1u32 << 20);
+        text.push_str(&format!(
+            "| {profile} ({}, {}) | {rate:.0} /s | {median_ms:.2} ms | {p99_ms:.2} ms | {count} | {:.0} MiB/s ({mib:.0} MiB in {seconds:.1} s) | {:.1} CPU s |\n",
+            profile.tls_suite(),
+            profile.kx_group(),
+            mib / seconds,
+            cpu / (mib / 1024.0),
+        ));
+    }
+    text.push_str(&format!(
+        "\nLoad average (1 min) after these rows: {}.\n\n",
+        load_average()
+    ));
+    Ok(text)
+}
+
+/// The 1-minute load average, from `/proc/loadavg`.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into())
 }
