@@ -1038,7 +1038,27 @@ impl Core {
         Ok(())
     }
 
+    /// Carries out one engine action. An action the work-order machine refuses (a symptom
+    /// linked again to a larger cause while already suppressed, say) is logged and skipped:
+    /// one refused transition must never roll back the whole step and wedge the dispatcher in
+    /// a loop of retrying it. Store errors still fail the step.
     fn carry_out(
+        &mut self,
+        step: &mut Step,
+        action: Action,
+        now: Millis,
+    ) -> Result<(), DispatchError> {
+        let what = format!("{action:?}");
+        match self.carry_out_strict(step, action, now) {
+            Err(DispatchError::Refused(reason)) => {
+                tracing::warn!(action = %what, %reason, "engine action not applied to its work order");
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    fn carry_out_strict(
         &mut self,
         step: &mut Step,
         action: Action,
@@ -2144,6 +2164,83 @@ mod tests {
         assert!(fixture.orders().is_empty());
         fixture.advance(Duration::from_secs(20));
         assert_eq!(fixture.orders().len(), 1);
+    }
+
+    #[test]
+    fn a_refused_engine_action_does_not_wedge_the_dispatcher() {
+        let fixture = Fixture::new();
+        fixture.team("xz", TOWNSHIP, Vec::new());
+        fixture.agent("gw", TOWNSHIP, Role::Gateway);
+        fixture.agent("v0", "450103001005", Role::Server);
+        let now = fixture.now();
+        let events = |lost: bool| -> Vec<Event> {
+            ["gw", "v0"]
+                .into_iter()
+                .map(|agent| {
+                    if lost {
+                        Event::AgentLost {
+                            agent: agent.into(),
+                            at: now,
+                        }
+                    } else {
+                        Event::AgentBack {
+                            agent: agent.into(),
+                            at: now,
+                        }
+                    }
+                })
+                .collect()
+        };
+        fixture.d().feed(events(false)).unwrap();
+        fixture.d().feed(events(true)).unwrap();
+        fixture.advance(Duration::from_secs(11));
+        let symptom = fixture
+            .orders()
+            .into_iter()
+            .find(|order| order.state == "SUPPRESSED")
+            .expect("the village is a symptom");
+        let cause_id = fixture
+            .orders()
+            .into_iter()
+            .find(|order| order.state == "DISPATCHED")
+            .unwrap()
+            .id;
+        // The engine links the symptom again (as when its cause becomes a symptom of a mass
+        // outage): the machine refuses Suppress in SUPPRESSED, the step still commits.
+        let (symptom_incident, cause_incident) = {
+            let core = fixture.d().lock();
+            let detail = core.order_detail(&symptom.id).unwrap();
+            let cause = core.order_detail(&cause_id).unwrap();
+            (
+                detail.order.incident_id.parse::<IncidentId>().unwrap(),
+                cause.order.incident_id.parse::<IncidentId>().unwrap(),
+            )
+        };
+        {
+            let mut core = fixture.d().lock();
+            let mut step = Step::new();
+            core.carry_out(
+                &mut step,
+                Action::LinkSymptom {
+                    symptom: symptom_incident,
+                    cause: cause_incident,
+                },
+                now,
+            )
+            .unwrap();
+            core.finish(step).unwrap();
+        }
+        // And the dispatcher goes on: the link returns, both resolve.
+        fixture.d().feed(events(false)).unwrap();
+        fixture.advance(Duration::from_secs(11));
+        assert!(
+            fixture
+                .orders()
+                .iter()
+                .all(|order| order.state == "AUTO_RESOLVED"),
+            "{:#?}",
+            fixture.orders()
+        );
     }
 
     #[test]
