@@ -275,6 +275,15 @@ fn encode_component(text: &str) -> String {
         .collect()
 }
 
+/// Runs `operation` on the state's admin off the async workers (for handlers in other
+/// modules: `api_service`, `console`).
+pub(crate) async fn run_admin<T: Send + 'static>(
+    state: ApiState,
+    operation: impl FnOnce(&Admin) -> Result<T, AdminError> + Send + 'static,
+) -> Result<Json<T>, ApiError> {
+    blocking(move || operation(&state.admin)).await
+}
+
 /// Runs an admin operation off the async workers (the store flushes to disk).
 async fn blocking<T: Send + 'static>(
     operation: impl FnOnce() -> Result<T, AdminError> + Send + 'static,

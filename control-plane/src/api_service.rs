@@ -18,8 +18,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::admin::{Admin, AdminError};
-use crate::api::{ApiError, ApiState, Operator};
+use crate::admin::AdminError;
+use crate::api::{ApiError, ApiState, Operator, run_admin as run};
 
 /// The routes of this module, for `Router::merge`.
 pub fn routes() -> Router<ApiState> {
@@ -38,18 +38,6 @@ pub fn routes() -> Router<ApiState> {
         .route("/api/v1/services/{id}/report", get(service_report))
         .route("/api/v1/services/{id}/status", get(service_status))
         .route("/api/v1/agents/{id}/availability", get(agent_availability))
-}
-
-/// Runs an admin operation off the async workers (the store flushes to disk).
-async fn run<T: Send + 'static>(
-    state: ApiState,
-    operation: impl FnOnce(&Admin) -> Result<T, AdminError> + Send + 'static,
-) -> Result<Json<T>, ApiError> {
-    tokio::task::spawn_blocking(move || operation(&state.admin))
-        .await
-        .map_err(|error| ApiError::from(AdminError::Internal(error.to_string())))?
-        .map(Json)
-        .map_err(ApiError::from)
 }
 
 fn body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {

@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::admin::{Admin, AdminError, Presence};
-use crate::api::{ApiError, ApiState, Operator};
+use crate::api::{ApiError, ApiState, Operator, run_admin as run};
 use crate::dispatch::OrderFilter;
 
 /// Every file of the console: path under `/console/`, content type, bytes.
@@ -536,17 +536,6 @@ fn network_of(admin: &Admin, code: &str, scope: &str) -> Result<NetworkLevel, Ad
 #[derive(Deserialize)]
 struct DivisionQuery {
     division: Option<String>,
-}
-
-async fn run<T: Send + 'static>(
-    state: ApiState,
-    operation: impl FnOnce(&Admin) -> Result<T, AdminError> + Send + 'static,
-) -> Result<Json<T>, ApiError> {
-    tokio::task::spawn_blocking(move || operation(&state.admin))
-        .await
-        .map_err(|error| ApiError::from(AdminError::Internal(error.to_string())))?
-        .map(Json)
-        .map_err(ApiError::from)
 }
 
 async fn overview(
