@@ -76,12 +76,7 @@ impl FromRequestParts<ApiState> for Operator {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Operator, ApiError> {
-        let presented = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(|token| token.trim().to_owned());
+        let presented = bearer(parts);
         let Some(token) = presented else {
             return Err(ApiError(
                 StatusCode::UNAUTHORIZED,
@@ -120,6 +115,16 @@ impl FromRequestParts<ApiState> for Operator {
         }
         Ok(Operator(caller.name().to_owned(), caller))
     }
+}
+
+/// The `Authorization: Bearer` token of a request, trimmed.
+fn bearer(parts: &Parts) -> Option<String> {
+    parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(|token| token.trim().to_owned())
 }
 
 /// The permission a route needs; `None`: the admin token only.
@@ -779,12 +784,7 @@ impl FromRequestParts<ApiState> for IntakeCaller {
         parts: &mut Parts,
         state: &ApiState,
     ) -> Result<IntakeCaller, ApiError> {
-        let presented = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(|token| token.trim().to_owned());
+        let presented = bearer(parts);
         let Some(token) = presented else {
             return Err(ApiError(
                 StatusCode::UNAUTHORIZED,
