@@ -324,6 +324,16 @@ async fn an_operator_follows_a_lost_agent_from_the_map_to_its_acknowledged_work_
             .unwrap(),
         )
         .unwrap();
+    // The city's team, to escalate to (督办).
+    cp.admin
+        .put_team(
+            "admin",
+            serde_json::from_value(json!({
+                "id": "nanning-noc", "name": "南宁市运维中心", "division": "4501",
+            }))
+            .unwrap(),
+        )
+        .unwrap();
     cp.admin
         .create_user(
             "admin",
@@ -589,6 +599,22 @@ async fn an_operator_follows_a_lost_agent_from_the_map_to_its_acknowledged_work_
         )
         .await
         .unwrap();
+    // Escalation (督办) to the city's team, chosen from the team list: the chain shows it.
+    browser
+        .click_when_ready("#action-team option[value=\"nanning-noc\"]", long)
+        .await
+        .unwrap();
+    browser.click("#action-escalate").await.unwrap();
+    browser
+        .wait_for(
+            "the city's team in the escalation chain",
+            long,
+            "return document.querySelector('#escalation-chain li[data-team=\"nanning-noc\"]') !== null && \
+                 [...document.querySelectorAll('#timeline li')].some(l => l.dataset.command === 'escalate')",
+            json!([]),
+        )
+        .await
+        .unwrap();
     // Resolving without feedback is refused on the page; with it, the order is RESOLVED and
     // the timeline holds every step.
     browser.click("#action-start").await.unwrap();
@@ -624,7 +650,9 @@ async fn an_operator_follows_a_lost_agent_from_the_map_to_its_acknowledged_work_
              const steps = [...document.querySelectorAll('#timeline li')].map(l => l.dataset.to); \
              return s.dataset.state === 'RESOLVED' && ['ACKED', 'IN_PROGRESS', 'RESOLVED'] \
                  .every(state => steps.includes(state)) && \
-                 document.querySelector('#timeline').textContent.includes('光猫')",
+                 document.querySelector('#timeline').textContent.includes('光猫') && \
+                 document.querySelector('#sla-ack').dataset.sla === 'met' && \
+                 document.querySelector('#escalation-chain') !== null",
             json!([]),
         )
         .await
@@ -717,7 +745,8 @@ async fn an_operator_follows_a_lost_agent_from_the_map_to_its_acknowledged_work_
         .collect();
     assert!(errors.is_empty(), "console errors: {errors:#?}");
 
-    // A viewer of the same county sees the order but may not act: the page shows the API's 403.
+    // A viewer of the same county sees the order but is offered no action (the API would refuse
+    // it with a 403).
     for (name, role, scope) in [
         ("viewer-qingxiu", Role::Viewer, "450103"),
         ("viewer-jiangnan", Role::Viewer, "450105"),
@@ -747,12 +776,12 @@ async fn an_operator_follows_a_lost_agent_from_the_map_to_its_acknowledged_work_
         .click_when_ready("#order-state[data-state=\"RESOLVED\"]", long)
         .await
         .unwrap();
-    browser.click("#action-ack").await.unwrap();
     browser
         .wait_for(
-            "the 403 on the page",
+            "no actions offered to a viewer",
             long,
-            "return document.querySelector('#action-error').textContent.includes('403')",
+            "return document.querySelector('#actions-denied') !== null && \
+                 document.querySelector('#action-ack') === null",
             json!([]),
         )
         .await
