@@ -180,5 +180,6 @@ window.addEventListener('hashchange', () => {
   document.getElementById('main')?.focus();
 });
 
-if (api.token()) api.loadSession().then(showShell);
+// An expired token answers 401 while the session loads, which shows the login page instead.
+if (api.token()) api.loadSession().then(() => { if (api.token()) showShell(); });
 else showLogin();

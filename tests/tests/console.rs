@@ -1570,6 +1570,30 @@ async fn assets_security_services_and_settings_show_the_control_planes_data() {
         .await
         .unwrap();
     browser.screenshot("p6-security-english").await.unwrap();
+    // Readable on a laptop and on a wall screen: no sideways scrolling.
+    for (width, height, name) in [
+        (1366, 768, "p6b-security-1366x768"),
+        (1920, 1080, "p6c-security-1920x1080"),
+    ] {
+        browser
+            .post(
+                &browser.path("/window/rect"),
+                &json!({"width": width, "height": height}),
+            )
+            .await
+            .unwrap();
+        browser
+            .wait_for(
+                "the security page without sideways scrolling",
+                long,
+                "return window.innerWidth > 1200 && \
+                     document.documentElement.scrollWidth <= window.innerWidth",
+                json!([]),
+            )
+            .await
+            .unwrap();
+        browser.screenshot(name).await.unwrap();
+    }
     browser.click("#lang-switch").await.unwrap();
     browser.click("#logout").await.unwrap();
 
