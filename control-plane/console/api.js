@@ -64,6 +64,44 @@ export async function api(method, path, body) {
 
 export const get = (path) => api('GET', path);
 export const post = (path, body) => api('POST', path, body);
+export const put = (path, body) => api('PUT', path, body);
+export const del = (path) => api('DELETE', path);
+
+const PERMISSIONS_KEY = 'bagui.permissions';
+const SCOPE_KEY = 'bagui.scope';
+
+/**
+ * What the signed-in user's roles grant, as the overview reported it; `null` while unknown
+ * (then every action is offered and the API's refusal is shown).
+ */
+export function permissions() {
+  const stored = sessionStorage.getItem(PERMISSIONS_KEY);
+  return stored ? JSON.parse(stored) : null;
+}
+
+/** Whether the user may do `permission`: true while the permissions are unknown. */
+export function may(permission) {
+  const known = permissions();
+  return known === null || known.includes(permission);
+}
+
+/** The division code of the user's scope, once known. */
+export function scope() {
+  return sessionStorage.getItem(SCOPE_KEY);
+}
+
+/** Asks the control plane once per session what the user may do and where. */
+export async function loadSession() {
+  if (permissions() !== null) return;
+  try {
+    const overview = await get('/api/v1/overview');
+    sessionStorage.setItem(PERMISSIONS_KEY, JSON.stringify(overview.permissions || []));
+    sessionStorage.setItem(SCOPE_KEY, overview.scope.code);
+  } catch {
+    // A user without view_assets (e.g. the security administrator): the pages ask the API
+    // and show its refusals.
+  }
+}
 
 export async function login(name, password, totp) {
   const issued = await post('/api/v1/login', { name, password, totp: totp || null });
@@ -75,6 +113,8 @@ export async function login(name, password, totp) {
 export function logout() {
   sessionStorage.removeItem(TOKEN_KEY);
   sessionStorage.removeItem(USER_KEY);
+  sessionStorage.removeItem(PERMISSIONS_KEY);
+  sessionStorage.removeItem(SCOPE_KEY);
 }
 
 /**

@@ -1,6 +1,7 @@
 // The console's shell: login, navigation, language switch, the live event stream, and a
-// hash router (#/overview, #/network/CODE, #/orders, #/orders/ID) that mounts one page at a
-// time. A page is `render(container, context)` returning a function that stops it.
+// hash router (#/overview, #/network/CODE, #/orders, #/orders/ID, #/assets, #/assets/ID,
+// #/security, #/security/ID, #/services, #/settings) that mounts one page at a time. A page
+// is `render(container, context, argument, params)` returning a function that stops it.
 
 import { h, replace } from './dom.js';
 import { t, language, setLanguage } from './i18n.js';
@@ -8,6 +9,10 @@ import * as api from './api.js';
 import * as overview from './pages/overview.js';
 import * as network from './pages/network.js';
 import * as orders from './pages/orders.js';
+import * as assets from './pages/assets.js';
+import * as security from './pages/security.js';
+import * as services from './pages/services.js';
+import * as settings from './pages/settings.js';
 
 const root = document.getElementById('app');
 const FEED_LENGTH = 50;
@@ -66,6 +71,7 @@ function showLogin(message) {
       status.textContent = '';
       try {
         await api.login(name.value.trim(), password.value, totp.value.trim());
+        await api.loadSession();
         if (!location.hash || location.hash === '#/login') location.hash = '#/overview';
         showShell();
       } catch (error) {
@@ -134,7 +140,9 @@ function showShell() {
     h('header', { class: 'topbar' },
       h('span', { class: 'brand' }, t('app.title')),
       h('nav', { 'aria-label': t('nav.label') }, h('ul', {},
-        navItem('overview', 'nav.overview'), navItem('network', 'nav.network'), navItem('orders', 'nav.orders'))),
+        navItem('overview', 'nav.overview'), navItem('network', 'nav.network'), navItem('orders', 'nav.orders'),
+        navItem('assets', 'nav.assets'), navItem('security', 'nav.security'), navItem('services', 'nav.services'),
+        navItem('settings', 'nav.settings'))),
       h('span', { class: 'spacer' }),
       live,
       h('span', { id: 'user-name', class: 'user' }, t('user.signed_in', { name: api.userName() })),
@@ -151,7 +159,7 @@ function showShell() {
 function mountPage(main) {
   stopPage();
   const { page, argument, params } = route();
-  const pages = { overview, network, orders };
+  const pages = { overview, network, orders, assets, security, services, settings };
   const module = pages[page] || overview;
   document.title = `${t(`nav.${pages[page] ? page : 'overview'}`)} · ${t('app.title')}`;
   stopPage = module.render(main, context, argument, params) || (() => {});
@@ -172,5 +180,6 @@ window.addEventListener('hashchange', () => {
   document.getElementById('main')?.focus();
 });
 
-if (api.token()) showShell();
+// An expired token answers 401 while the session loads, which shows the login page instead.
+if (api.token()) api.loadSession().then(() => { if (api.token()) showShell(); });
 else showLogin();

@@ -49,6 +49,7 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     ("app.js", JS, include_bytes!("../console/app.js")),
     ("api.js", JS, include_bytes!("../console/api.js")),
     ("dom.js", JS, include_bytes!("../console/dom.js")),
+    ("ui.js", JS, include_bytes!("../console/ui.js")),
     ("i18n.js", JS, include_bytes!("../console/i18n.js")),
     ("i18n/zh.js", JS, include_bytes!("../console/i18n/zh.js")),
     ("i18n/en.js", JS, include_bytes!("../console/i18n/en.js")),
@@ -66,6 +67,26 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         "pages/orders.js",
         JS,
         include_bytes!("../console/pages/orders.js"),
+    ),
+    (
+        "pages/assets.js",
+        JS,
+        include_bytes!("../console/pages/assets.js"),
+    ),
+    (
+        "pages/security.js",
+        JS,
+        include_bytes!("../console/pages/security.js"),
+    ),
+    (
+        "pages/services.js",
+        JS,
+        include_bytes!("../console/pages/services.js"),
+    ),
+    (
+        "pages/settings.js",
+        JS,
+        include_bytes!("../console/pages/settings.js"),
     ),
     ("favicon.svg", SVG, include_bytes!("../console/favicon.svg")),
 ];
@@ -218,6 +239,10 @@ pub struct Overview {
     pub children: Vec<ChildTally>,
     /// `null` when the caller may not view work orders.
     pub work_orders: Option<OrderSummary>,
+    /// What the caller's roles grant (`view_assets`, `act_on_work_orders`, …), so that the
+    /// console can leave out the actions the API would refuse. The API still decides.
+    #[serde(default)]
+    pub permissions: Vec<String>,
     pub generated_at: String,
 }
 
@@ -394,6 +419,7 @@ fn overview_of(
     code: &str,
     scope: &str,
     with_orders: bool,
+    permissions: Vec<String>,
 ) -> Result<Overview, AdminError> {
     let division = division_ref(admin, code)?;
     let agents = admin.presence(Some(code))?;
@@ -460,6 +486,7 @@ fn overview_of(
         by_level,
         children,
         work_orders,
+        permissions,
         generated_at: crate::clock::format_rfc3339(now_ms()),
     })
 }
@@ -544,11 +571,16 @@ async fn overview(
     Query(query): Query<DivisionQuery>,
 ) -> Result<Json<Overview>, ApiError> {
     let with_orders = caller.may(Permission::ViewWorkOrders);
+    let permissions = Permission::ALL
+        .into_iter()
+        .filter(|permission| caller.may(*permission))
+        .map(|permission| permission.name().to_owned())
+        .collect();
     let scope = caller.scope().map(str::to_owned);
     run(state, move |admin| {
         let code = scope_division(query.division, admin);
         let scope = scope_division(scope, admin);
-        overview_of(admin, &code, &scope, with_orders)
+        overview_of(admin, &code, &scope, with_orders, permissions)
     })
     .await
 }

@@ -8,6 +8,9 @@
 //! resolving needs feedback. Screenshots of each page go to `target/console-screenshots/`, and
 //! the browser's console must hold no error (a CSP violation would be one).
 //!
+//! A second browser test covers the assets, security, services and settings pages against two
+//! agents on fixture hosts; a third, without a browser, checks the console endpoints' scoping.
+//!
 //! WebDriver is spoken with the control plane's own small HTTP client (`ApiClient`): no npm, no
 //! Node, no extra crate, and `cargo nextest` stays the whole gate. Everything is on loopback;
 //! every wait is bounded.
@@ -17,9 +20,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use bagui_control_plane::admin::ChangesQuery;
 use bagui_control_plane::client::ApiClient;
 use bagui_control_plane::users::CreateUser;
-use bagui_ops::access::{Role, Secret};
+use bagui_ops::access::{Role, Secret, TotpParams, TotpSecret, totp_code};
+use bagui_plugins::HostRoot;
 use bagui_tests::relay::Relay;
 use bagui_tests::*;
 use serde_json::{Value, json};
@@ -319,6 +324,16 @@ async fn an_operator_follows_a_lost_agent_from_the_map_to_its_acknowledged_work_
             .unwrap(),
         )
         .unwrap();
+    // The city's team, to escalate to (督办).
+    cp.admin
+        .put_team(
+            "admin",
+            serde_json::from_value(json!({
+                "id": "nanning-noc", "name": "南宁市运维中心", "division": "4501",
+            }))
+            .unwrap(),
+        )
+        .unwrap();
     cp.admin
         .create_user(
             "admin",
@@ -584,6 +599,22 @@ async fn an_operator_follows_a_lost_agent_from_the_map_to_its_acknowledged_work_
         )
         .await
         .unwrap();
+    // Escalation (督办) to the city's team, chosen from the team list: the chain shows it.
+    browser
+        .click_when_ready("#action-team option[value=\"nanning-noc\"]", long)
+        .await
+        .unwrap();
+    browser.click("#action-escalate").await.unwrap();
+    browser
+        .wait_for(
+            "the city's team in the escalation chain",
+            long,
+            "return document.querySelector('#escalation-chain li[data-team=\"nanning-noc\"]') !== null && \
+                 [...document.querySelectorAll('#timeline li')].some(l => l.dataset.command === 'escalate')",
+            json!([]),
+        )
+        .await
+        .unwrap();
     // Resolving without feedback is refused on the page; with it, the order is RESOLVED and
     // the timeline holds every step.
     browser.click("#action-start").await.unwrap();
@@ -619,7 +650,9 @@ async fn an_operator_follows_a_lost_agent_from_the_map_to_its_acknowledged_work_
              const steps = [...document.querySelectorAll('#timeline li')].map(l => l.dataset.to); \
              return s.dataset.state === 'RESOLVED' && ['ACKED', 'IN_PROGRESS', 'RESOLVED'] \
                  .every(state => steps.includes(state)) && \
-                 document.querySelector('#timeline').textContent.includes('光猫')",
+                 document.querySelector('#timeline').textContent.includes('光猫') && \
+                 document.querySelector('#sla-ack').dataset.sla === 'met' && \
+                 document.querySelector('#escalation-chain') !== null",
             json!([]),
         )
         .await
@@ -712,7 +745,8 @@ async fn an_operator_follows_a_lost_agent_from_the_map_to_its_acknowledged_work_
         .collect();
     assert!(errors.is_empty(), "console errors: {errors:#?}");
 
-    // A viewer of the same county sees the order but may not act: the page shows the API's 403.
+    // A viewer of the same county sees the order but is offered no action (the API would refuse
+    // it with a 403).
     for (name, role, scope) in [
         ("viewer-qingxiu", Role::Viewer, "450103"),
         ("viewer-jiangnan", Role::Viewer, "450105"),
@@ -742,12 +776,12 @@ async fn an_operator_follows_a_lost_agent_from_the_map_to_its_acknowledged_work_
         .click_when_ready("#order-state[data-state=\"RESOLVED\"]", long)
         .await
         .unwrap();
-    browser.click("#action-ack").await.unwrap();
     browser
         .wait_for(
-            "the 403 on the page",
+            "no actions offered to a viewer",
             long,
-            "return document.querySelector('#action-error').textContent.includes('403')",
+            "return document.querySelector('#actions-denied') !== null && \
+                 document.querySelector('#action-ack') === null",
             json!([]),
         )
         .await
@@ -1113,4 +1147,569 @@ async fn the_overview_of_twenty_thousand_agents_answers_within_a_second() {
         }
         assert!(took < Duration::from_secs(1), "{path} took {took:?}");
     }
+}
+
+fn write_fixture(root: &Path, relative: &str, contents: &str) {
+    let path = root.join(relative);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, contents).unwrap();
+}
+
+fn dpkg_stanza(name: &str, version: &str) -> String {
+    format!(
+        "Package: {name}\nStatus: install ok installed\nPriority: optional\nArchitecture: amd64\nVersion: {version}\nDescription: {name}\n\n"
+    )
+}
+
+/// A fixture host: its os-release, users, sshd configuration and dpkg database.
+fn fixture_host(root: &Path, pretty_name: &str, id: &str, sshd: &str, packages: &str) {
+    write_fixture(root, "etc/hostname", &format!("{id}-host\n"));
+    write_fixture(
+        root,
+        "etc/os-release",
+        &format!(
+            "NAME=\"{pretty_name}\"\nID=\"{id}\"\nVERSION_ID=\"1\"\nPRETTY_NAME=\"{pretty_name}\"\n"
+        ),
+    );
+    write_fixture(root, "etc/passwd", "root:x:0:0:root:/root:/bin/bash\n");
+    write_fixture(root, "etc/group", "root:x:0:\n");
+    write_fixture(root, "etc/ssh/sshd_config", sshd);
+    write_fixture(root, "var/lib/dpkg/status", packages);
+}
+
+/// Joins through the real enrollment path from a fixture host. A control plane whose event
+/// loop lags (a loaded CI machine) sheds new connections, so a refused join is tried again for
+/// a few seconds; the token is only spent by a join that completes.
+async fn join_from(
+    deployment: &Deployment,
+    state_dir: &bagui_agent::state::StateDir,
+    token: &str,
+    instance_id: &str,
+    host: &Path,
+) -> Result<bagui_agent::state::AgentState> {
+    let options = bagui_agent::join::JoinOptions {
+        server: deployment.server(),
+        token: token.into(),
+        ca_hash: deployment.ca_hash(),
+        state_dir: state_dir.clone(),
+        instance_id: instance_id.into(),
+        division: None,
+        host_root: HostRoot::new(host),
+        crypto_profile: test_crypto_profile(),
+    };
+    let mut attempts = 0;
+    loop {
+        match bagui_agent::join::join(&options).await {
+            Ok(state) => return Ok(state),
+            Err(error) if attempts < 10 && format!("{error:#}").contains("refused") => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// Logs in through the login page with a TOTP code and waits for the overview.
+async fn log_in_with_totp(browser: &Browser, user: &str, secret: &TotpSecret) -> Result<()> {
+    let timeout = Duration::from_secs(15);
+    browser
+        .wait_for(
+            "the login form",
+            timeout,
+            "return document.querySelector('#login-name') !== null",
+            json!([]),
+        )
+        .await?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64;
+    let code = totp_code(secret, &TotpParams::BAGUI, now_ms);
+    browser.type_into("#login-name", user).await?;
+    browser.type_into("#login-password", PASSWORD).await?;
+    browser.type_into("#login-totp", &code).await?;
+    browser.click("#login-submit").await?;
+    browser
+        .wait_for(
+            "the overview after login",
+            timeout,
+            "return document.querySelector('#agents-online') !== null",
+            json!([]),
+        )
+        .await?;
+    Ok(())
+}
+
+/// The assets, security, services and settings pages against a control plane with two agents
+/// on fixture hosts (a Kylin server that permits root login over SSH, an openEuler terminal):
+/// the assets list shows both with their OS, filters by package, exports a CSV with a BOM, a
+/// header and one row per agent; the detail shows the packages and the change history; the
+/// security page shows the failing SSH check with its evidence and the host's baseline; the
+/// services page shows a service up; an operator's settings page offers no token form, and a
+/// system administrator (logged in with TOTP) creates a join token whose join command the page
+/// shows, then revokes it; an invalid rule set is refused on the page. Both languages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assets_security_services_and_settings_show_the_control_planes_data() {
+    let deployment = Deployment::init().unwrap();
+    let cp = deployment.start().await.unwrap();
+    cp.admin
+        .put_team(
+            "admin",
+            serde_json::from_value(json!({
+                "id": "qingxiu-net", "name": "青秀区网络组", "division": "450103",
+                "categories": ["host", "network"],
+                "channels": [{"type": "webhook", "url": "http://127.0.0.1:9/hook?key=secret-key"}],
+            }))
+            .unwrap(),
+        )
+        .unwrap();
+    for (name, role) in [(USER, Role::Operator), ("sys-admin", Role::SystemAdmin)] {
+        cp.admin
+            .create_user(
+                "admin",
+                &CreateUser {
+                    name: name.into(),
+                    roles: vec![role],
+                    scope: "45".into(),
+                    teams: Vec::new(),
+                    password: Some(Secret::new(PASSWORD)),
+                },
+            )
+            .unwrap();
+    }
+    let enrolment = cp.admin.enroll_totp("admin", "sys-admin").unwrap();
+    let totp = TotpSecret::from_base32(&enrolment.secret).unwrap();
+
+    // Two agents on fixture hosts with assets and the baseline on.
+    let hosts = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let sshd_safe = "Protocol 2\nPermitRootLogin no\nPermitEmptyPasswords no\nMaxAuthTries 3\n";
+    fixture_host(
+        hosts[0].path(),
+        "Kylin Linux Advanced Server V10 (Lance)",
+        "kylin",
+        &sshd_safe.replace("PermitRootLogin no", "PermitRootLogin yes"),
+        &(dpkg_stanza("openssh-server", "1:9.2p1-2") + &dpkg_stanza("curl", "7.88.1-10")),
+    );
+    fixture_host(
+        hosts[1].path(),
+        "openEuler 22.03 (LTS-SP3)",
+        "openEuler",
+        sshd_safe,
+        &dpkg_stanza("curl", "7.88.1-10"),
+    );
+    let mut ids = Vec::new();
+    let mut agents = Vec::new();
+    for (index, (name, division, role)) in [
+        ("kylin", VILLAGE, "server"),
+        ("euler", OTHER_VILLAGE, "terminal"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let token = create_token(&cp, division, role, 1).unwrap();
+        let state_dir = deployment.state_dir(name);
+        // Joined from the fixture host, so that the agent reports its OS from the start.
+        let state = join_from(
+            &deployment,
+            &state_dir,
+            &token.token,
+            name,
+            hosts[index].path(),
+        )
+        .await
+        .unwrap();
+        let mut config = fast_agent_config();
+        config.collectors.assets_enabled = true;
+        config.collectors.assets_interval = Duration::from_millis(300);
+        config.posture.enabled = true;
+        ids.push(state.agent_id.clone());
+        agents.push(
+            start_agent_with_root(&state_dir, config, HostRoot::new(hosts[index].path()))
+                .await
+                .unwrap(),
+        );
+    }
+    let (kylin, euler) = (ids[0].clone(), ids[1].clone());
+    wait_until(
+        Duration::from_secs(60),
+        "both asset snapshots and baseline runs",
+        || {
+            ids.iter()
+                .all(|id| cp.admin.asset(id).is_ok() && cp.admin.posture(id).is_ok())
+        },
+    )
+    .await
+    .unwrap();
+    // A package upgrade on the Kylin host: a change in its history.
+    write_fixture(
+        hosts[0].path(),
+        "var/lib/dpkg/status",
+        &(dpkg_stanza("openssh-server", "1:9.6p1-1") + &dpkg_stanza("curl", "7.88.1-10")),
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "the upgrade in the history",
+        || {
+            cp.admin
+                .asset_changes(&ChangesQuery {
+                    agent: Some(kylin.clone()),
+                    ..ChangesQuery::default()
+                })
+                .map(|changes| {
+                    changes.iter().any(|change| {
+                        change.key == "openssh-server:amd64" && change.op == "changed"
+                    })
+                })
+                .unwrap_or(false)
+        },
+    )
+    .await
+    .unwrap();
+    cp.admin
+        .service_put(
+            "admin",
+            serde_json::from_value(json!({
+                "id": "village-portal", "name": "村务公开平台", "owner_team": "qingxiu-net",
+                "division": "450103", "agents": [kylin], "probes": [], "latency_objective_ms": 500,
+            }))
+            .unwrap(),
+        )
+        .unwrap();
+
+    let log = deployment.dir.path().join("chromedriver-pages.log");
+    let browser = Browser::start(&log)
+        .await
+        .with_context(|| std::fs::read_to_string(&log).unwrap_or_default())
+        .unwrap();
+    let long = Duration::from_secs(15);
+    browser.goto(&format!("{}/", cp.api_url)).await.unwrap();
+    log_in(&browser, USER).await.unwrap();
+
+    // 资产: both agents with their OS; a package filter; the CSV of the list.
+    browser.click("#nav-assets").await.unwrap();
+    browser
+        .wait_for(
+            "both agents with their OS in the assets list",
+            long,
+            "const os = id => { const r = document.querySelector('#assets-table tr[data-agent-id=\"' + id + '\"] .os'); \
+                                 return r ? r.textContent : ''; }; \
+             return document.querySelectorAll('#assets-table tr[data-agent-id]').length === 2 && \
+                 os(arguments[0]).includes('Kylin') && os(arguments[1]).includes('openEuler')",
+            json!([kylin, euler]),
+        )
+        .await
+        .unwrap();
+    browser
+        .script(
+            "window.exported = null; \
+             const original = URL.createObjectURL; \
+             URL.createObjectURL = blob => { \
+                 blob.arrayBuffer().then(buffer => { window.exported = [...new Uint8Array(buffer)]; }); \
+                 return original.call(URL, blob); };",
+            json!([]),
+        )
+        .await
+        .unwrap();
+    browser.click("#assets-export").await.unwrap();
+    let exported = browser
+        .wait_for("the CSV export", long, "return window.exported", json!([]))
+        .await
+        .unwrap();
+    let exported: Vec<u8> = serde_json::from_value(exported).unwrap();
+    assert_eq!(
+        &exported[..3],
+        b"\xEF\xBB\xBF",
+        "the CSV starts with a UTF-8 BOM"
+    );
+    let text = String::from_utf8(exported[3..].to_vec()).unwrap();
+    let lines: Vec<&str> = text.trim_end().split("\r\n").collect();
+    assert!(
+        lines[0].starts_with("id,hostname,division,division_path,role,os"),
+        "{text}"
+    );
+    assert_eq!(lines.len(), 3, "a header and one row per agent: {text}");
+    for (id, os) in [
+        (&kylin, "Kylin Linux Advanced Server V10 (Lance)"),
+        (&euler, "openEuler"),
+    ] {
+        let row = lines
+            .iter()
+            .find(|line| line.starts_with(id.as_str()))
+            .unwrap_or_else(|| panic!("no row for {id}: {text}"));
+        assert!(row.contains(os), "{row}");
+        // The division path holds Chinese names (新竹街道…), UTF-8 in the file.
+        assert!(row.contains("青秀区"), "{row}");
+    }
+    browser.screenshot("p1-assets").await.unwrap();
+    browser
+        .type_into("#assets-package", "openssh-server")
+        .await
+        .unwrap();
+    browser.click("#assets-apply").await.unwrap();
+    browser
+        .wait_for(
+            "only the Kylin host holds openssh-server",
+            long,
+            "const rows = document.querySelectorAll('#assets-table tr[data-agent-id]'); \
+             return rows.length === 1 && rows[0].dataset.agentId === arguments[0] && \
+                 rows[0].textContent.includes('openssh-server')",
+            json!([kylin]),
+        )
+        .await
+        .unwrap();
+    browser
+        .click(&format!("#assets-table tr[data-agent-id=\"{kylin}\"] a"))
+        .await
+        .unwrap();
+    browser
+        .wait_for(
+            "the asset detail with its packages and its change history",
+            long,
+            "const os = document.querySelector('#asset-os-name'); \
+             const packages = document.querySelector('#asset-packages'); \
+             return os && os.textContent.includes('Kylin') && packages && \
+                 packages.textContent.includes('openssh-server') && \
+                 document.querySelector('#asset-changes li[data-section=\"package\"][data-op=\"changed\"]') !== null",
+            json!([]),
+        )
+        .await
+        .unwrap();
+    browser.screenshot("p2-asset-detail").await.unwrap();
+
+    // 安全: the failing SSH check with its evidence; the host's own baseline.
+    browser.click("#nav-security").await.unwrap();
+    browser
+        .wait_for(
+            "the failing PermitRootLogin check on the security page",
+            long,
+            "const row = document.querySelector('#failing-table tr[data-check=\"BG-SSH-001\"][data-agent-id=\"' + arguments[0] + '\"]'); \
+             const nanning = document.querySelector('#posture-divisions tr[data-code=\"4501\"]'); \
+             return row && row.textContent.includes('sshd_config') && \
+                 document.querySelector('#failing-table tr[data-agent-id=\"' + arguments[1] + '\"][data-check=\"BG-SSH-001\"]') === null && \
+                 nanning && nanning.children[1].textContent === '2'",
+            json!([kylin, euler]),
+        )
+        .await
+        .unwrap();
+    browser.screenshot("p3-security").await.unwrap();
+    browser
+        .click(&format!(
+            "#failing-table tr[data-check=\"BG-SSH-001\"][data-agent-id=\"{kylin}\"] a"
+        ))
+        .await
+        .unwrap();
+    browser
+        .wait_for(
+            "the host's baseline with the failed check first",
+            long,
+            "const first = document.querySelector('#posture-results tbody tr'); \
+             return first && first.dataset.verdict === 'fail' && \
+                 document.querySelector('#posture-results tr[data-check=\"BG-SSH-001\"][data-verdict=\"fail\"]') !== null",
+            json!([]),
+        )
+        .await
+        .unwrap();
+    browser.screenshot("p4-security-host").await.unwrap();
+
+    // 服务: the portal is up, with its month's figures; the KPIs of the scope.
+    browser.click("#nav-services").await.unwrap();
+    browser
+        .wait_for(
+            "the service up on the services page",
+            long,
+            "const row = document.querySelector('#services-table tr[data-service-id=\"village-portal\"]'); \
+             return row && row.querySelector('[data-status=\"UP\"]') !== null && \
+                 row.querySelector('.availability').textContent.endsWith('%') && \
+                 document.querySelector('#kpi-total') !== null",
+            json!([]),
+        )
+        .await
+        .unwrap();
+    browser.screenshot("p5-services").await.unwrap();
+
+    // 设置 as an operator: the teams (channel URLs by host only), no token or team forms.
+    browser.click("#nav-settings").await.unwrap();
+    browser
+        .wait_for(
+            "the operator's settings: teams listed, nothing to manage",
+            long,
+            "const team = document.querySelector('#teams-table tr[data-team-id=\"qingxiu-net\"]'); \
+             return team && team.textContent.includes('127.0.0.1:9') && \
+                 !document.body.textContent.includes('secret-key') && \
+                 document.querySelector('#maintenance-table') !== null && \
+                 document.querySelector('#token-form') === null && \
+                 document.querySelector('#team-form') === null && \
+                 document.querySelector('#users-table') === null",
+            json!([]),
+        )
+        .await
+        .unwrap();
+
+    // English: the headings follow.
+    browser.click("#lang-switch").await.unwrap();
+    browser
+        .wait_for(
+            "the English settings page",
+            long,
+            "return document.documentElement.lang === 'en' && \
+             document.querySelector('main h1').textContent === 'Settings' && \
+             document.querySelector('#nav-assets').textContent === 'Assets'",
+            json!([]),
+        )
+        .await
+        .unwrap();
+    browser.click("#nav-security").await.unwrap();
+    browser
+        .wait_for(
+            "the English security page",
+            long,
+            "return document.querySelector('main h1').textContent === 'Security' && \
+             document.querySelector('#failing-table') !== null",
+            json!([]),
+        )
+        .await
+        .unwrap();
+    browser.screenshot("p6-security-english").await.unwrap();
+    // Readable on a laptop and on a wall screen: no sideways scrolling.
+    for (width, height, name) in [
+        (1366, 768, "p6b-security-1366x768"),
+        (1920, 1080, "p6c-security-1920x1080"),
+    ] {
+        browser
+            .post(
+                &browser.path("/window/rect"),
+                &json!({"width": width, "height": height}),
+            )
+            .await
+            .unwrap();
+        browser
+            .wait_for(
+                "the security page without sideways scrolling",
+                long,
+                "return window.innerWidth > 1200 && \
+                     document.documentElement.scrollWidth <= window.innerWidth",
+                json!([]),
+            )
+            .await
+            .unwrap();
+        browser.screenshot(name).await.unwrap();
+    }
+    browser.click("#lang-switch").await.unwrap();
+    browser.click("#logout").await.unwrap();
+
+    // 设置 as the system administrator: create a join token, see and copy its command, revoke it.
+    log_in_with_totp(&browser, "sys-admin", &totp)
+        .await
+        .unwrap();
+    browser.click("#nav-settings").await.unwrap();
+    browser.click_when_ready("#token-form", long).await.unwrap();
+    browser
+        .script(
+            "document.querySelector('#token-division').value = ''",
+            json!([]),
+        )
+        .await
+        .unwrap();
+    browser.type_into("#token-division", VILLAGE).await.unwrap();
+    browser
+        .type_into("#token-description", "新竹街道村委会新终端")
+        .await
+        .unwrap();
+    browser.click("#token-create").await.unwrap();
+    let command = browser
+        .wait_for(
+            "the join command",
+            long,
+            "const c = document.querySelector('#join-command'); return c ? c.value : ''",
+            json!([]),
+        )
+        .await
+        .unwrap();
+    let command = command.as_str().unwrap().to_owned();
+    assert!(command.contains("bagui-agent join"), "{command}");
+    let token = cp
+        .admin
+        .tokens()
+        .unwrap()
+        .into_iter()
+        .find(|token| token.description == "新竹街道村委会新终端")
+        .expect("the token created from the page");
+    assert_eq!(token.division, VILLAGE);
+    browser
+        .wait_for(
+            "the new token in the list",
+            long,
+            "return document.querySelector('#tokens-table tr[data-token-id=\"' + arguments[0] + '\"][data-state=\"valid\"]') !== null",
+            json!([token.id]),
+        )
+        .await
+        .unwrap();
+    browser.click("#join-copy").await.unwrap();
+    browser
+        .wait_for(
+            "the copy confirmed",
+            long,
+            "return document.querySelector('#join-copied').textContent",
+            json!([]),
+        )
+        .await
+        .unwrap();
+    browser.screenshot("p7-settings-token").await.unwrap();
+    let revoke = format!("#tokens-table tr[data-token-id=\"{}\"] button", token.id);
+    browser.click(&revoke).await.unwrap();
+    browser.click(&revoke).await.unwrap();
+    browser
+        .wait_for(
+            "the token revoked",
+            long,
+            "return document.querySelector('#tokens-table tr[data-token-id=\"' + arguments[0] + '\"][data-state=\"revoked\"]') !== null",
+            json!([token.id]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        cp.admin
+            .tokens()
+            .unwrap()
+            .into_iter()
+            .find(|listed| listed.id == token.id)
+            .unwrap()
+            .state,
+        "revoked"
+    );
+    // Rules that are not JSON are refused on the page, before the API.
+    browser.click_when_ready("#rules-save", long).await.unwrap();
+    browser
+        .wait_for(
+            "the rules saved unchanged",
+            long,
+            "const n = document.querySelector('#settings-rules').parentElement.querySelector('.notice'); \
+             return n && n.textContent",
+            json!([]),
+        )
+        .await
+        .unwrap();
+    browser
+        .script(
+            "document.querySelector('#rules-json').value = '{'",
+            json!([]),
+        )
+        .await
+        .unwrap();
+    browser.click("#rules-save").await.unwrap();
+    browser
+        .wait_for(
+            "the JSON error",
+            long,
+            "const e = document.querySelector('#settings-rules').parentElement.querySelector('.error'); \
+             return e && e.textContent.includes('JSON')",
+            json!([]),
+        )
+        .await
+        .unwrap();
+    browser.screenshot("p8-settings-admin").await.unwrap();
+
+    let errors = browser.console_errors().await.unwrap();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+    drop(agents);
 }

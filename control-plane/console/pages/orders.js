@@ -1,11 +1,15 @@
 // 工单: the list with filters (state, division, closed ones too), and one order's detail with
-// its transition timeline and the actions ack / start / resolve (feedback required). What a
-// user may do is the API's decision: a refusal (403 for a role without the permission, 409
-// for a transition the state does not allow) is shown as the API worded it.
+// its transition timeline, SLA clocks (time left to acknowledge and to handle, or how late),
+// the escalation chain (督办), and the actions ack / start / resolve (feedback required) /
+// verify (accept or reject) / escalate / take over (接管) / reassign (转派) to a team. A role
+// without act_on_work_orders is not offered the actions; what a user may do is still the
+// API's decision: a refusal (403, or 409 for a transition the state does not allow) is shown
+// as the API worded it.
 
 import { h, replace } from '../dom.js';
 import { t, formatTime } from '../i18n.js';
-import { get, post } from '../api.js';
+import { get, post, may } from '../api.js';
+import { duration } from '../ui.js';
 
 const STATES = ['DETECTED', 'DISPATCHED', 'ACKED', 'IN_PROGRESS', 'RESOLVED', 'VERIFIED', 'CLOSED',
   'SUPPRESSED', 'RETURNED', 'REOPENED', 'AUTO_RESOLVED'];
@@ -97,18 +101,34 @@ function renderList(main, context) {
   };
 }
 
+/** An SLA clock: time left before `due`, or how late, or met (`done` is when it was met). */
+function slaClock(id, due, done) {
+  if (!due) return h('span', { id, class: 'muted' }, '—');
+  if (done) {
+    const met = done <= due;
+    return h('span', { id, class: `sla sla-${met ? 'met' : 'missed'}`, dataset: { sla: met ? 'met' : 'missed' } },
+      formatTime(due), ' · ', t(met ? 'orders.sla.met' : 'orders.sla.missed_by', { time: duration(done - due) }));
+  }
+  const left = due - Date.now();
+  const state = left < 0 ? 'overdue' : left < 15 * 60 * 1000 ? 'soon' : 'running';
+  return h('span', { id, class: `sla sla-${state}`, dataset: { sla: state, due: String(due) } },
+    formatTime(due), ' · ', left < 0 ? t('orders.sla.overdue', { time: duration(-left) }) : t('orders.sla.left', { time: duration(left) }));
+}
+
 function renderDetail(main, context, id) {
   const error = h('p', { id: 'action-error', class: 'error', role: 'alert' });
   const notice = h('p', { id: 'action-notice', class: 'notice', role: 'status' });
   const body = h('div', { id: 'order-body' }, h('p', {}, t('common.loading')));
   const feedback = h('textarea', { id: 'feedback', name: 'feedback', rows: 3 });
+  const team = h('select', { id: 'action-team', name: 'team' }, h('option', { value: '' }, t('orders.team.choose')));
   let stopped = false;
   let busy = false;
-  async function act(command, label) {
+  let current = null;
+  async function act(command, label, extra) {
     if (busy) return;
     error.textContent = '';
     notice.textContent = '';
-    const request = { command };
+    const request = { command, ...(extra || {}) };
     if (command === 'resolve') {
       if (!feedback.value.trim()) {
         error.textContent = t('orders.feedback.required');
@@ -116,6 +136,14 @@ function renderDetail(main, context, id) {
         return;
       }
       request.feedback = feedback.value.trim();
+    }
+    if (['escalate', 'take_over', 'reassign'].includes(command)) {
+      if (!team.value) {
+        error.textContent = t('orders.team.required');
+        team.focus();
+        return;
+      }
+      request.team = team.value;
     }
     busy = true;
     try {
@@ -129,18 +157,31 @@ function renderDetail(main, context, id) {
       busy = false;
     }
   }
-  const actions = h('section', { class: 'panel', 'aria-labelledby': 'actions-title' },
+  const button = (command, key, extra, attributes) => h('button', {
+    type: 'button', id: `action-${command.replace('_', '-')}${extra && extra.accepted === false ? '-reject' : ''}`,
+    onclick: () => act(command, t(key), extra), ...(attributes || {}),
+  }, t(key));
+  const actions = may('act_on_work_orders') ? h('section', { class: 'panel', 'aria-labelledby': 'actions-title' },
     h('h2', { id: 'actions-title' }, t('orders.actions')),
-    h('div', { class: 'buttons' },
-      h('button', { type: 'button', id: 'action-ack', onclick: () => act('ack', t('orders.ack')) }, t('orders.ack')),
-      h('button', { type: 'button', id: 'action-start', onclick: () => act('start', t('orders.start')) }, t('orders.start'))),
+    h('div', { class: 'buttons' }, button('ack', 'orders.ack'), button('start', 'orders.start')),
     h('label', { for: 'feedback' }, t('orders.feedback')), feedback,
     h('div', { class: 'buttons' },
-      h('button', { type: 'button', id: 'action-resolve', class: 'primary', onclick: () => act('resolve', t('orders.resolve')) },
-        t('orders.resolve'))),
-    notice, error);
+      button('resolve', 'orders.resolve', null, { class: 'primary' }),
+      button('verify', 'orders.verify', { accepted: true }),
+      button('verify', 'orders.reject', { accepted: false })),
+    h('h3', {}, t('orders.supervision')),
+    h('label', { for: 'action-team' }, t('orders.team.target')), team,
+    h('div', { class: 'buttons' },
+      button('escalate', 'orders.escalate'), button('take_over', 'orders.take_over'), button('reassign', 'orders.reassign')),
+    notice, error)
+    : h('section', { class: 'panel', 'aria-labelledby': 'actions-title' },
+      h('h2', { id: 'actions-title' }, t('orders.actions')),
+      h('p', { id: 'actions-denied', class: 'muted' }, t('orders.actions.denied')), notice, error);
   function show(detail) {
+    current = detail;
+    const order = detail.order || {};
     const row = (label, value) => [h('dt', {}, label), h('dd', {}, value)];
+    const supervisors = [...(order.supervisors || [])].sort((a, b) => a.level - b.level);
     replace(body,
       h('dl', { class: 'facts' },
         row(t('orders.state'), h('span', { id: 'order-state', dataset: { state: detail.state } }, stateBadge(detail.state))),
@@ -150,16 +191,26 @@ function renderDetail(main, context, id) {
         row(t('orders.division_col'), detail.division_path),
         row(t('orders.team'), detail.team || '—'),
         row(t('orders.created'), formatTime(detail.created_at)),
-        row(t('orders.ack_due'), formatTime(detail.ack_due_ms)),
-        row(t('orders.handle_due'), formatTime(detail.handle_due_ms)),
-        row(t('orders.escalation'), String(detail.escalation_level)),
-        row(t('orders.supervisors'), detail.supervisors.length ? detail.supervisors.join(', ') : '—')),
+        row(t('orders.ack_due'), slaClock('sla-ack', detail.ack_due_ms, order.first_acked_ms)),
+        row(t('orders.handle_due'), slaClock('sla-handle', detail.handle_due_ms, order.first_resolved_ms)),
+        order.feedback ? row(t('orders.feedback.given'), order.feedback) : null,
+        order.reopen_count ? row(t('orders.reopened'), String(order.reopen_count)) : null),
+      h('section', { 'aria-labelledby': 'escalation-title' },
+        h('h2', { id: 'escalation-title' }, t('orders.escalation_chain')),
+        supervisors.length
+          ? h('ol', { id: 'escalation-chain', class: 'chain' },
+            h('li', {}, t('orders.chain.owner', { team: detail.team || '—' })),
+            supervisors.map((supervisor) => h('li', { dataset: { team: supervisor.team, level: String(supervisor.level) } },
+              t('orders.chain.level', { level: supervisor.level, team: supervisor.team }))))
+          : h('p', { id: 'escalation-chain', class: 'muted' }, t('orders.chain.none'))),
       h('section', { 'aria-labelledby': 'timeline-title' },
         h('h2', { id: 'timeline-title' }, t('orders.timeline')),
-        h('ol', { id: 'timeline', class: 'timeline' }, detail.transitions.map((step) => h('li', { dataset: { to: step.to } },
+        h('ol', { id: 'timeline', class: 'timeline' }, detail.transitions.map((step) => h('li', { dataset: { to: step.to, command: step.command } },
           h('time', {}, formatTime(step.at)), ' ',
           h('strong', {}, step.from === step.to ? t(`wo.${step.to}`) : `${t(`wo.${step.from}`)} → ${t(`wo.${step.to}`)}`),
           ` · ${t(`cmd.${step.command}`)} · ${t('orders.by', { actor: step.actor })}`,
+          step.team ? ` · ${t('orders.team')}: ${step.team}` : '',
+          step.escalated_to ? ` · ${t('orders.escalated_to', { team: step.escalated_to })}` : '',
           step.detail ? h('div', { class: 'muted' }, step.detail) : null)))));
   }
   async function load() {
@@ -170,9 +221,22 @@ function renderDetail(main, context, id) {
       if (!stopped) error.textContent = context.describeError(problem);
     }
   }
+  async function loadTeams() {
+    if (!may('act_on_work_orders')) return;
+    try {
+      const teams = await get('/api/v1/teams');
+      if (stopped) return;
+      teams.sort((a, b) => a.division.localeCompare(b.division) || a.id.localeCompare(b.id));
+      replace(team, h('option', { value: '' }, t('orders.team.choose')),
+        teams.map((entry) => h('option', { value: entry.id }, `${entry.name} (${entry.id} · ${entry.division})`)));
+    } catch {
+      // Without the team list the supervision actions ask for a team and say so.
+    }
+  }
   replace(main, h('p', {}, h('a', { href: '#/orders', id: 'back-to-orders' }, t('orders.back'))),
     h('h1', {}, t('orders.detail', { id })), h('div', { class: 'order-detail' }, body, actions));
   load();
+  loadTeams();
   let pending = null;
   const unsubscribe = context.onEvent((event) => {
     if (event.name !== 'work_order' || (event.data && event.data.id !== id)) return;
@@ -180,9 +244,17 @@ function renderDetail(main, context, id) {
     pending = setTimeout(load, 200);
   });
   const timer = setInterval(load, REFRESH_MS);
+  // The SLA clocks tick between loads.
+  const clock = setInterval(() => {
+    if (!current) return;
+    const order = current.order || {};
+    document.getElementById('sla-ack')?.replaceWith(slaClock('sla-ack', current.ack_due_ms, order.first_acked_ms));
+    document.getElementById('sla-handle')?.replaceWith(slaClock('sla-handle', current.handle_due_ms, order.first_resolved_ms));
+  }, 1000);
   return () => {
     stopped = true;
     clearInterval(timer);
+    clearInterval(clock);
     clearTimeout(pending);
     unsubscribe();
   };
