@@ -1499,9 +1499,31 @@ pub struct Presence {
     /// Milliseconds since the epoch; 0 if never seen.
     pub last_seen_ms: u64,
     pub rtt_ms: Option<f64>,
+    /// QUIC packets sent and declared lost, from the last heartbeat (the session's, or the
+    /// stored one when offline).
+    pub sent_packets: u64,
+    pub lost_packets: u64,
+    /// Milliseconds since the epoch.
+    pub joined_ms: u64,
+    pub revoked_ms: Option<u64>,
 }
 
 impl Admin {
+    /// The stored baseline runs of `ids` (those that sent one), read by id only, for views
+    /// that summarise many hosts.
+    pub fn postures_of<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Vec<(String, crate::store::PostureRecord)>, AdminError> {
+        let mut records = Vec::new();
+        for id in ids {
+            if let Some(record) = self.store.posture(id)? {
+                records.push((id.to_owned(), record));
+            }
+        }
+        Ok(records)
+    }
+
     /// Ids of the agents with an open session, read from memory only (the console's event
     /// stream compares this every second).
     pub fn online_ids(&self) -> std::collections::HashSet<String> {
@@ -1541,6 +1563,10 @@ impl Admin {
                         .map_or(0, |live| live.last_seen_ms)
                         .max(agent.last_seen_ms),
                     rtt_ms: (link.rtt_us > 0).then(|| link.rtt_us as f64 / 1000.0),
+                    sent_packets: link.sent_packets,
+                    lost_packets: link.lost_packets,
+                    joined_ms: agent.joined_ms,
+                    revoked_ms: agent.revoked_ms,
                     hostname: agent.facts.hostname.clone(),
                     id: agent.id,
                     division: agent.division,

@@ -5,11 +5,16 @@
 //! Routes, merged into the API's router by `crate::api::router`:
 //!
 //! - `GET /` and `GET /console/{*file}`: the console itself (no authentication: it is static
-//!   code; everything it shows comes from the API with the user's token).
+//!   code; everything it shows comes from the API with the user's token), and the boundaries
+//!   of the region's cities and of each city's counties for the map (`geo/*.geojson`).
 //! - `GET /api/v1/overview?division=C`: agents online/offline by level and by child division,
-//!   open work orders by severity and state, escalations.
-//! - `GET /api/v1/network?division=C`: the children of `C` with online/total counts and their
-//!   worst state, positions on a fixed canvas, and the agents attached at `C` itself.
+//!   open work orders by severity and state, escalations, this month's KPIs (SLA compliance,
+//!   escalations, MTTA/MTTR), the posture score distribution and the checks failing most.
+//! - `GET /api/v1/network?division=C`: the children of `C` with online/total counts, their
+//!   worst state and worst link (RTT and loss from the QUIC statistics of the heartbeats),
+//!   positions on a fixed canvas, the agents attached at `C` itself, and the board of the
+//!   subtree: the longest-offline units, the worst links, units joined and withdrawn this
+//!   month, and the open alarms with their 市/县/乡 path and duration.
 //! - `GET /api/v1/events`: Server-Sent Events (`text/event-stream`) of agents going online or
 //!   offline and work orders changing state. The console reads it with `fetch` so that the
 //!   token travels in the `Authorization` header like every other call (an `EventSource`
@@ -41,6 +46,19 @@ use tokio::sync::{broadcast, mpsc};
 use crate::admin::{Admin, AdminError, Presence};
 use crate::api::{ApiError, ApiState, Operator, run_admin as run};
 use crate::dispatch::OrderFilter;
+
+/// The boundaries of the region (its cities) and of each city (its counties), converted from
+/// the MIT-licensed `echarts-china-*-js` packages by `tools/geo/convert.mjs`
+/// (see `console/geo/README.md`).
+macro_rules! geo {
+    ($code:literal) => {
+        (
+            concat!("geo/", $code, ".geojson"),
+            GEOJSON,
+            include_bytes!(concat!("../console/geo/", $code, ".geojson")),
+        )
+    };
+}
 
 /// Every file of the console: path under `/console/`, content type, bytes.
 const ASSETS: &[(&str, &str, &[u8])] = &[
@@ -88,13 +106,39 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         JS,
         include_bytes!("../console/pages/settings.js"),
     ),
+    (
+        "pages/map.js",
+        JS,
+        include_bytes!("../console/pages/map.js"),
+    ),
+    (
+        "pages/board.js",
+        JS,
+        include_bytes!("../console/pages/board.js"),
+    ),
     ("favicon.svg", SVG, include_bytes!("../console/favicon.svg")),
+    geo!("45"),
+    geo!("4501"),
+    geo!("4502"),
+    geo!("4503"),
+    geo!("4504"),
+    geo!("4505"),
+    geo!("4506"),
+    geo!("4507"),
+    geo!("4508"),
+    geo!("4509"),
+    geo!("4510"),
+    geo!("4511"),
+    geo!("4512"),
+    geo!("4513"),
+    geo!("4514"),
 ];
 
 const HTML: &str = "text/html; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
 const JS: &str = "text/javascript; charset=utf-8";
 const SVG: &str = "image/svg+xml";
+const GEOJSON: &str = "application/geo+json";
 
 /// No inline script or style, nothing from another origin, never framed.
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -243,7 +287,109 @@ pub struct Overview {
     /// console can leave out the actions the API would refuse. The API still decides.
     #[serde(default)]
     pub permissions: Vec<String>,
+    /// This month's work-order KPIs of the subtree (SLA compliance, escalations …); `null`
+    /// when the caller may not view work orders or nothing keeps them.
+    pub kpi: Option<MonthKpi>,
+    /// Baseline scores of the hosts below, and the checks failing on most of them.
+    pub posture: PostureSummary,
     pub generated_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MonthKpi {
+    /// `YYYY-MM`, China time.
+    pub month: String,
+    #[serde(flatten)]
+    pub summary: bagui_ops::kpi::KpiSummary,
+}
+
+/// Score buckets of the posture distribution: `[from, to]`, inclusive.
+const SCORE_BUCKETS: [(u32, u32); 5] = [(0, 59), (60, 69), (70, 79), (80, 89), (90, 100)];
+/// How many failing checks the overview lists.
+const TOP_FAILING: usize = 5;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PostureSummary {
+    /// Hosts that sent a baseline run.
+    pub hosts: usize,
+    /// Mean of their scores; `null` without hosts.
+    pub mean: Option<f64>,
+    pub buckets: Vec<ScoreBucket>,
+    /// Checks failing on the most hosts, the most first.
+    pub top_failing: Vec<FailingCheck>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScoreBucket {
+    pub from: u32,
+    pub to: u32,
+    pub hosts: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FailingCheck {
+    pub id: String,
+    pub title: String,
+    pub severity: String,
+    pub hosts: usize,
+}
+
+fn posture_of(admin: &Admin, agents: &[Presence]) -> Result<PostureSummary, AdminError> {
+    let records = admin.postures_of(agents.iter().map(|agent| agent.id.as_str()))?;
+    let mut buckets: Vec<ScoreBucket> = SCORE_BUCKETS
+        .iter()
+        .map(|(from, to)| ScoreBucket {
+            from: *from,
+            to: *to,
+            hosts: 0,
+        })
+        .collect();
+    let mut failing: HashMap<String, FailingCheck> = HashMap::new();
+    let mut sum = 0u64;
+    for (_, record) in &records {
+        let score = record.report.score.min(100);
+        sum += u64::from(score);
+        if let Some(bucket) = buckets
+            .iter_mut()
+            .find(|bucket| (bucket.from..=bucket.to).contains(&score))
+        {
+            bucket.hosts += 1;
+        }
+        let mut seen = HashSet::new();
+        for result in &record.report.results {
+            if result.result != bagui_protocol::assets::CheckVerdict::Fail
+                || !seen.insert(result.id.as_str())
+            {
+                continue;
+            }
+            failing
+                .entry(result.id.clone())
+                .or_insert_with(|| FailingCheck {
+                    id: result.id.clone(),
+                    title: result.title.clone(),
+                    severity: result.severity.clone(),
+                    hosts: 0,
+                })
+                .hosts += 1;
+        }
+    }
+    let mut top_failing: Vec<FailingCheck> = failing.into_values().collect();
+    top_failing.sort_by(|a, b| {
+        b.hosts
+            .cmp(&a.hosts)
+            .then_with(|| {
+                crate::inventory::severity_rank(&b.severity)
+                    .cmp(&crate::inventory::severity_rank(&a.severity))
+            })
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    top_failing.truncate(TOP_FAILING);
+    Ok(PostureSummary {
+        hosts: records.len(),
+        mean: (!records.is_empty()).then(|| sum as f64 / records.len() as f64),
+        buckets,
+        top_failing,
+    })
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -285,6 +431,8 @@ pub struct NetworkLevel {
     pub agents: Vec<NetworkAgent>,
     pub width: u32,
     pub height: u32,
+    /// The lists shown beside the network view, for the whole subtree of `division`.
+    pub board: Board,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -293,6 +441,8 @@ pub struct NetworkNode {
     pub division: DivisionRef,
     #[serde(flatten)]
     pub tally: Tally,
+    /// The worst link below the node: its uplink is drawn in this colour.
+    pub link: LinkQuality,
     pub x: u32,
     pub y: u32,
 }
@@ -306,8 +456,143 @@ pub struct NetworkAgent {
     pub state: NodeState,
     pub last_seen: Option<String>,
     pub rtt_ms: Option<f64>,
+    /// Share of the QUIC packets of its connection declared lost, in percent.
+    pub loss_percent: Option<f64>,
+    pub link_state: NodeState,
     pub x: u32,
     pub y: u32,
+}
+
+/// RTT above this (or loss above [`LOSS_WARN_PERCENT`]) makes a link `warn`.
+pub const RTT_WARN_MS: f64 = 100.0;
+/// RTT above this (or loss above [`LOSS_DOWN_PERCENT`]) makes a link `down`.
+pub const RTT_DOWN_MS: f64 = 300.0;
+pub const LOSS_WARN_PERCENT: f64 = 1.0;
+pub const LOSS_DOWN_PERCENT: f64 = 5.0;
+
+/// The quality of a link, or the worst of the links below a node: the highest RTT, the highest
+/// loss and the worst state found. An agent offline has lost its link (`down`); one online
+/// that has not measured anything yet is `empty`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LinkQuality {
+    pub rtt_ms: Option<f64>,
+    pub loss_percent: Option<f64>,
+    pub state: NodeState,
+}
+
+impl Default for LinkQuality {
+    fn default() -> Self {
+        LinkQuality {
+            rtt_ms: None,
+            loss_percent: None,
+            state: NodeState::Empty,
+        }
+    }
+}
+
+fn max_option(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+impl LinkQuality {
+    /// One agent's link, from its last heartbeat's QUIC statistics.
+    pub fn of_agent(agent: &Presence) -> LinkQuality {
+        let loss_percent = (agent.sent_packets > 0)
+            .then(|| agent.lost_packets as f64 * 100.0 / agent.sent_packets as f64);
+        let rtt_ms = agent.rtt_ms;
+        let state = if !agent.online {
+            NodeState::Down
+        } else if rtt_ms.is_none() && loss_percent.is_none() {
+            NodeState::Empty
+        } else {
+            let rtt = rtt_ms.unwrap_or(0.0);
+            let loss = loss_percent.unwrap_or(0.0);
+            if rtt >= RTT_DOWN_MS || loss >= LOSS_DOWN_PERCENT {
+                NodeState::Down
+            } else if rtt >= RTT_WARN_MS || loss >= LOSS_WARN_PERCENT {
+                NodeState::Warn
+            } else {
+                NodeState::Ok
+            }
+        };
+        LinkQuality {
+            rtt_ms,
+            loss_percent,
+            state,
+        }
+    }
+
+    fn add(&mut self, other: &LinkQuality) {
+        self.rtt_ms = max_option(self.rtt_ms, other.rtt_ms);
+        self.loss_percent = max_option(self.loss_percent, other.loss_percent);
+        self.state = self.state.max(other.state);
+    }
+}
+
+/// How many rows each list of the [`Board`] holds at most.
+const BOARD_ROWS: usize = 10;
+/// How many open alarms the [`Board`] lists at most.
+const BOARD_ALARMS: usize = 20;
+
+/// The lists beside the network view (网络态势): each computed here so that the browser
+/// never loads the fleet to rank it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Board {
+    /// The current month in China time, `YYYY-MM`.
+    pub month: String,
+    /// Agents offline, the longest first.
+    pub longest_offline: Vec<UnitRow>,
+    /// Agents online with a measured link, the worst first (state, then loss, then RTT).
+    pub worst_links: Vec<UnitRow>,
+    /// Agents joined this month (the count, and the latest).
+    pub joined: MonthUnits,
+    /// Agents revoked this month (the count, and the latest).
+    pub withdrawn: MonthUnits,
+    /// Open incidents, the newest first, with how long each has lasted.
+    pub alarms: Vec<AlarmRow>,
+    /// Open incidents in the subtree (the list holds at most [`BOARD_ALARMS`]).
+    pub alarms_open: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MonthUnits {
+    pub count: usize,
+    pub units: Vec<UnitRow>,
+}
+
+/// An agent in a list: its unit (the division it hangs on) and the 市/县/乡 path to it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UnitRow {
+    pub id: String,
+    pub hostname: String,
+    pub division: String,
+    /// The names from the city down to the agent's division, `/`-separated.
+    pub path: String,
+    pub online: bool,
+    /// Offline since, joined at or revoked at, depending on the list (RFC 3339).
+    pub since: Option<String>,
+    pub duration_ms: Option<u64>,
+    pub link: LinkQuality,
+}
+
+/// An open incident.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AlarmRow {
+    pub id: u64,
+    pub title: String,
+    pub severity: String,
+    pub kind: String,
+    pub division: String,
+    /// The names from the city down to the incident's division, `/`-separated.
+    pub path: String,
+    /// The agent's hostname when the incident is about one.
+    pub hostname: Option<String>,
+    pub opened: String,
+    pub duration_ms: u64,
+    pub firing: bool,
 }
 
 const WIDTH: u32 = 1000;
@@ -366,25 +651,29 @@ fn path_of(admin: &Admin, code: &str) -> Vec<DivisionRef> {
 /// its online share; every division above takes the worst of its groups.
 struct Rollup {
     children: HashMap<String, Tally>,
+    /// The worst link below each child.
+    links: HashMap<String, LinkQuality>,
     own: Tally,
     total: Tally,
 }
 
 fn rollup(admin: &Admin, code: &str, agents: &[Presence]) -> Rollup {
-    let mut groups: HashMap<&str, (usize, usize)> = HashMap::new();
+    let mut groups: HashMap<&str, (usize, usize, LinkQuality)> = HashMap::new();
     for agent in agents {
         let entry = groups.entry(agent.division.as_str()).or_default();
         entry.1 += 1;
         if agent.online {
             entry.0 += 1;
         }
+        entry.2.add(&LinkQuality::of_agent(agent));
     }
     let mut rollup = Rollup {
         children: HashMap::new(),
+        links: HashMap::new(),
         own: Tally::default(),
         total: Tally::default(),
     };
-    for (division, (online, total)) in groups {
+    for (division, (online, total, link)) in groups {
         let tally = Tally {
             online,
             total,
@@ -405,6 +694,11 @@ fn rollup(admin: &Admin, code: &str, agents: &[Presence]) -> Rollup {
                 .entry(child.code.clone())
                 .or_default()
                 .add(&tally);
+            rollup
+                .links
+                .entry(child.code.clone())
+                .or_default()
+                .add(&link);
         }
     }
     rollup
@@ -478,6 +772,17 @@ fn overview_of(
     } else {
         None
     };
+    let kpi = if with_orders {
+        let month = month_cst(now_ms());
+        // No dispatcher (the CLI's local mode) keeps no transitions: no KPIs to show.
+        admin.kpi(code, &month).ok().map(|view| MonthKpi {
+            month,
+            summary: view.total.kpi,
+        })
+    } else {
+        None
+    };
+    let posture = posture_of(admin, &agents)?;
     Ok(Overview {
         scope: division_ref(admin, scope)?,
         path: path_of(admin, code),
@@ -487,6 +792,8 @@ fn overview_of(
         children,
         work_orders,
         permissions,
+        kpi,
+        posture,
         generated_at: crate::clock::format_rfc3339(now_ms()),
     })
 }
@@ -510,12 +817,14 @@ fn network_of(admin: &Admin, code: &str, scope: &str) -> Result<NetworkLevel, Ad
             Ok(NetworkNode {
                 division: division_ref(admin, child)?,
                 tally: rollup.children.get(child).copied().unwrap_or_default(),
+                link: rollup.links.get(child).copied().unwrap_or_default(),
                 x,
                 y,
             })
         })
         .collect::<Result<Vec<_>, AdminError>>()?;
-    let mut own: Vec<&Presence> = agents
+    let agents_below = agents;
+    let mut own: Vec<&Presence> = agents_below
         .iter()
         .filter(|agent| agent.division == code)
         .collect();
@@ -524,26 +833,32 @@ fn network_of(admin: &Admin, code: &str, scope: &str) -> Result<NetworkLevel, Ad
     let agents = own
         .into_iter()
         .zip(positions)
-        .map(|(agent, (x, y))| NetworkAgent {
-            id: agent.id.clone(),
-            hostname: agent.hostname.clone(),
-            role: serde_json::to_value(agent.role)
-                .ok()
-                .and_then(|value| value.as_str().map(str::to_owned))
-                .unwrap_or_default(),
-            online: agent.online,
-            state: if agent.online {
-                NodeState::Ok
-            } else {
-                NodeState::Down
-            },
-            last_seen: (agent.last_seen_ms > 0)
-                .then(|| crate::clock::format_rfc3339(agent.last_seen_ms)),
-            rtt_ms: agent.rtt_ms,
-            x,
-            y,
+        .map(|(agent, (x, y))| {
+            let link = LinkQuality::of_agent(agent);
+            NetworkAgent {
+                id: agent.id.clone(),
+                hostname: agent.hostname.clone(),
+                role: serde_json::to_value(agent.role)
+                    .ok()
+                    .and_then(|value| value.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                online: agent.online,
+                state: if agent.online {
+                    NodeState::Ok
+                } else {
+                    NodeState::Down
+                },
+                last_seen: (agent.last_seen_ms > 0)
+                    .then(|| crate::clock::format_rfc3339(agent.last_seen_ms)),
+                rtt_ms: agent.rtt_ms,
+                loss_percent: link.loss_percent,
+                link_state: link.state,
+                x,
+                y,
+            }
         })
         .collect();
+    let board = board_of(admin, code, &agents_below, now_ms());
     Ok(NetworkLevel {
         scope: division_ref(admin, scope)?,
         path: path_of(admin, code),
@@ -553,7 +868,172 @@ fn network_of(admin: &Admin, code: &str, scope: &str) -> Result<NetworkLevel, Ad
         agents,
         width: WIDTH,
         height: HEIGHT,
+        board,
     })
+}
+
+/// `YYYY-MM` of `at` in China time.
+fn month_cst(at_ms: u64) -> String {
+    let text = crate::clock::format_rfc3339(at_ms + bagui_ops::model::CST_OFFSET);
+    text.get(..7).unwrap_or_default().to_owned()
+}
+
+/// The names from the city down to `code` (the region's name is the same on every row).
+fn path_below_region(admin: &Admin, code: &str) -> String {
+    let mut names: Vec<&str> = admin
+        .divisions()
+        .ancestors(code)
+        .filter(|division| division.level >= 2)
+        .map(|division| division.name.as_str())
+        .collect();
+    names.reverse();
+    names.join("/")
+}
+
+fn board_of(admin: &Admin, code: &str, agents: &[Presence], now: u64) -> Board {
+    let month = month_cst(now);
+    let month_start = bagui_ops::services::parse_month_cst(&month)
+        .map(|period| period.from())
+        .unwrap_or(0);
+    let unit = |agent: &Presence, since_ms: Option<u64>| UnitRow {
+        id: agent.id.clone(),
+        hostname: agent.hostname.clone(),
+        division: agent.division.clone(),
+        path: path_below_region(admin, &agent.division),
+        online: agent.online,
+        since: since_ms
+            .filter(|at| *at > 0)
+            .map(crate::clock::format_rfc3339),
+        duration_ms: since_ms
+            .filter(|at| *at > 0)
+            .map(|at| now.saturating_sub(at)),
+        link: LinkQuality::of_agent(agent),
+    };
+    // Never seen since joining: offline since it joined.
+    let offline_since = |agent: &Presence| {
+        if agent.last_seen_ms > 0 {
+            agent.last_seen_ms
+        } else {
+            agent.joined_ms
+        }
+    };
+    let mut offline: Vec<&Presence> = agents
+        .iter()
+        .filter(|agent| !agent.online && agent.revoked_ms.is_none())
+        .collect();
+    offline.sort_by(|a, b| (offline_since(a), &a.id).cmp(&(offline_since(b), &b.id)));
+    let longest_offline = offline
+        .into_iter()
+        .take(BOARD_ROWS)
+        .map(|agent| unit(agent, Some(offline_since(agent))))
+        .collect();
+
+    let mut measured: Vec<(&Presence, LinkQuality)> = agents
+        .iter()
+        .filter(|agent| agent.online)
+        .map(|agent| (agent, LinkQuality::of_agent(agent)))
+        .filter(|(_, link)| link.state != NodeState::Empty)
+        .collect();
+    measured.sort_by(|(a, a_link), (b, b_link)| {
+        b_link
+            .state
+            .cmp(&a_link.state)
+            .then_with(|| {
+                b_link
+                    .loss_percent
+                    .unwrap_or(0.0)
+                    .total_cmp(&a_link.loss_percent.unwrap_or(0.0))
+            })
+            .then_with(|| {
+                b_link
+                    .rtt_ms
+                    .unwrap_or(0.0)
+                    .total_cmp(&a_link.rtt_ms.unwrap_or(0.0))
+            })
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    let worst_links = measured
+        .into_iter()
+        .take(BOARD_ROWS)
+        .map(|(agent, _)| unit(agent, None))
+        .collect();
+
+    let month_units = |at: &dyn Fn(&Presence) -> Option<u64>| {
+        let mut rows: Vec<(&Presence, u64)> = agents
+            .iter()
+            .filter_map(|agent| at(agent).map(|ms| (agent, ms)))
+            .filter(|(_, ms)| *ms >= month_start)
+            .collect();
+        rows.sort_by(|(a, a_ms), (b, b_ms)| b_ms.cmp(a_ms).then_with(|| a.id.cmp(&b.id)));
+        MonthUnits {
+            count: rows.len(),
+            units: rows
+                .into_iter()
+                .take(BOARD_ROWS)
+                .map(|(agent, ms)| unit(agent, Some(ms)))
+                .collect(),
+        }
+    };
+    let joined = month_units(&|agent| Some(agent.joined_ms));
+    let withdrawn = month_units(&|agent| agent.revoked_ms);
+
+    let hostnames: HashMap<&str, &str> = agents
+        .iter()
+        .map(|agent| (agent.id.as_str(), agent.hostname.as_str()))
+        .collect();
+    // No incident engine (the CLI's local mode): no alarms to list.
+    let mut incidents: Vec<_> = admin
+        .incidents()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|incident| {
+            incident
+                .division
+                .as_deref()
+                .is_some_and(|division| admin.divisions().is_within(division, code))
+        })
+        .collect();
+    incidents.sort_by(|a, b| b.opened_at.cmp(&a.opened_at).then_with(|| b.id.cmp(&a.id)));
+    let alarms_open = incidents.len();
+    let name_of = |value: serde_json::Result<serde_json::Value>| {
+        value
+            .ok()
+            .and_then(|value| value.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    let alarms = incidents
+        .into_iter()
+        .take(BOARD_ALARMS)
+        .map(|incident| {
+            let division = incident.division.clone().unwrap_or_default();
+            AlarmRow {
+                id: incident.id,
+                severity: name_of(serde_json::to_value(incident.severity)),
+                kind: name_of(serde_json::to_value(incident.kind)),
+                path: path_below_region(admin, &division),
+                hostname: match &incident.subject {
+                    bagui_ops::incidents::Subject::Agent(id) => {
+                        hostnames.get(id.as_str()).map(|name| (*name).to_owned())
+                    }
+                    bagui_ops::incidents::Subject::Division(_) => None,
+                },
+                opened: crate::clock::format_rfc3339(incident.opened_at),
+                duration_ms: now.saturating_sub(incident.opened_at),
+                firing: incident.firing,
+                title: incident.title,
+                division,
+            }
+        })
+        .collect();
+    Board {
+        month,
+        longest_offline,
+        worst_links,
+        joined,
+        withdrawn,
+        alarms,
+        alarms_open,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -939,6 +1419,40 @@ mod tests {
     }
 
     #[test]
+    fn a_link_is_coloured_by_its_rtt_and_loss_and_a_node_by_its_worst_link() {
+        let agent = |online, rtt_ms, sent_packets, lost_packets| Presence {
+            id: "a".into(),
+            hostname: "h".into(),
+            division: "45".into(),
+            role: bagui_protocol::messages::Role::Terminal,
+            online,
+            last_seen_ms: 0,
+            rtt_ms,
+            sent_packets,
+            lost_packets,
+            joined_ms: 0,
+            revoked_ms: None,
+        };
+        let state = |presence: &Presence| LinkQuality::of_agent(presence).state;
+        assert_eq!(state(&agent(true, None, 0, 0)), NodeState::Empty);
+        assert_eq!(state(&agent(true, Some(20.0), 1000, 0)), NodeState::Ok);
+        assert_eq!(state(&agent(true, Some(150.0), 1000, 0)), NodeState::Warn);
+        assert_eq!(state(&agent(true, Some(20.0), 1000, 20)), NodeState::Warn);
+        assert_eq!(state(&agent(true, Some(20.0), 1000, 80)), NodeState::Down);
+        assert_eq!(state(&agent(true, Some(400.0), 0, 0)), NodeState::Down);
+        assert_eq!(state(&agent(false, Some(20.0), 1000, 0)), NodeState::Down);
+        let mut worst = LinkQuality::default();
+        worst.add(&LinkQuality::of_agent(&agent(true, Some(150.0), 1000, 0)));
+        worst.add(&LinkQuality::of_agent(&agent(true, Some(20.0), 1000, 20)));
+        assert_eq!(worst.state, NodeState::Warn);
+        assert_eq!(worst.rtt_ms, Some(150.0));
+        assert_eq!(worst.loss_percent, Some(2.0));
+        // 2026-11-30 16:00 UTC is already December in China.
+        assert_eq!(month_cst(1_796_054_400_000), "2026-12");
+        assert_eq!(month_cst(1_796_054_399_999), "2026-11");
+    }
+
+    #[test]
     fn grid_positions_stay_on_the_canvas_and_apart() {
         for count in [1, 2, 14, 111, 300] {
             let positions = grid_positions(count);
@@ -967,6 +1481,61 @@ mod tests {
             );
         }
         assert_eq!(serve_asset("../Cargo.toml").status(), StatusCode::NOT_FOUND);
+    }
+
+    /// Every area of the shipped map is a division of the tree, under the right parent and
+    /// with its current name: the region's file holds the 14 cities, each city's file all of
+    /// its counties.
+    #[test]
+    fn every_map_area_is_a_division_and_every_city_and_county_has_an_area() {
+        let divisions = crate::divisions::Divisions::from_csv(crate::divisions::GUANGXI_CSV)
+            .expect("the shipped tree parses");
+        let root = divisions.root().code.clone();
+        let maps: Vec<(&str, serde_json::Value)> = ASSETS
+            .iter()
+            .filter_map(|(path, content_type, bytes)| {
+                let code = path.strip_prefix("geo/")?.strip_suffix(".geojson")?;
+                assert_eq!(*content_type, GEOJSON);
+                Some((code, serde_json::from_slice(bytes).expect("valid JSON")))
+            })
+            .collect();
+        let mut expected: Vec<String> = vec![root.clone()];
+        expected.extend(divisions.children(&root).iter().cloned());
+        let mut shipped: Vec<String> = maps.iter().map(|(code, _)| (*code).to_owned()).collect();
+        expected.sort();
+        shipped.sort();
+        assert_eq!(shipped, expected, "one map for the region and one per city");
+        assert_eq!(divisions.children(&root).len(), 14);
+        for (code, map) in &maps {
+            assert_eq!(map["type"], "FeatureCollection", "{code}");
+            let features = map["features"].as_array().expect("features");
+            let mut areas = Vec::new();
+            for feature in features {
+                let properties = &feature["properties"];
+                let area = properties["code"].as_str().expect("a code");
+                let division = divisions
+                    .get(area)
+                    .unwrap_or_else(|| panic!("{code}: {area} is no division"));
+                assert_eq!(division.parent.as_deref(), Some(*code), "{area}");
+                assert_eq!(properties["name"], division.name.as_str(), "{area}");
+                let center = properties["center"].as_array().expect("a label point");
+                let (longitude, latitude) =
+                    (center[0].as_f64().unwrap(), center[1].as_f64().unwrap());
+                // Guangxi lies within 104–113°E, 20–27°N.
+                assert!((104.0..113.0).contains(&longitude), "{area}: {longitude}");
+                assert!((20.0..27.0).contains(&latitude), "{area}: {latitude}");
+                let kind = feature["geometry"]["type"].as_str().unwrap();
+                assert!(
+                    kind == "Polygon" || kind == "MultiPolygon",
+                    "{area}: {kind}"
+                );
+                areas.push(area.to_owned());
+            }
+            areas.sort();
+            let mut children = divisions.children(code).to_vec();
+            children.sort();
+            assert_eq!(areas, children, "the areas of {code} are its children");
+        }
     }
 
     fn keys(table: &str) -> std::collections::BTreeSet<String> {

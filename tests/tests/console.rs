@@ -1068,6 +1068,49 @@ async fn the_console_endpoints_answer_within_the_callers_scope() {
     })
     .await
     .unwrap();
+    // The network board is the caller's too: the region's lists hold both units and both
+    // alarms, 青秀区's NOC sees its own unit and alarm only.
+    let started = Instant::now();
+    let board = loop {
+        let network: Value = root.get("/api/v1/network").await.unwrap();
+        let board = network["board"].clone();
+        if board["longest_offline"].as_array().unwrap().len() == 2
+            && board["alarms"].as_array().unwrap().len() >= 2
+        {
+            break board;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the region's board: {board:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(board["joined"]["count"], 2);
+    let mine: Value = ops.get("/api/v1/network").await.unwrap();
+    let mine = &mine["board"];
+    let agent_ids = |list: &Value| -> Vec<String> {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|row| row["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(agent_ids(&mine["longest_offline"]), [ids[0].clone()]);
+    assert_eq!(agent_ids(&mine["joined"]["units"]), [ids[0].clone()]);
+    assert_eq!(
+        mine["longest_offline"][0]["path"],
+        "南宁市/青秀区/新竹街道/新竹社区居委会"
+    );
+    let alarms = mine["alarms"].as_array().unwrap();
+    assert!(!alarms.is_empty(), "{mine:#}");
+    assert!(
+        alarms.iter().all(
+            |alarm| alarm["division"].as_str().unwrap().starts_with("450103")
+                && alarm["duration_ms"].is_u64()
+        ),
+        "{mine:#}"
+    );
+
     let drained = Instant::now();
     while drained.elapsed() < Duration::from_secs(3) {
         if let Ok(Ok(count)) =
@@ -1711,5 +1754,245 @@ async fn assets_security_services_and_settings_show_the_control_planes_data() {
 
     let errors = browser.console_errors().await.unwrap();
     assert!(errors.is_empty(), "console errors: {errors:#?}");
+    drop(agents);
+}
+
+/// The network page's map and board, and the overview's KPI and posture widgets, against two
+/// agents on fixture hosts in two villages of 新竹街道 (南宁市), the first behind a relay: the
+/// overview shows the posture distribution and the failing SSH check; the map shows the 14
+/// cities with their division codes, 南宁市 green; the board lists both agents' units among the
+/// links and the units joined this month. Cutting the relay turns 南宁市 red on the map without
+/// a reload, puts the agent among the longest offline and its alarm, with its 市/县/乡 path
+/// and duration, in the alarm list; clicking 南宁市 shows its 12 counties, 青秀区 red; in the
+/// graph, 青秀区's link is drawn as lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_map_board_and_overview_widgets_follow_the_fleet() {
+    let mut deployment = Deployment::init().unwrap();
+    deployment.config.session.idle_timeout = Duration::from_secs(3);
+    deployment.config.incidents.hold_agent_secs = 1;
+    deployment.config.incidents.terminal_off_hours = None;
+    let cp = deployment.start().await.unwrap();
+    cp.admin
+        .create_user(
+            "admin",
+            &CreateUser {
+                name: USER.into(),
+                roles: vec![Role::Operator],
+                scope: "45".into(),
+                teams: Vec::new(),
+                password: Some(Secret::new(PASSWORD)),
+            },
+        )
+        .unwrap();
+    let relay = Relay::start(deployment.server().parse().unwrap())
+        .await
+        .unwrap();
+    let hosts = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let sshd_safe = "Protocol 2\nPermitRootLogin no\nPermitEmptyPasswords no\nMaxAuthTries 3\n";
+    fixture_host(
+        hosts[0].path(),
+        "Kylin Linux Advanced Server V10 (Lance)",
+        "kylin",
+        &sshd_safe.replace("PermitRootLogin no", "PermitRootLogin yes"),
+        &dpkg_stanza("openssh-server", "1:9.2p1-2"),
+    );
+    fixture_host(
+        hosts[1].path(),
+        "openEuler 22.03 (LTS-SP3)",
+        "openEuler",
+        sshd_safe,
+        &dpkg_stanza("curl", "7.88.1-10"),
+    );
+    let mut ids = Vec::new();
+    let mut agents = Vec::new();
+    for (index, (name, division, through_relay)) in
+        [("kylin", VILLAGE, true), ("euler", OTHER_VILLAGE, false)]
+            .into_iter()
+            .enumerate()
+    {
+        let token = create_token(&cp, division, "server", 1).unwrap();
+        let state_dir = deployment.state_dir(name);
+        let state = join_from(
+            &deployment,
+            &state_dir,
+            &token.token,
+            name,
+            hosts[index].path(),
+        )
+        .await
+        .unwrap();
+        if through_relay {
+            redirect(&state_dir, &relay.address.to_string()).unwrap();
+        }
+        let mut config = fast_agent_config();
+        config.posture.enabled = true;
+        ids.push(state.agent_id.clone());
+        agents.push(
+            start_agent_with_root(&state_dir, config, HostRoot::new(hosts[index].path()))
+                .await
+                .unwrap(),
+        );
+    }
+    let cut = ids[0].clone();
+    wait_until(Duration::from_secs(20), "both agents online", || {
+        cp.admin
+            .agents(None)
+            .map(|list| list.iter().filter(|agent| agent.online).count() == 2)
+            .unwrap_or(false)
+    })
+    .await
+    .unwrap();
+
+    let log = deployment.dir.path().join("chromedriver-map.log");
+    let browser = Browser::start(&log)
+        .await
+        .with_context(|| std::fs::read_to_string(&log).unwrap_or_default())
+        .unwrap();
+    let long = Duration::from_secs(20);
+    let mut shots = Vec::new();
+    browser.goto(&format!("{}/", cp.api_url)).await.unwrap();
+    log_in(&browser, USER).await.unwrap();
+
+    // The overview's widgets: this month's KPIs and both baselines, the SSH check failing.
+    browser
+        .wait_for(
+            "the KPI cards and both hosts' baselines with the failing SSH check",
+            long,
+            "const e = document.querySelector('#kpi-escalations .card-value'); \
+             const sla = document.querySelector('#kpi-sla .card-value'); \
+             const hosts = [...document.querySelectorAll('#overview-posture tr[data-hosts]')] \
+                 .reduce((sum, row) => sum + Number(row.dataset.hosts), 0); \
+             const failing = document.querySelectorAll('#overview-posture tr[data-check]').length; \
+             return e && /^[0-9]+$/.test(e.dataset.value) && sla && sla.textContent && hosts === 2 && failing > 0",
+            json!([]),
+        )
+        .await
+        .unwrap();
+    shots.push(browser.screenshot("map-1-overview-widgets").await.unwrap());
+
+    // The map of the region: 14 cities with their codes, 南宁市 green.
+    browser.click("#nav-network").await.unwrap();
+    browser.click_when_ready("#view-map", long).await.unwrap();
+    let codes = browser
+        .wait_for(
+            "the 14 cities on the map",
+            long,
+            "const areas = [...document.querySelectorAll('#network-map a[data-code]')]; \
+             return areas.length === 14 && areas.every(a => a.querySelector('path')) \
+                 ? areas.map(a => a.dataset.code).sort() : null",
+            json!([]),
+        )
+        .await
+        .unwrap();
+    let expected: Vec<String> = (1..=14).map(|city| format!("45{city:02}")).collect();
+    assert_eq!(codes, json!(expected));
+    browser
+        .wait_for(
+            "南宁市 green on the map",
+            long,
+            "const a = document.querySelector('#network-map a[data-code=\"4501\"]'); \
+             return a && a.dataset.state === 'ok' && a.dataset.online === '2'",
+            json!([]),
+        )
+        .await
+        .unwrap();
+    // The board: both units among the measured links and among this month's joins.
+    browser
+        .wait_for(
+            "both agents' units on the board",
+            long,
+            "const links = document.querySelector('#board-links'); \
+             const joined = document.querySelector('#board-joined'); \
+             const ranking = document.querySelector('#board-ranking tr[data-code=\"4501\"]'); \
+             return links && joined && ranking \
+                 && ['kylin-host', 'openEuler-host'].every(h => links.textContent.includes(h) && joined.textContent.includes(h)) \
+                 && links.textContent.includes('南宁市/青秀区/新竹街道') && ranking.textContent.includes('100.0%')",
+            json!([]),
+        )
+        .await
+        .unwrap();
+    shots.push(browser.screenshot("map-2-region").await.unwrap());
+
+    // Cut the first agent's link: 南宁市 turns red in the same page, the agent is the longest
+    // offline and its alarm is listed with its path and duration.
+    browser
+        .script("window.baguiTestMarker = 'same page'", json!([]))
+        .await
+        .unwrap();
+    relay.set_up(false);
+    browser
+        .wait_for(
+            "南宁市 red on the map",
+            Duration::from_secs(30),
+            "const a = document.querySelector('#network-map a[data-code=\"4501\"]'); \
+             return a && a.dataset.state === 'down'",
+            json!([]),
+        )
+        .await
+        .unwrap();
+    browser
+        .wait_for(
+            "the cut agent offline and its alarm on the board",
+            Duration::from_secs(30),
+            "const offline = document.querySelector('#board-offline'); \
+             const alarm = [...document.querySelectorAll('#board-alarms li[data-incident]')] \
+                 .find(li => li.textContent.includes('南宁市/青秀区/新竹街道')); \
+             return offline && offline.querySelector('tr[data-agent-id=\"' + arguments[0] + '\"]') \
+                 && alarm && alarm.querySelector('.alarm-duration').textContent.length > 0",
+            json!([cut]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        browser
+            .script("return window.baguiTestMarker", json!([]))
+            .await
+            .unwrap(),
+        "same page",
+        "the page was reloaded"
+    );
+    shots.push(browser.screenshot("map-3-city-down").await.unwrap());
+
+    // Into 南宁市: its 12 counties, 青秀区 red.
+    browser
+        .click("#network-map a[data-code=\"4501\"] text")
+        .await
+        .unwrap();
+    let counties = browser
+        .wait_for(
+            "南宁市's counties on the map",
+            long,
+            "const c = document.querySelector('#breadcrumb [aria-current]'); \
+             const areas = [...document.querySelectorAll('#network-map a[data-code]')]; \
+             const qingxiu = document.querySelector('#network-map a[data-code=\"450103\"]'); \
+             return c && c.dataset.code === '4501' && qingxiu && qingxiu.dataset.state === 'down' \
+                 ? areas.map(a => a.dataset.code).sort() : null",
+            json!([]),
+        )
+        .await
+        .unwrap();
+    let counties: Vec<String> = serde_json::from_value(counties).unwrap();
+    assert_eq!(counties.len(), 12, "{counties:?}");
+    assert!(counties.iter().all(|code| code.starts_with("4501")));
+    shots.push(browser.screenshot("map-4-counties").await.unwrap());
+
+    // The same level as a graph: 青秀区's link drawn as lost, a neighbour's as unmeasured.
+    browser.click("#view-graph").await.unwrap();
+    browser
+        .wait_for(
+            "青秀区's link coloured down in the graph",
+            long,
+            "const l = document.querySelector('#network-canvas line[data-link-of=\"450103\"]'); \
+             const n = document.querySelector('#network-canvas line[data-link-of=\"450102\"]'); \
+             return l && n && l.dataset.link === 'down' && n.dataset.link === 'empty'",
+            json!([]),
+        )
+        .await
+        .unwrap();
+    shots.push(browser.screenshot("map-5-graph-links").await.unwrap());
+
+    let errors = browser.console_errors().await.unwrap();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+    eprintln!("screenshots: {shots:#?}");
     drop(agents);
 }

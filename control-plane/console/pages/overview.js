@@ -1,10 +1,12 @@
 // 总览: the whole scope on one screen — agents online by level and by unit below, open work
-// orders, and the live event feed. The numbers come from /api/v1/overview, computed by the
+// orders, this month's SLA compliance and escalations, the posture score distribution and the
+// checks failing on most hosts, and the live event feed. The numbers come from /api/v1/overview, computed by the
 // control plane; the page reloads them every few seconds and whenever an event arrives.
 
 import { h, replace } from '../dom.js';
 import { t, formatTime } from '../i18n.js';
 import { get } from '../api.js';
+import { duration, severityBadge } from '../ui.js';
 
 const REFRESH_MS = 5000;
 
@@ -42,6 +44,38 @@ function table(caption, headers, rows) {
     h('tbody', {}, rows));
 }
 
+function kpiCards(kpi) {
+  if (!kpi) return null;
+  const sla = kpi.sla_compliance_percent == null ? '—' : `${kpi.sla_compliance_percent.toFixed(1)}%`;
+  return h('section', { class: 'cards', id: 'overview-kpi', 'aria-label': t('overview.kpi', { month: kpi.month }) },
+    h('div', { class: 'card', id: 'kpi-sla' }, h('div', { class: 'card-label' }, t('overview.kpi.sla', { month: kpi.month })),
+      h('div', { class: 'card-value', dataset: { value: String(kpi.sla_compliance_percent ?? '') } }, sla)),
+    h('div', { class: 'card', id: 'kpi-escalations' }, h('div', { class: 'card-label' }, t('overview.kpi.escalations', { month: kpi.month })),
+      h('div', { class: 'card-value', dataset: { value: String(kpi.escalations) } }, String(kpi.escalations))),
+    card(t('overview.kpi.opened', { month: kpi.month }), kpi.opened),
+    card(t('overview.kpi.mtta'), duration(kpi.mtta_ms)),
+    card(t('overview.kpi.mttr'), duration(kpi.mttr_ms)));
+}
+
+function postureTables(posture) {
+  const most = Math.max(1, ...posture.buckets.map((bucket) => bucket.hosts));
+  return [
+    table(t('overview.posture', {
+      hosts: posture.hosts, mean: posture.mean == null ? '—' : posture.mean.toFixed(1),
+    }), [t('overview.posture.score'), t('overview.posture.hosts')],
+    posture.buckets.map((bucket) => h('tr', { dataset: { from: String(bucket.from), hosts: String(bucket.hosts) } },
+      h('th', { scope: 'row' }, `${bucket.from}–${bucket.to}`),
+      h('td', {}, h('meter', {
+        min: 0, max: most, value: bucket.hosts, 'aria-label': `${bucket.from}–${bucket.to}`,
+      }), ' ', String(bucket.hosts))))),
+    table(t('overview.failing'), [t('overview.failing.check'), t('orders.severity'), t('overview.posture.hosts')],
+      posture.top_failing.length ? posture.top_failing.map((check) => h('tr', { dataset: { check: check.id } },
+        h('th', { scope: 'row' }, h('a', { href: '#/security' }, check.title || check.id), ' ', h('code', {}, check.id)),
+        h('td', {}, severityBadge(check.severity)), h('td', {}, String(check.hosts))))
+        : h('tr', {}, h('td', { colspan: 3 }, t('common.none')))),
+  ];
+}
+
 function renderData(container, data) {
   const agents = data.agents;
   const scopePath = data.path.map((division) => division.name).join(' / ');
@@ -61,6 +95,7 @@ function renderData(container, data) {
       card(t('overview.online_rate'), percent(agents.online, agents.total)),
       orders ? card(t('overview.orders.open'), orders.open) : null,
       orders ? card(t('overview.orders.escalated'), orders.escalated) : null),
+    kpiCards(data.kpi),
     h('div', { class: 'columns' },
       h('section', {},
         table(t('overview.by_level'), [t('overview.level'), t('overview.online'), t('overview.offline')],
@@ -76,7 +111,8 @@ function renderData(container, data) {
             Object.keys(orders.by_state).length ? Object.entries(orders.by_state).map(([state, count]) =>
               h('tr', {}, h('th', { scope: 'row' }, t(`wo.${state}`)), h('td', {}, String(count))))
               : h('tr', {}, h('td', { colspan: 2 }, t('common.none')))),
-        ] : h('p', { class: 'muted' }, t('overview.orders.hidden'))),
+        ] : h('p', { class: 'muted' }, t('overview.orders.hidden')),
+        h('div', { id: 'overview-posture' }, postureTables(data.posture))),
       h('section', {},
         table(t('overview.by_child'),
           [t('overview.division'), t('overview.online'), t('overview.total'), t('overview.online_rate'), t('overview.state')],
