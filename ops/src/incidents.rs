@@ -296,8 +296,9 @@ enum Silence {
     OffHours,
 }
 
+/// What the engine remembers of an agent (persisted per agent, see [`Changes`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct AgentFacts {
+pub struct AgentFacts {
     offline_since: Option<Millis>,
     silence: Option<Silence>,
     seen_since_start: bool,
@@ -305,7 +306,7 @@ struct AgentFacts {
 
 /// What the engine remembers of a fingerprint between its incidents.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct FingerprintHistory {
+pub struct FingerprintHistory {
     last_incident: Option<IncidentId>,
     last_resolved_at: Option<Millis>,
     /// Times of the re-fires inside the flap window.
@@ -329,7 +330,9 @@ enum Verdict {
     Own,
 }
 
-/// The incident engine and its whole state (serde: persist it as is).
+/// The incident engine and its whole state. Serde persists it whole; a caller that stores it
+/// after every step persists only what changed instead ([`IncidentEngine::take_changes`],
+/// rebuilt by [`IncidentEngine::from_parts`]), so a step costs what it did, not the fleet size.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IncidentEngine {
     rules: IncidentRules,
@@ -339,6 +342,71 @@ pub struct IncidentEngine {
     incidents: BTreeMap<IncidentId, Incident>,
     open_by_fingerprint: BTreeMap<String, IncidentId>,
     history: BTreeMap<String, FingerprintHistory>,
+    /// Keys changed since the last `take_changes`: bookkeeping, not state.
+    #[serde(skip)]
+    touched: Touched,
+}
+
+/// Keys changed since the last [`IncidentEngine::take_changes`].
+#[derive(Debug, Clone, Default)]
+struct Touched {
+    header: bool,
+    agents: BTreeSet<AgentId>,
+    incidents: BTreeSet<IncidentId>,
+    history: BTreeSet<String>,
+    /// No agent or incident changed since mass outages were last evaluated (kept across
+    /// `take_changes`): a tick with nothing new and no hold ending skips the walk over the
+    /// fleet. Topology changes alone wait for the next change.
+    settled: bool,
+}
+
+impl Touched {
+    fn agent(&mut self, agent: &str) {
+        self.settled = false;
+        if !self.agents.contains(agent) {
+            self.agents.insert(agent.to_owned());
+        }
+    }
+
+    fn incident(&mut self, id: IncidentId) {
+        self.settled = false;
+        self.incidents.insert(id);
+    }
+
+    fn is_empty(&self) -> bool {
+        !self.header
+            && self.agents.is_empty()
+            && self.incidents.is_empty()
+            && self.history.is_empty()
+    }
+}
+
+/// Equal whatever was touched: two engines are equal when their state is.
+impl PartialEq for Touched {
+    fn eq(&self, _: &Touched) -> bool {
+        true
+    }
+}
+
+impl Eq for Touched {}
+
+/// The engine's scalar state: rules, start time and id counter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineHeader {
+    pub rules: IncidentRules,
+    pub started_at: Millis,
+    pub next_id: IncidentId,
+}
+
+/// The state that changed since the last [`IncidentEngine::take_changes`], key by key: `None`
+/// means the key is gone. Written over the previous parts, it gives the engine's state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Changes {
+    /// Always present (it is small).
+    pub header: EngineHeader,
+    pub agents: Vec<(AgentId, Option<AgentFacts>)>,
+    pub incidents: Vec<(IncidentId, Option<Incident>)>,
+    pub history: Vec<(String, Option<FingerprintHistory>)>,
 }
 
 fn agent_lost_key(agent: &str) -> String {
@@ -369,15 +437,112 @@ impl IncidentEngine {
             incidents: BTreeMap::new(),
             open_by_fingerprint: BTreeMap::new(),
             history: BTreeMap::new(),
+            touched: Touched {
+                header: true,
+                ..Touched::default()
+            },
         })
+    }
+
+    /// Rebuilds an engine from its persisted parts (the last of each key's [`Changes`]).
+    pub fn from_parts(
+        header: EngineHeader,
+        agents: impl IntoIterator<Item = (AgentId, AgentFacts)>,
+        incidents: impl IntoIterator<Item = Incident>,
+        history: impl IntoIterator<Item = (String, FingerprintHistory)>,
+    ) -> Result<IncidentEngine, RulesError> {
+        header.rules.validate()?;
+        let incidents: BTreeMap<IncidentId, Incident> = incidents
+            .into_iter()
+            .map(|incident| (incident.id, incident))
+            .collect();
+        // Every incident held is open, and a fingerprint has at most one open incident.
+        let open_by_fingerprint = incidents
+            .values()
+            .map(|incident| (incident.fingerprint.clone(), incident.id))
+            .collect();
+        Ok(IncidentEngine {
+            rules: header.rules,
+            started_at: header.started_at,
+            next_id: header.next_id,
+            agents: agents.into_iter().collect(),
+            incidents,
+            open_by_fingerprint,
+            history: history.into_iter().collect(),
+            touched: Touched::default(),
+        })
+    }
+
+    /// Whether any state changed since the last [`IncidentEngine::take_changes`].
+    pub fn has_changes(&self) -> bool {
+        !self.touched.is_empty()
+    }
+
+    /// The state changed since the last call (or since `new`/`from_parts`), and forgets it.
+    pub fn take_changes(&mut self) -> Changes {
+        let settled = self.touched.settled;
+        let touched = std::mem::replace(
+            &mut self.touched,
+            Touched {
+                settled,
+                ..Touched::default()
+            },
+        );
+        Changes {
+            header: self.header(),
+            agents: touched
+                .agents
+                .into_iter()
+                .map(|agent| {
+                    let facts = self.agents.get(&agent).cloned();
+                    (agent, facts)
+                })
+                .collect(),
+            incidents: touched
+                .incidents
+                .into_iter()
+                .map(|id| (id, self.incidents.get(&id).cloned()))
+                .collect(),
+            history: touched
+                .history
+                .into_iter()
+                .map(|key| {
+                    let history = self.history.get(&key).cloned();
+                    (key, history)
+                })
+                .collect(),
+        }
+    }
+
+    /// Counts the whole state as changed, so the next `take_changes` returns all of it.
+    pub fn mark_all_changed(&mut self) {
+        self.touched = Touched {
+            header: true,
+            agents: self.agents.keys().cloned().collect(),
+            incidents: self.incidents.keys().copied().collect(),
+            history: self.history.keys().cloned().collect(),
+            settled: false,
+        };
+    }
+
+    fn header(&self) -> EngineHeader {
+        EngineHeader {
+            rules: self.rules.clone(),
+            started_at: self.started_at,
+            next_id: self.next_id,
+        }
     }
 
     /// Tells a restored engine that the control plane (re)started at `now`: the grace period
     /// starts again and no agent counts as reconnected yet.
     pub fn restarted(&mut self, now: Millis) {
         self.started_at = now;
-        for facts in self.agents.values_mut() {
-            facts.seen_since_start = false;
+        self.touched.header = true;
+        for (agent, facts) in self.agents.iter_mut() {
+            if facts.seen_since_start {
+                facts.seen_since_start = false;
+                self.touched.agent(agent);
+            }
         }
     }
 
@@ -385,6 +550,8 @@ impl IncidentEngine {
     pub fn set_rules(&mut self, rules: IncidentRules) -> Result<(), RulesError> {
         rules.validate()?;
         self.rules = rules;
+        self.touched.header = true;
+        self.touched.settled = false;
         Ok(())
     }
 
@@ -447,6 +614,7 @@ impl IncidentEngine {
                 non_empty_agent(&agent)?;
                 let started_at = self.started_at;
                 let facts = self.agents.entry(agent.clone()).or_default();
+                self.touched.agent(&agent);
                 if facts.offline_since.is_some_and(|since| at < since) {
                     return Ok(actions); // a stale report from before the loss
                 }
@@ -521,7 +689,11 @@ impl IncidentEngine {
                 && !incident.was_symptom
                 && matches!(incident.phase, Phase::Held { until } if until <= now)
         });
-        self.evaluate_mass_outages(now, agent_hold_ended, topology, &mut actions);
+        if agent_hold_ended || !self.touched.settled {
+            // Settled before: whatever the evaluation itself changes is looked at again.
+            self.touched.settled = true;
+            self.evaluate_mass_outages(now, agent_hold_ended, topology, &mut actions);
+        }
         self.settle_flapping(now, &mut actions);
 
         let mut due: Vec<(Millis, IncidentId)> = self
@@ -581,6 +753,7 @@ impl IncidentEngine {
             return; // already down: a repeated report
         }
         facts.offline_since = Some(at);
+        self.touched.agent(&agent);
         facts.silence = if !facts.seen_since_start && at < grace_end {
             Some(Silence::Grace)
         } else if off_hours {
@@ -632,7 +805,7 @@ impl IncidentEngine {
         actions: &mut Vec<Action>,
     ) {
         if let Some(id) = self.open_by_fingerprint.get(&key) {
-            if let Some(incident) = self.incidents.get_mut(id) {
+            if let Some(incident) = incident_mut(&mut self.incidents, &mut self.touched, *id) {
                 incident.firing = true;
                 incident.cleared_at = None;
             }
@@ -642,6 +815,7 @@ impl IncidentEngine {
         self.next_id = self.next_id.saturating_add(1);
         let flap_window = self.rules.flap_window();
         let reopen_window = self.rules.reopen_window();
+        self.touched.history.insert(key.clone());
         let history = self.history.entry(key.clone()).or_default();
         let mut recurrence_of = None;
         if let (Some(previous), Some(resolved_at)) =
@@ -675,6 +849,8 @@ impl IncidentEngine {
         if flapping {
             actions.push(Action::Flapping { incident: id });
         }
+        self.touched.header = true;
+        self.touched.incident(id);
         self.incidents.insert(
             id,
             Incident {
@@ -707,7 +883,7 @@ impl IncidentEngine {
         let Some(&id) = self.open_by_fingerprint.get(key) else {
             return;
         };
-        let Some(incident) = self.incidents.get_mut(&id) else {
+        let Some(incident) = incident_mut(&mut self.incidents, &mut self.touched, id) else {
             return;
         };
         incident.firing = false;
@@ -728,9 +904,11 @@ impl IncidentEngine {
         let Some(incident) = self.incidents.remove(&id) else {
             return;
         };
+        self.touched.incident(id);
         if self.open_by_fingerprint.get(&incident.fingerprint) == Some(&id) {
             self.open_by_fingerprint.remove(&incident.fingerprint);
         }
+        self.touched.history.insert(incident.fingerprint.clone());
         let history = self
             .history
             .entry(incident.fingerprint.clone())
@@ -740,7 +918,7 @@ impl IncidentEngine {
             history.refires.clear();
         }
         if let Phase::Symptom { cause } = incident.phase
-            && let Some(cause) = self.incidents.get_mut(&cause)
+            && let Some(cause) = incident_mut(&mut self.incidents, &mut self.touched, cause)
         {
             cause.symptoms.remove(&id);
         }
@@ -753,7 +931,7 @@ impl IncidentEngine {
         // Every symptom is held again and re-checked when the hold ends.
         for symptom in incident.symptoms {
             let hold = self.hold_for(symptom);
-            if let Some(symptom) = self.incidents.get_mut(&symptom) {
+            if let Some(symptom) = incident_mut(&mut self.incidents, &mut self.touched, symptom) {
                 symptom.phase = Phase::Held {
                     until: at.saturating_add(hold),
                 };
@@ -779,7 +957,7 @@ impl IncidentEngine {
         match self.verdict(id, at, topology) {
             Verdict::Symptom(cause) => self.link(id, cause, actions),
             Verdict::Wait => {
-                if let Some(incident) = self.incidents.get_mut(&id) {
+                if let Some(incident) = incident_mut(&mut self.incidents, &mut self.touched, id) {
                     incident.phase = Phase::Waiting;
                 }
             }
@@ -788,7 +966,7 @@ impl IncidentEngine {
     }
 
     fn stand_alone(&mut self, id: IncidentId, actions: &mut Vec<Action>) {
-        let Some(incident) = self.incidents.get_mut(&id) else {
+        let Some(incident) = incident_mut(&mut self.incidents, &mut self.touched, id) else {
             return;
         };
         incident.phase = Phase::Active;
@@ -896,14 +1074,14 @@ impl IncidentEngine {
             self.stand_alone(id, actions);
             return;
         }
-        let Some(incident) = self.incidents.get_mut(&id) else {
+        let Some(incident) = incident_mut(&mut self.incidents, &mut self.touched, id) else {
             return;
         };
         let previous = std::mem::replace(&mut incident.phase, Phase::Symptom { cause });
         incident.was_symptom = true;
         let moved = std::mem::take(&mut incident.symptoms);
         if let Phase::Symptom { cause: old } = previous
-            && let Some(old) = self.incidents.get_mut(&old)
+            && let Some(old) = incident_mut(&mut self.incidents, &mut self.touched, old)
         {
             old.symptoms.remove(&id);
         }
@@ -914,14 +1092,14 @@ impl IncidentEngine {
         }
         let mut linked = vec![id];
         for symptom in moved {
-            if let Some(incident) = self.incidents.get_mut(&symptom) {
+            if let Some(incident) = incident_mut(&mut self.incidents, &mut self.touched, symptom) {
                 incident.phase = Phase::Symptom { cause };
                 incident.was_symptom = true;
                 linked.push(symptom);
                 actions.push(Action::LinkSymptom { symptom, cause });
             }
         }
-        if let Some(cause) = self.incidents.get_mut(&cause) {
+        if let Some(cause) = incident_mut(&mut self.incidents, &mut self.touched, cause) {
             cause.symptoms.extend(linked);
         }
     }
@@ -942,6 +1120,7 @@ impl IncidentEngine {
         for agent in silenced {
             if let Some(facts) = self.agents.get_mut(&agent) {
                 facts.silence = None;
+                self.touched.agent(&agent);
             }
             let role = topology.role(&agent);
             self.raise_agent_lost(agent, grace_end, role, topology, actions);
@@ -1021,14 +1200,17 @@ impl IncidentEngine {
     ) {
         let down = self.down_on_their_own(topology);
         let mut down_per_division: BTreeMap<DivisionCode, usize> = BTreeMap::new();
+        // Which agents are down under each division matters only when one is raised.
         let mut agents_per_division: BTreeMap<DivisionCode, Vec<AgentId>> = BTreeMap::new();
         for agent in &down {
             for code in Self::ancestry(topology.division(agent), topology) {
-                *down_per_division.entry(code.clone()).or_default() += 1;
-                agents_per_division
-                    .entry(code)
-                    .or_default()
-                    .push(agent.clone());
+                if may_raise {
+                    agents_per_division
+                        .entry(code.clone())
+                        .or_default()
+                        .push(agent.clone());
+                }
+                *down_per_division.entry(code).or_default() += 1;
             }
         }
         let share_above = |count: usize, code: &str, percent: u8| {
@@ -1088,7 +1270,7 @@ impl IncidentEngine {
         }
         for key in absorb {
             if let Some(&id) = self.open_by_fingerprint.get(&key)
-                && let Some(incident) = self.incidents.get_mut(&id)
+                && let Some(incident) = incident_mut(&mut self.incidents, &mut self.touched, id)
             {
                 incident.firing = true;
                 incident.cleared_at = None;
@@ -1167,13 +1349,29 @@ impl IncidentEngine {
     fn prune_history(&mut self, now: Millis) {
         let keep_for = self.rules.flap_window().max(self.rules.reopen_window());
         let open = &self.open_by_fingerprint;
+        let touched = &mut self.touched.history;
         self.history.retain(|key, history| {
-            open.contains_key(key)
+            let keep = open.contains_key(key)
                 || history
                     .last_resolved_at
-                    .is_some_and(|resolved| now.saturating_sub(resolved) <= keep_for)
+                    .is_some_and(|resolved| now.saturating_sub(resolved) <= keep_for);
+            if !keep {
+                touched.insert(key.clone());
+            }
+            keep
         });
     }
+}
+
+/// `incidents[id]` for changing, marked as touched.
+fn incident_mut<'a>(
+    incidents: &'a mut BTreeMap<IncidentId, Incident>,
+    touched: &mut Touched,
+    id: IncidentId,
+) -> Option<&'a mut Incident> {
+    let incident = incidents.get_mut(&id)?;
+    touched.incident(id);
+    Some(incident)
 }
 
 fn non_empty_agent(agent: &str) -> Result<(), EventError> {
