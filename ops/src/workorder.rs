@@ -57,7 +57,9 @@
 //!   team that returned the order cannot be given it straight back (no ping-pong: routing must
 //!   walk up the tree, where the region's on-duty team always exists).
 //! - **Suppress** is allowed before anyone acknowledged (`DETECTED`, `DISPATCHED`): a symptom
-//!   is never worked on its own. **Promote** sends a symptom whose cause cleared but which still
+//!   is never worked on its own. On a `SUPPRESSED` order it re-links the symptom to a new cause
+//!   (a village under its township's outage when the whole county goes): the state stays, the
+//!   log says which cause replaced which. **Promote** sends a symptom whose cause cleared but which still
 //!   fails back to `DETECTED` for routing.
 //! - **Escalation is an attribute**: `escalation_level` and the `supervisors` list (督办) grow;
 //!   the state does not change. The caller names the next level's team, because routing walks
@@ -813,7 +815,7 @@ impl WorkOrder {
                 out.transitions.push(t);
             }
             Command::Suppress { cause } => {
-                if !matches!(self.state, S::Detected | S::Dispatched) {
+                if !matches!(self.state, S::Detected | S::Dispatched | S::Suppressed) {
                     return Err(self.not_allowed(name));
                 }
                 let cause = cause.trim();
@@ -827,10 +829,19 @@ impl WorkOrder {
                         order_id: self.id.clone(),
                     });
                 }
+                let detail = match self.suppressed_by.as_deref() {
+                    Some(previous) if self.state == S::Suppressed => {
+                        if previous == cause {
+                            return Ok(()); // already under this cause
+                        }
+                        format!("cause {cause} (was {previous})")
+                    }
+                    _ => format!("cause {cause}"),
+                };
                 self.suppressed_by = Some(cause.to_string());
                 self.disarm(DeadlineKind::Ack, out);
                 self.disarm(DeadlineKind::Handle, out);
-                let t = self.record(S::Suppressed, name, actor, now, format!("cause {cause}"));
+                let t = self.record(S::Suppressed, name, actor, now, detail);
                 out.transitions.push(t);
             }
             Command::Promote => {
@@ -1560,12 +1571,37 @@ mod tests {
         );
         assert!(out.schedule.is_empty());
         assert_eq!(order.suppressed_by.as_deref(), Some("wo-cause"));
+        // The cause is absorbed by a larger one: re-linked, still suppressed, logged.
+        let out = run(
+            &mut order,
+            Command::Suppress {
+                cause: "wo-county".into(),
+            },
+            T0 + 3 * 1000,
+        );
+        assert_eq!(
+            moves(&out),
+            vec![(S::Suppressed, S::Suppressed, CommandName::Suppress)]
+        );
+        assert_eq!(out.transitions[0].detail, "cause wo-county (was wo-cause)");
+        assert_eq!(order.suppressed_by.as_deref(), Some("wo-county"));
+        let out = run(
+            &mut order,
+            Command::Suppress {
+                cause: "wo-county".into(),
+            },
+            T0 + 4 * 1000,
+        );
+        assert!(
+            out.transitions.is_empty(),
+            "the same cause again changes nothing"
+        );
         let out = run(&mut order, Command::SourceCleared, T0 + HOUR);
         assert_eq!(
             moves(&out),
             vec![(S::Suppressed, S::AutoResolved, CommandName::SourceCleared)]
         );
-        assert_eq!(order.suppressed_by.as_deref(), Some("wo-cause"));
+        assert_eq!(order.suppressed_by.as_deref(), Some("wo-county"));
 
         // A recurrence of a never-owned symptom goes back to routing.
         let out = run(
@@ -2079,6 +2115,11 @@ mod tests {
             ),
             (S::Dispatched, Command::SourceCleared, vec![S::AutoResolved]),
             (
+                S::Suppressed,
+                Command::Suppress { cause: "c2".into() },
+                vec![S::Suppressed],
+            ),
+            (
                 S::Dispatched,
                 Command::Escalate { team: team("t") },
                 vec![S::Dispatched],
@@ -2246,9 +2287,9 @@ mod tests {
                 refused += 1;
             }
         }
-        // 10 states × 15 commands − the 34 legal cases (Verify accepted and rejected are two
+        // 10 states × 15 commands − the 35 legal cases (Verify accepted and rejected are two
         // of them, both in RESOLVED).
-        assert_eq!(refused, 10 * 15 - 34);
+        assert_eq!(refused, 10 * 15 - 35);
     }
 
     #[test]
