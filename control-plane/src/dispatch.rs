@@ -11,7 +11,10 @@
 //!
 //! | key                                   | value                                    |
 //! |---------------------------------------|------------------------------------------|
-//! | `engine`                              | [`IncidentEngine`]                       |
+//! | `eng/h`                               | [`EngineHeader`] of the incident engine  |
+//! | `eng/a/<agent>`                       | its [`AgentFacts`] of one agent          |
+//! | `eng/i/<incident be>`                 | one open [`Incident`]                    |
+//! | `eng/f/<fingerprint>`                 | one [`FingerprintHistory`]               |
 //! | `next-order`                          | next work-order number (`u64`)           |
 //! | `wo/<id>`                             | [`WorkOrder`]                            |
 //! | `tr/<id>\0<seq be>`                   | [`Transition`] (append-only)             |
@@ -29,7 +32,8 @@ use std::time::Duration;
 
 use bagui_ops::calendar::SlaPolicy;
 use bagui_ops::incidents::{
-    Action, AgentId, AgentRole, Event, IncidentEngine, IncidentId, IncidentRules, Subject, Topology,
+    Action, AgentFacts, AgentId, AgentRole, Changes, EngineHeader, Event, FingerprintHistory,
+    Incident, IncidentEngine, IncidentId, IncidentRules, Subject, Topology,
 };
 use bagui_ops::model::{Category, DeadlineKind, Millis, Severity, WorkOrderState};
 use bagui_ops::notify::{ChannelConfig, Notification, NotificationKind, OnDutyPerson};
@@ -51,8 +55,28 @@ pub const REGION_DUTY_TEAM: &str = "region-duty";
 /// How often the topology facts are re-read from the agent records at most.
 const TOPOLOGY_TTL_MS: Millis = 30_000;
 
+/// How soon they are re-read once agents that joined since were added without their uplinks
+/// (well inside the shortest hold, so decisions see the uplinks).
+const PARTIAL_TOPOLOGY_TTL_MS: Millis = 2_000;
+
 /// Longest sleep of the dispatcher thread between looks at its timers.
 const MAX_SLEEP: Duration = Duration::from_secs(1);
+
+/// How long the dispatcher gathers events after the first before taking a step (decisions
+/// wait for holds of seconds anyway), and the most events one step takes.
+const GATHER: Duration = Duration::from_millis(100);
+const MAX_STEP_EVENTS: usize = 8192;
+
+/// Under a stream of events the dispatcher gathers for `IDLE_SHARE` times as long as its last
+/// step took (up to `MAX_GATHER`): it then uses at most a tenth of a core, and ingest — which
+/// shares the cores and must drain the UDP socket — keeps the rest. A step over a
+/// province-sized engine costs about the same for one event as for thousands, and decisions
+/// wait for holds of 10 s anyway.
+const IDLE_SHARE: u32 = 9;
+const MAX_GATHER: Duration = Duration::from_secs(5);
+
+/// A step slower than this is logged.
+const SLOW_STEP: Duration = Duration::from_secs(1);
 
 /// Why an ops operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -195,7 +219,13 @@ pub struct OrderFilter {
 // Keys
 // ---------------------------------------------------------------------------------------------
 
-const ENGINE_KEY: &[u8] = b"engine";
+/// The whole engine in one value, as written before the engine was stored key by key; read
+/// once and rewritten as rows.
+const LEGACY_ENGINE_KEY: &[u8] = b"engine";
+const ENGINE_HEADER_KEY: &[u8] = b"eng/h";
+const ENGINE_AGENT_PREFIX: &[u8] = b"eng/a/";
+const ENGINE_INCIDENT_PREFIX: &[u8] = b"eng/i/";
+const ENGINE_HISTORY_PREFIX: &[u8] = b"eng/f/";
 /// Incident rules set through the API; they win over the file's `[incidents]`.
 const RULES_KEY: &[u8] = b"rules";
 const NEXT_ORDER_KEY: &[u8] = b"next-order";
@@ -266,6 +296,70 @@ fn incident_key(incident: IncidentId) -> Vec<u8> {
     key(INCIDENT_PREFIX, &incident.to_be_bytes())
 }
 
+/// Writes the engine's changed state into `batch`, one row per key.
+fn put_engine_changes(batch: &mut OpsBatch, changes: Changes) -> Result<(), StoreError> {
+    batch.put(ENGINE_HEADER_KEY, &changes.header)?;
+    for (agent, facts) in changes.agents {
+        let row = key(ENGINE_AGENT_PREFIX, agent.as_bytes());
+        match facts {
+            Some(facts) => batch.put(&row, &facts)?,
+            None => batch.delete(&row),
+        }
+    }
+    for (id, incident) in changes.incidents {
+        let row = key(ENGINE_INCIDENT_PREFIX, &id.to_be_bytes());
+        match incident {
+            Some(incident) => batch.put(&row, &incident)?,
+            None => batch.delete(&row),
+        }
+    }
+    for (fingerprint, history) in changes.history {
+        let row = key(ENGINE_HISTORY_PREFIX, fingerprint.as_bytes());
+        match history {
+            Some(history) => batch.put(&row, &history)?,
+            None => batch.delete(&row),
+        }
+    }
+    Ok(())
+}
+
+/// The engine as stored: its rows, or the single value of older versions (with everything
+/// marked changed, so the next write stores it as rows). `None`: never stored.
+fn load_engine(store: &Store) -> Result<Option<IncidentEngine>, DispatchError> {
+    let refused =
+        |error: bagui_ops::incidents::RulesError| DispatchError::Refused(error.to_string());
+    if let Some(header) = store.ops_get::<EngineHeader>(ENGINE_HEADER_KEY)? {
+        let agents: Vec<(Vec<u8>, AgentFacts)> =
+            store.ops_scan(ENGINE_AGENT_PREFIX, b"", usize::MAX)?;
+        let incidents: Vec<(Vec<u8>, Incident)> =
+            store.ops_scan(ENGINE_INCIDENT_PREFIX, b"", usize::MAX)?;
+        let history: Vec<(Vec<u8>, FingerprintHistory)> =
+            store.ops_scan(ENGINE_HISTORY_PREFIX, b"", usize::MAX)?;
+        let name =
+            |row: &[u8], prefix: &[u8]| String::from_utf8_lossy(&row[prefix.len()..]).into_owned();
+        let engine = IncidentEngine::from_parts(
+            header,
+            agents
+                .into_iter()
+                .map(|(row, facts)| (name(&row, ENGINE_AGENT_PREFIX), facts)),
+            incidents.into_iter().map(|(_, incident)| incident),
+            history
+                .into_iter()
+                .map(|(row, history)| (name(&row, ENGINE_HISTORY_PREFIX), history)),
+        )
+        .map_err(refused)?;
+        return Ok(Some(engine));
+    }
+    match store.ops_get::<IncidentEngine>(LEGACY_ENGINE_KEY)? {
+        Some(mut engine) => {
+            // Everything counts as changed: the next write stores it as rows.
+            engine.mark_all_changed();
+            Ok(Some(engine))
+        }
+        None => Ok(None),
+    }
+}
+
 fn team_key(id: &str) -> Vec<u8> {
     key(TEAM_PREFIX, id.as_bytes())
 }
@@ -286,6 +380,8 @@ struct Facts {
     counts: HashMap<String, usize>,
     tree: Arc<Divisions>,
     read_ms: Millis,
+    /// Agents added one by one since the read, without their uplinks: read again soon.
+    partial: bool,
 }
 
 impl Facts {
@@ -312,7 +408,27 @@ impl Facts {
             counts,
             tree,
             read_ms: now,
+            partial: false,
         })
+    }
+
+    /// Adds an agent that joined since the read (its uplink comes with the next full read).
+    fn add(&mut self, agent: crate::store::AgentRecord) {
+        if agent.revoked_ms.is_some() || self.divisions_of.contains_key(&agent.id) {
+            return;
+        }
+        for division in self.tree.ancestors(&agent.division) {
+            *self.counts.entry(division.code.clone()).or_insert(0) += 1;
+        }
+        self.uplinks.insert(agent.id.clone(), None);
+        self.divisions_of
+            .insert(agent.id, (agent.division, agent.role));
+        self.partial = true;
+    }
+
+    fn stale(&self, now: Millis) -> bool {
+        let age = now.saturating_sub(self.read_ms);
+        age >= TOPOLOGY_TTL_MS || (self.partial && age >= PARTIAL_TOPOLOGY_TTL_MS)
     }
 }
 
@@ -373,12 +489,19 @@ struct Core {
     engine: IncidentEngine,
     config: DispatchConfig,
     facts: Option<Facts>,
+    /// The latest session-history row of each agent seen since the start, as stored: a
+    /// reconnect storm must not cost a store scan per session event.
+    latest_sessions: HashMap<String, Option<(Vec<u8>, UpInterval)>>,
 }
 
 /// The dispatcher: shared by the API (commands, views) and its own thread (events, timers).
 #[derive(Clone)]
 pub struct Dispatcher {
     core: Arc<Mutex<Core>>,
+    /// The same store as the core's, reachable without its lock: async tasks (the notifier)
+    /// must never wait on a step of the dispatcher thread, which can take a while under a
+    /// reconnect storm, since that blocks a runtime worker and with it every session on it.
+    store: Store,
     clock: Arc<dyn Clock>,
     /// Wakes the notifier after an outbox entry was queued.
     notifier: Arc<tokio::sync::Notify>,
@@ -408,7 +531,7 @@ impl Dispatcher {
             tracing::info!("incident rules set through the API override [incidents] of the file");
             config.rules = rules;
         }
-        let engine = match store.ops_get::<IncidentEngine>(ENGINE_KEY)? {
+        let mut engine = match load_engine(&store)? {
             Some(mut engine) => {
                 engine
                     .set_rules(config.rules.clone())
@@ -421,6 +544,21 @@ impl Dispatcher {
             None => IncidentEngine::new(config.rules.clone(), now)
                 .map_err(|error| DispatchError::Refused(error.to_string()))?,
         };
+        let mut batch = OpsBatch::new();
+        if store
+            .ops_get::<Team>(&team_key(REGION_DUTY_TEAM))?
+            .is_none()
+        {
+            let team = region_duty_team(&divisions, now);
+            batch.put(&team_key(&team.id), &team)?;
+        }
+        // What the store holds is the engine from here on (the restart, rows of an older
+        // single value), so a failed step can go back to it.
+        if engine.has_changes() {
+            put_engine_changes(&mut batch, engine.take_changes())?;
+            batch.delete(LEGACY_ENGINE_KEY);
+        }
+        store.ops_commit(batch)?;
         let dispatcher = Dispatcher {
             core: Arc::new(Mutex::new(Core {
                 store: store.clone(),
@@ -428,20 +566,13 @@ impl Dispatcher {
                 engine,
                 config,
                 facts: None,
+                latest_sessions: HashMap::new(),
             })),
+            store,
             clock,
             notifier: Arc::new(tokio::sync::Notify::new()),
             stop: Arc::default(),
         };
-        if store
-            .ops_get::<Team>(&team_key(REGION_DUTY_TEAM))?
-            .is_none()
-        {
-            let team = region_duty_team(&divisions, now);
-            let mut batch = OpsBatch::new();
-            batch.put(&team_key(&team.id), &team)?;
-            store.ops_commit(batch)?;
-        }
         Ok(dispatcher)
     }
 
@@ -588,7 +719,7 @@ impl Dispatcher {
         core.config.rules = rules.clone();
         let mut batch = OpsBatch::new();
         batch.put(RULES_KEY, &rules)?;
-        batch.put(ENGINE_KEY, &core.engine)?;
+        put_engine_changes(&mut batch, core.engine.take_changes())?;
         core.store.ops_commit(batch)?;
         Ok(rules)
     }
@@ -610,7 +741,7 @@ impl Dispatcher {
     }
 
     pub(crate) fn store(&self) -> Store {
-        self.lock().store.clone()
+        self.store.clone()
     }
 
     pub(crate) fn clock(&self) -> Arc<dyn Clock> {
@@ -632,6 +763,7 @@ impl Dispatcher {
     }
 
     fn run(self, events: Receiver<Event>) {
+        let mut last_step = Duration::ZERO;
         while !self.stop.load(std::sync::atomic::Ordering::SeqCst) {
             let wait = match self.next_wakeup() {
                 Ok(Some(at)) => Duration::from_millis(at.saturating_sub(self.clock.now_ms())),
@@ -648,17 +780,33 @@ impl Dispatcher {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
-            while let Ok(event) = events.try_recv() {
-                batch.push(event);
-                if batch.len() >= 4096 {
-                    break;
+            // Gather what follows within GATHER into the same step: under a reconnect storm
+            // events stream in, and each step is one fsync and one engine tick over the fleet.
+            let gather = GATHER.max(last_step * IDLE_SHARE).min(MAX_GATHER);
+            let gather_until = std::time::Instant::now() + gather;
+            while !batch.is_empty() && batch.len() < MAX_STEP_EVENTS {
+                let left = gather_until.saturating_duration_since(std::time::Instant::now());
+                match events.recv_timeout(left) {
+                    Ok(event) => batch.push(event),
+                    Err(RecvTimeoutError::Timeout) => break,
+                    Err(RecvTimeoutError::Disconnected) => break,
                 }
             }
+            let started = std::time::Instant::now();
+            let count = batch.len();
             if let Err(error) = self.feed(batch) {
                 tracing::error!(%error, "dispatch: feeding events");
             }
             if let Err(error) = self.fire_due() {
                 tracing::error!(%error, "dispatch: firing deadlines");
+            }
+            last_step = started.elapsed();
+            if last_step >= SLOW_STEP {
+                tracing::warn!(
+                    events = count,
+                    step_ms = last_step.as_millis() as u64,
+                    "dispatch: slow step"
+                );
             }
         }
     }
@@ -885,6 +1033,10 @@ struct Step {
     links: HashMap<IncidentId, IncidentLink>,
     queued: bool,
     next_outbox: Option<u64>,
+    /// The next work-order number once this step has cut one.
+    next_order: Option<u64>,
+    /// Latest session rows written by this step, for `Core::latest_sessions` once committed.
+    sessions: HashMap<String, Option<(Vec<u8>, UpInterval)>>,
 }
 
 impl Step {
@@ -895,16 +1047,15 @@ impl Step {
             links: HashMap::new(),
             queued: false,
             next_outbox: None,
+            next_order: None,
+            sessions: HashMap::new(),
         }
     }
 }
 
 impl Core {
     fn facts(&mut self, now: Millis) -> Result<&Facts, StoreError> {
-        let stale = self
-            .facts
-            .as_ref()
-            .is_none_or(|facts| now.saturating_sub(facts.read_ms) >= TOPOLOGY_TTL_MS);
+        let stale = self.facts.as_ref().is_none_or(|facts| facts.stale(now));
         if stale {
             self.facts = Some(Facts::read(&self.store, self.divisions.clone(), now)?);
         }
@@ -912,18 +1063,23 @@ impl Core {
     }
 
     fn feed(&mut self, events: Vec<Event>, now: Millis) -> Result<bool, DispatchError> {
-        // An agent the facts do not know yet (joined since they were read): read them again.
-        let unknown = events.iter().any(|event| match event {
-            Event::AgentLost { agent, .. } | Event::AgentBack { agent, .. } => self
-                .facts
-                .as_ref()
-                .is_some_and(|facts| !facts.divisions_of.contains_key(agent)),
-            _ => false,
-        });
-        if unknown {
-            self.facts = None;
-        }
         self.facts(now)?;
+        // Agents the facts do not know yet (joined since they were read) are read one by one:
+        // a wave of enrollments must not re-read the whole fleet at every step.
+        for event in &events {
+            if let Event::AgentLost { agent, .. } | Event::AgentBack { agent, .. } = event {
+                let known = self
+                    .facts
+                    .as_ref()
+                    .is_some_and(|facts| facts.divisions_of.contains_key(agent));
+                if !known
+                    && let Some(record) = self.store.agent(agent)?
+                    && let Some(facts) = self.facts.as_mut()
+                {
+                    facts.add(record);
+                }
+            }
+        }
         let facts = self.facts.take().expect("just read");
         let mut step = Step::new();
         let sessions = self.record_sessions(&mut step, &events);
@@ -931,7 +1087,6 @@ impl Core {
             self.facts = Some(facts);
             return Err(error);
         }
-        let before = self.engine.clone();
         let mut actions = Vec::new();
         for event in events {
             match self.engine.handle_event(event, &facts) {
@@ -941,19 +1096,26 @@ impl Core {
         }
         actions.extend(self.engine.tick(now, &facts));
         self.facts = Some(facts);
-        if actions.is_empty() && self.engine == before {
+        if actions.is_empty() && !self.engine.has_changes() {
             return self.finish(step);
         }
         let result = (|| {
             for action in actions {
                 self.carry_out(&mut step, action, now)?;
             }
-            step.batch.put(ENGINE_KEY, &self.engine)?;
+            put_engine_changes(&mut step.batch, self.engine.take_changes())?;
             self.finish(step)
         })();
         if result.is_err() {
             // Nothing was written: the engine goes back to what the store holds.
-            self.engine = before;
+            match load_engine(&self.store) {
+                Ok(Some(engine)) => self.engine = engine,
+                Ok(None) | Err(_) => {
+                    tracing::error!(
+                        "dispatch: the incident engine could not be re-read after a failed step"
+                    );
+                }
+            }
         }
         result
     }
@@ -961,8 +1123,8 @@ impl Core {
     /// Session history: a session opening starts an interval (closing one left open, as after
     /// a control-plane crash: the agent is counted up through the time the control plane could
     /// not see it), a session ending closes it.
-    fn record_sessions(&self, step: &mut Step, events: &[Event]) -> Result<(), DispatchError> {
-        let mut open: HashMap<&str, Option<(Vec<u8>, UpInterval)>> = HashMap::new();
+    fn record_sessions(&mut self, step: &mut Step, events: &[Event]) -> Result<(), DispatchError> {
+        let open = &mut step.sessions;
         for event in events {
             let (agent, at, back) = match event {
                 Event::AgentBack { agent, at } => (agent.as_str(), *at, true),
@@ -971,13 +1133,21 @@ impl Core {
             };
             let latest = match open.get(agent) {
                 Some(latest) => latest.clone(),
-                None => self.latest_up(agent)?,
+                None => match self.latest_sessions.get(agent) {
+                    Some(latest) => latest.clone(),
+                    None => {
+                        let latest = self.store.ops_scan_last::<UpInterval>(&up_prefix(agent))?;
+                        self.latest_sessions
+                            .insert(agent.to_owned(), latest.clone());
+                        latest
+                    }
+                },
             };
             if let Some((row, mut interval)) = latest.filter(|(_, interval)| interval.end.is_none())
             {
                 interval.end = Some(at.max(interval.start));
                 step.batch.put(&row, &interval)?;
-                open.insert(agent, Some((row, interval)));
+                open.insert(agent.to_owned(), Some((row, interval)));
             }
             if back {
                 let interval = UpInterval {
@@ -986,14 +1156,10 @@ impl Core {
                 };
                 let row = up_key(agent, at);
                 step.batch.put(&row, &interval)?;
-                open.insert(agent, Some((row, interval)));
+                open.insert(agent.to_owned(), Some((row, interval)));
             }
         }
         Ok(())
-    }
-
-    fn latest_up(&self, agent: &str) -> Result<Option<(Vec<u8>, UpInterval)>, DispatchError> {
-        Ok(self.store.ops_scan_last::<UpInterval>(&up_prefix(agent))?)
     }
 
     fn finish(&mut self, mut step: Step) -> Result<bool, DispatchError> {
@@ -1003,8 +1169,12 @@ impl Core {
         if let Some(next) = step.next_outbox {
             step.batch.put(NEXT_OUTBOX_KEY, &next)?;
         }
+        if let Some(next) = step.next_order {
+            step.batch.put(NEXT_ORDER_KEY, &next)?;
+        }
         let queued = step.queued;
         self.store.ops_commit(step.batch)?;
+        self.latest_sessions.extend(step.sessions);
         Ok(queued)
     }
 
@@ -1163,14 +1333,11 @@ impl Core {
                 return Ok(Some(id));
             }
         }
-        let number: u64 = self.store.ops_get(NEXT_ORDER_KEY)?.unwrap_or(1);
-        let number = number.max(
-            step.orders
-                .keys()
-                .filter_map(|id| id.strip_prefix("WO-")?.parse::<u64>().ok())
-                .max()
-                .map_or(0, |n| n + 1),
-        );
+        let number: u64 = match step.next_order {
+            Some(number) => number,
+            None => self.store.ops_get(NEXT_ORDER_KEY)?.unwrap_or(1),
+        };
+        step.next_order = Some(number + 1);
         let id = format!("WO-{number:06}");
         let division = open
             .division
@@ -1194,7 +1361,6 @@ impl Core {
             now,
         )
         .map_err(|error| DispatchError::Refused(error.to_string()))?;
-        step.batch.put(NEXT_ORDER_KEY, &(number + 1))?;
         step.batch
             .put(&transition_key(&id, transition.seq), &transition)?;
         Core::put_link(
@@ -1767,6 +1933,17 @@ mod tests {
             self.clock.now_ms()
         }
 
+        /// Feeds one session event of `agent`.
+        fn session(&self, agent: &str, at: Millis, back: bool) {
+            let agent = agent.to_owned();
+            let event = if back {
+                Event::AgentBack { agent, at }
+            } else {
+                Event::AgentLost { agent, at }
+            };
+            self.d().feed(vec![event]).unwrap();
+        }
+
         fn orders(&self) -> Vec<OrderRow> {
             self.d()
                 .orders(&OrderFilter {
@@ -1876,6 +2053,90 @@ mod tests {
             "{orders:#?}"
         );
         assert!(fixture.d().incidents().is_empty());
+    }
+
+    #[test]
+    fn an_agent_that_joined_after_the_facts_were_read_is_routed_by_its_division() {
+        let fixture = Fixture::new();
+        fixture.team("xz", TOWNSHIP, Vec::new());
+        fixture.agent("gw", TOWNSHIP, Role::Gateway);
+        let now = fixture.now();
+        fixture.session("gw", now, true);
+        assert!(fixture.d().lock().facts.is_some(), "the facts were read");
+        // A server joins while the facts are fresh; nothing tells the dispatcher to re-read.
+        fixture
+            .d()
+            .store()
+            .put_agent(&AgentRecord {
+                id: "late".into(),
+                division: TOWNSHIP.into(),
+                role: Role::Server,
+                created_ms: now,
+                ..AgentRecord::default()
+            })
+            .unwrap();
+        fixture.session("late", now + 1, true);
+        fixture.session("late", now + 2, false);
+        fixture.advance(Duration::from_secs(11));
+        let orders = fixture.orders();
+        assert_eq!(orders.len(), 1, "{orders:#?}");
+        assert_eq!(orders[0].team.as_deref(), Some("xz"), "{orders:#?}");
+        assert_eq!(orders[0].division, TOWNSHIP);
+    }
+
+    #[test]
+    fn an_engine_stored_whole_by_an_older_version_is_rewritten_as_rows_and_keeps_its_incidents() {
+        let mut fixture = Fixture::new();
+        fixture.team("xz", TOWNSHIP, Vec::new());
+        fixture.agent("gw", TOWNSHIP, Role::Gateway);
+        let now = fixture.now();
+        fixture.session("gw", now, true);
+        fixture.session("gw", now + 1, false);
+        let engine = fixture.d().lock().engine.clone();
+        assert_eq!(engine.open_incidents().count(), 1, "held, not yet decided");
+
+        // Rewind the store to the older layout: the engine as one value, no rows.
+        let store = fixture.d().store();
+        let mut batch = OpsBatch::new();
+        batch.put(LEGACY_ENGINE_KEY, &engine).unwrap();
+        for prefix in [
+            ENGINE_AGENT_PREFIX,
+            ENGINE_INCIDENT_PREFIX,
+            ENGINE_HISTORY_PREFIX,
+        ] {
+            for (row, _) in store
+                .ops_scan::<serde::de::IgnoredAny>(prefix, b"", usize::MAX)
+                .unwrap()
+            {
+                batch.delete(&row);
+            }
+        }
+        batch.delete(ENGINE_HEADER_KEY);
+        store.ops_commit(batch).unwrap();
+        drop(store);
+
+        fixture.open();
+        let store = fixture.d().store();
+        assert!(
+            store
+                .ops_get::<serde::de::IgnoredAny>(LEGACY_ENGINE_KEY)
+                .unwrap()
+                .is_none()
+        );
+        let rows = store
+            .ops_scan::<Incident>(ENGINE_INCIDENT_PREFIX, b"", usize::MAX)
+            .unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].1.fingerprint, "agent-lost:gw");
+        drop(store);
+        // The held incident is decided after the restart as it would have been without it.
+        fixture.advance(Duration::from_secs(11));
+        let orders = fixture.orders();
+        assert_eq!(orders.len(), 1, "{orders:#?}");
+        assert_eq!(orders[0].state, "DISPATCHED");
+        // And the rows alone carry it across one more restart.
+        fixture.open();
+        assert_eq!(fixture.d().incidents().len(), 1);
     }
 
     #[test]
