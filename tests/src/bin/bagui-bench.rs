@@ -551,13 +551,16 @@ async fn main() -> Result<()> {
             "scale" => scale(&args).await?,
             "footprint" => footprint(&args).await?,
             "security" => security_section()?,
+            "console" => console_section().await?,
             "crypto" => {
                 let mut text = crypto_section()?;
                 text.push_str(&quic_loopback_rows().await?);
                 text
             }
             other => {
-                bail!("unknown section {other:?} (foundation, scale, footprint, security, crypto)")
+                bail!(
+                    "unknown section {other:?} (foundation, scale, footprint, security, crypto, console)"
+                )
             }
         };
         print!("{text}");
@@ -567,6 +570,79 @@ async fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A fresh deployment under `root`: data dir `root/cp` initialised for a loopback QUIC port
+/// and `root/cp.toml` listening there (HTTP on any loopback port), with `extra` appended.
+fn deployment(root: &Path, extra: &str) -> Result<(DataDir, u16, PathBuf)> {
+    let data_dir = DataDir::new(root.join("cp"));
+    let quic_port = bagui_tests::free_udp_port();
+    data_dir.init(&format!("127.0.0.1:{quic_port}"), &[], &SystemClock)?;
+    let cp_config = root.join("cp.toml");
+    std::fs::write(
+        &cp_config,
+        format!(
+            "[server]\nquic_listen = \"127.0.0.1:{quic_port}\"\nhttp_listen = \"127.0.0.1:0\"\n{extra}"
+        ),
+    )?;
+    Ok((data_dir, quic_port, cp_config))
+}
+
+/// The console's province-scale views against the release control plane: 20,000 enrolled
+/// agents (bulk-issued, no sessions: the counting is the same), each view asked once to warm
+/// the store's cache as a wall screen that stays open does, then timed 5 times.
+async fn console_section() -> Result<String> {
+    const AGENTS: usize = 20_000;
+    const RUNS: usize = 5;
+    let control_plane_binary = release_binary("bagui-cp")?;
+    let temporary = tempfile::tempdir()?;
+    let (data_dir, _, cp_config) = deployment(temporary.path(), "")?;
+    let (control_plane, _) =
+        ControlPlaneProcess::start(&control_plane_binary, &data_dir, &cp_config).await?;
+    let target = bagui_tests::sim::Target::open(data_dir.root())?;
+    eprintln!("bench: console: issuing {AGENTS} identities");
+    bagui_tests::sim::provision(&target.data_dir, &target.client, AGENTS).await?;
+    let info = data_dir.api_info()?;
+    let client =
+        bagui_control_plane::client::ApiClient::new(&info.url, &data_dir.admin_token()?, None)?;
+    let mut rows = String::new();
+    for (path, what) in [
+        ("/api/v1/overview", "overview (一屏统览)"),
+        (
+            "/api/v1/network",
+            "network: region → 14 cities, with the board",
+        ),
+        (
+            "/api/v1/network?division=4501",
+            "network: 南宁市 → its counties",
+        ),
+        (
+            "/api/v1/network?division=450103001",
+            "network: one township → its villages and agents",
+        ),
+    ] {
+        let _: serde_json::Value = client.get(path).await?;
+        let mut times = Vec::with_capacity(RUNS);
+        let mut bytes = 0;
+        for _ in 0..RUNS {
+            let started = Instant::now();
+            let answer: serde_json::Value = client.get(path).await?;
+            times.push(started.elapsed().as_secs_f64() * 1000.0);
+            bytes = answer.to_string().len();
+        }
+        times.sort_by(|a, b| a.total_cmp(b));
+        rows.push_str(&format!(
+            "| `{path}` | {what} | {:.0} ms | {:.0} ms | {:.0} KiB |\n",
+            times[RUNS / 2],
+            times[RUNS - 1],
+            bytes as f64 / 1024.0
+        ));
+    }
+    drop(control_plane);
+    Ok(format!(
+        "{}\n### Console views with {AGENTS} agents in the store (release control plane, as root)\n\nGoal: the overview under 1 s.\n\n| request | view | median of {RUNS} | max | JSON size |\n|---|---|---|---|---|\n{rows}",
+        machine_line("target/release/bagui-bench --sections console")
+    ))
 }
 
 async fn foundation(args: &Args) -> Result<String> {
@@ -591,15 +667,9 @@ async fn foundation(args: &Args) -> Result<String> {
 
     // Deployment and control plane.
     let temporary = tempfile::tempdir()?;
-    let data_dir = DataDir::new(temporary.path().join("cp"));
-    let quic_port = bagui_tests::free_udp_port();
-    data_dir.init(&format!("127.0.0.1:{quic_port}"), &[], &SystemClock)?;
-    let cp_config = temporary.path().join("cp.toml");
-    std::fs::write(
-        &cp_config,
-        format!(
-            "[server]\nquic_listen = \"127.0.0.1:{quic_port}\"\nhttp_listen = \"127.0.0.1:0\"\n[admission]\nrate_per_second = 2000\nburst = 2000\n"
-        ),
+    let (data_dir, quic_port, cp_config) = deployment(
+        temporary.path(),
+        "[admission]\nrate_per_second = 2000\nburst = 2000\n",
     )?;
     let (mut control_plane, _) =
         ControlPlaneProcess::start(&control_plane_binary, &data_dir, &cp_config).await?;
@@ -947,17 +1017,8 @@ async fn scale(args: &Args) -> Result<String> {
             .join(",")
     ));
     let temporary = tempfile::tempdir()?;
-    let data_dir = DataDir::new(temporary.path().join("cp"));
-    let quic_port = bagui_tests::free_udp_port();
-    data_dir.init(&format!("127.0.0.1:{quic_port}"), &[], &SystemClock)?;
     // Production defaults (heartbeat 5 s, admission 500/s) on loopback addresses.
-    let cp_config = temporary.path().join("cp.toml");
-    std::fs::write(
-        &cp_config,
-        format!(
-            "[server]\nquic_listen = \"127.0.0.1:{quic_port}\"\nhttp_listen = \"127.0.0.1:0\"\n"
-        ),
-    )?;
+    let (data_dir, _, cp_config) = deployment(temporary.path(), "")?;
     let (mut control_plane, _) =
         ControlPlaneProcess::start(&control_plane_binary, &data_dir, &cp_config).await?;
     let target = bagui_tests::sim::Target::open(data_dir.root())?;
