@@ -623,7 +623,10 @@ async fn console_section() -> Result<String> {
     ] {
         let warm: serde_json::Value = client.get(path).await?;
         if path == "/api/v1/overview" && warm["agents"]["total"] != AGENTS {
-            bail!("the overview counts {} agents, not {AGENTS}", warm["agents"]["total"]);
+            bail!(
+                "the overview counts {} agents, not {AGENTS}",
+                warm["agents"]["total"]
+            );
         }
         let mut times = Vec::with_capacity(RUNS);
         let mut bytes = 0;
