@@ -314,7 +314,14 @@ impl Agent {
             let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
         }
         self.outbox.flush().await?;
+        // The last word on the outbox, read from it now: collectors may have appended after
+        // the status writer's last tick, and a stale `next_seq` would deny reports it holds.
+        let stats = self.outbox.stats();
         let mut status = self.status.get();
+        status.next_seq = self.outbox.next_seq();
+        status.outbox_records = stats.records;
+        status.outbox_bytes = stats.bytes;
+        status.outbox_dropped = stats.dropped;
         status.link = status::LinkState::Down;
         status.connected_since = None;
         write_status(&self.state_dir, &status)?;
