@@ -2,7 +2,6 @@
 //! and changes on the host arrive as events with old and new values.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -161,18 +160,6 @@ async fn this_machine_reaches_the_ledger_and_a_new_listener_arrives_as_an_event(
     control_plane.shutdown().await.unwrap();
 }
 
-fn write(root: &Path, relative: &str, contents: &str) {
-    let path = root.join(relative);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, contents).unwrap();
-}
-
-fn dpkg_stanza(name: &str, version: &str) -> String {
-    format!(
-        "Package: {name}\nStatus: install ok installed\nPriority: optional\nArchitecture: amd64\nVersion: {version}\nDescription: {name}\n\n"
-    )
-}
-
 const PASSWD: &str =
     "root:x:0:0:root:/root:/bin/bash\nsshd:x:100:65534::/run/sshd:/usr/sbin/nologin\n";
 
@@ -187,14 +174,14 @@ async fn package_and_user_changes_arrive_with_old_and_new_values_and_versions_or
         .unwrap();
     let host = tempfile::tempdir().unwrap();
     let root = host.path();
-    write(
+    write_fixture(
         root,
         "etc/os-release",
         "NAME=\"Kylin Linux Advanced Server\"\nVERSION=\"V10 (Lance)\"\nID=\"kylin\"\nVERSION_ID=\"V10\"\nPRETTY_NAME=\"Kylin Linux Advanced Server V10 (Lance)\"\n",
     );
-    write(root, "etc/passwd", PASSWD);
-    write(root, "etc/group", "root:x:0:\n");
-    write(
+    write_fixture(root, "etc/passwd", PASSWD);
+    write_fixture(root, "etc/group", "root:x:0:\n");
+    write_fixture(
         root,
         "var/lib/dpkg/status",
         &(dpkg_stanza("openssh-server", "1:9.2p1-2+deb12u3") + &dpkg_stanza("curl", "7.88.1-10")),
@@ -211,12 +198,12 @@ async fn package_and_user_changes_arrive_with_old_and_new_values_and_versions_or
     assert_eq!(view.packages.len(), 2);
 
     // Upgrade openssh, remove curl, install nginx, add a user.
-    write(
+    write_fixture(
         root,
         "var/lib/dpkg/status",
         &(dpkg_stanza("openssh-server", "1:9.6p1-1") + &dpkg_stanza("nginx", "1.22.1-9")),
     );
-    write(
+    write_fixture(
         root,
         "etc/passwd",
         &format!("{PASSWD}ops:x:1000:1000:ops:/home/ops:/bin/bash\n"),
@@ -283,7 +270,7 @@ async fn package_and_user_changes_arrive_with_old_and_new_values_and_versions_or
         .asset(&state.agent_id)
         .unwrap()
         .full_snapshot;
-    write(root, "etc/passwd", PASSWD);
+    write_fixture(root, "etc/passwd", PASSWD);
     let agent = start_agent_with_root(
         &state_dir,
         assets_config(Duration::from_millis(300)),

@@ -863,6 +863,12 @@ async fn an_operator_follows_a_lost_agent_from_the_map_to_its_acknowledged_work_
 
 /// Logs in through the login page and waits for the overview.
 async fn log_in(browser: &Browser, user: &str) -> Result<()> {
+    log_in_with(browser, user, None).await
+}
+
+/// Fills the login form (with a current TOTP code when `totp` is given) and waits for the
+/// overview.
+async fn log_in_with(browser: &Browser, user: &str, totp: Option<&TotpSecret>) -> Result<()> {
     let timeout = Duration::from_secs(15);
     browser
         .wait_for(
@@ -874,6 +880,13 @@ async fn log_in(browser: &Browser, user: &str) -> Result<()> {
         .await?;
     browser.type_into("#login-name", user).await?;
     browser.type_into("#login-password", PASSWORD).await?;
+    if let Some(secret) = totp {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis() as u64;
+        let code = totp_code(secret, &TotpParams::BAGUI, now_ms);
+        browser.type_into("#login-totp", &code).await?;
+    }
     browser.click("#login-submit").await?;
     browser
         .wait_for(
@@ -1192,18 +1205,6 @@ async fn the_overview_of_twenty_thousand_agents_answers_within_a_second() {
     }
 }
 
-fn write_fixture(root: &Path, relative: &str, contents: &str) {
-    let path = root.join(relative);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, contents).unwrap();
-}
-
-fn dpkg_stanza(name: &str, version: &str) -> String {
-    format!(
-        "Package: {name}\nStatus: install ok installed\nPriority: optional\nArchitecture: amd64\nVersion: {version}\nDescription: {name}\n\n"
-    )
-}
-
 /// A fixture host: its os-release, users, sshd configuration and dpkg database.
 fn fixture_host(root: &Path, pretty_name: &str, id: &str, sshd: &str, packages: &str) {
     write_fixture(root, "etc/hostname", &format!("{id}-host\n"));
@@ -1251,36 +1252,6 @@ async fn join_from(
             Err(error) => return Err(error),
         }
     }
-}
-
-/// Logs in through the login page with a TOTP code and waits for the overview.
-async fn log_in_with_totp(browser: &Browser, user: &str, secret: &TotpSecret) -> Result<()> {
-    let timeout = Duration::from_secs(15);
-    browser
-        .wait_for(
-            "the login form",
-            timeout,
-            "return document.querySelector('#login-name') !== null",
-            json!([]),
-        )
-        .await?;
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_millis() as u64;
-    let code = totp_code(secret, &TotpParams::BAGUI, now_ms);
-    browser.type_into("#login-name", user).await?;
-    browser.type_into("#login-password", PASSWORD).await?;
-    browser.type_into("#login-totp", &code).await?;
-    browser.click("#login-submit").await?;
-    browser
-        .wait_for(
-            "the overview after login",
-            timeout,
-            "return document.querySelector('#agents-online') !== null",
-            json!([]),
-        )
-        .await?;
-    Ok(())
 }
 
 /// The assets, security, services and settings pages against a control plane with two agents
@@ -1641,7 +1612,7 @@ async fn assets_security_services_and_settings_show_the_control_planes_data() {
     browser.click("#logout").await.unwrap();
 
     // 设置 as the system administrator: create a join token, see and copy its command, revoke it.
-    log_in_with_totp(&browser, "sys-admin", &totp)
+    log_in_with(&browser, "sys-admin", Some(&totp))
         .await
         .unwrap();
     browser.click("#nav-settings").await.unwrap();

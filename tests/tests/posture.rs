@@ -3,18 +3,11 @@
 //! failed check and a file-change finding at the control plane within 5 s, and the first scan
 //! raised nothing.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bagui_control_plane::admin::FindingsQuery;
 use bagui_plugins::HostRoot;
 use bagui_tests::*;
-
-fn write(root: &Path, relative: &str, contents: &str) {
-    let path = root.join(relative);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, contents).unwrap();
-}
 
 const SSHD_SAFE: &str = "Protocol 2\nPermitRootLogin no\nPermitEmptyPasswords no\nMaxAuthTries 3\n";
 
@@ -29,14 +22,14 @@ async fn permitting_root_login_is_a_failed_check_and_a_file_finding_within_five_
         .unwrap();
     let host = tempfile::tempdir().unwrap();
     let root = host.path();
-    write(
+    write_fixture(
         root,
         "etc/os-release",
         "NAME=\"openEuler\"\nVERSION=\"22.03 (LTS-SP3)\"\nID=\"openEuler\"\nVERSION_ID=\"22.03\"\nPRETTY_NAME=\"openEuler 22.03 (LTS-SP3)\"\n",
     );
-    write(root, "etc/passwd", "root:x:0:0:root:/root:/bin/bash\n");
-    write(root, "etc/group", "root:x:0:\n");
-    write(root, "etc/ssh/sshd_config", SSHD_SAFE);
+    write_fixture(root, "etc/passwd", "root:x:0:0:root:/root:/bin/bash\n");
+    write_fixture(root, "etc/group", "root:x:0:\n");
+    write_fixture(root, "etc/ssh/sshd_config", SSHD_SAFE);
 
     let mut config = fast_agent_config();
     config.posture.enabled = true;
@@ -84,7 +77,7 @@ async fn permitting_root_login_is_a_failed_check_and_a_file_finding_within_five_
     );
 
     let changed = Instant::now();
-    write(
+    write_fixture(
         root,
         "etc/ssh/sshd_config",
         &SSHD_SAFE.replace("PermitRootLogin no", "PermitRootLogin yes"),

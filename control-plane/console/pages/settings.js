@@ -50,6 +50,20 @@ async function copy(text, area, status) {
   }
 }
 
+/** The action of a remove or revoke button: DELETE `path`, say `done`, reload the list. */
+function deleteAction(context, status, path, done, load) {
+  return async () => {
+    status.clear();
+    try {
+      await del(path);
+      status.notice.textContent = done;
+      load();
+    } catch (problem) {
+      status.error.textContent = context.describeError(problem);
+    }
+  };
+}
+
 function tokensSection(context) {
   const status = messages();
   const list = h('div', { id: 'tokens-list' }, h('p', {}, t('common.loading')));
@@ -72,16 +86,7 @@ function tokensSection(context) {
           h('td', {}, formatTime(token.expires)),
           h('td', {}, token.description || '—'),
           h('td', {}, token.state === 'valid' ? confirmButton(t('settings.revoke'),
-            t('settings.token.revoke.label', { id: token.id }), async () => {
-              status.clear();
-              try {
-                await del(`/api/v1/tokens/${encodeURIComponent(token.id)}`);
-                status.notice.textContent = t('settings.token.revoked', { id: token.id });
-                load();
-              } catch (problem) {
-                status.error.textContent = context.describeError(problem);
-              }
-            }) : '—')))));
+            t('settings.token.revoke.label', { id: token.id }), deleteAction(context, status, `/api/v1/tokens/${encodeURIComponent(token.id)}`, t('settings.token.revoked', { id: token.id }), load)) : '—')))));
     } catch (problem) {
       if (!stopped) replace(list, h('p', { class: 'error', role: 'alert' }, context.describeError(problem)));
     }
@@ -193,16 +198,7 @@ function teamsSection(context) {
                 editor.focus();
               },
             }, t('settings.edit')),
-            confirmButton(t('settings.remove'), t('settings.remove.label', { id: team.id }), async () => {
-                status.clear();
-                try {
-                  await del(`/api/v1/teams/${encodeURIComponent(team.id)}`);
-                  status.notice.textContent = t('settings.removed', { id: team.id });
-                  load();
-                } catch (problem) {
-                  status.error.textContent = context.describeError(problem);
-                }
-              })) : null))));
+            confirmButton(t('settings.remove'), t('settings.remove.label', { id: team.id }), deleteAction(context, status, `/api/v1/teams/${encodeURIComponent(team.id)}`, t('settings.removed', { id: team.id }), load))) : null))));
     } catch (problem) {
       if (!stopped) replace(list, h('p', { class: 'error', role: 'alert' }, context.describeError(problem)));
     }
@@ -260,16 +256,7 @@ function usersSection(context) {
             user.has_password ? null : t('settings.user.no_password'),
             user.totp_enrolled ? t('settings.user.totp') : null,
           ].filter(Boolean).join('；') || t('settings.user.active')),
-          h('td', {}, confirmButton(t('settings.remove'), t('settings.remove.label', { id: user.name }), async () => {
-              status.clear();
-              try {
-                await del(`/api/v1/users/${encodeURIComponent(user.name)}`);
-                status.notice.textContent = t('settings.removed', { id: user.name });
-                load();
-              } catch (problem) {
-                status.error.textContent = context.describeError(problem);
-              }
-            }))))));
+          h('td', {}, confirmButton(t('settings.remove'), t('settings.remove.label', { id: user.name }), deleteAction(context, status, `/api/v1/users/${encodeURIComponent(user.name)}`, t('settings.removed', { id: user.name }), load)))))));
     } catch (problem) {
       if (!stopped) replace(list, h('p', { class: 'error', role: 'alert' }, context.describeError(problem)));
     }
@@ -381,16 +368,7 @@ function maintenanceSection(context) {
           h('td', {}, entry.reason),
           h('td', {}, entry.created_by),
           manage ? h('td', {}, confirmButton(t(entry.active ? 'settings.maintenance.end_now' : 'settings.remove'),
-            t('settings.remove.label', { id: entry.id }), async () => {
-              status.clear();
-              try {
-                await del(`/api/v1/maintenance/${encodeURIComponent(entry.id)}`);
-                status.notice.textContent = t('settings.removed', { id: entry.id });
-                load();
-              } catch (problem) {
-                status.error.textContent = context.describeError(problem);
-              }
-            })) : null))));
+            t('settings.remove.label', { id: entry.id }), deleteAction(context, status, `/api/v1/maintenance/${encodeURIComponent(entry.id)}`, t('settings.removed', { id: entry.id }), load))) : null))));
     } catch (problem) {
       if (!stopped) replace(list, h('p', { class: 'error', role: 'alert' }, context.describeError(problem)));
     }

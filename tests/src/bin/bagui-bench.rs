@@ -1146,22 +1146,11 @@ async fn scale(args: &Args) -> Result<String> {
         let mut ceiling = None;
         let mut note = String::new();
         for &agents in &args.ceiling {
-            let data_dir = DataDir::new(
-                temporary
-                    .path()
-                    .join(format!("cp-{agents}-{}-{packages}", extra.len())),
-            );
-            let quic_port = bagui_tests::free_udp_port();
-            data_dir.init(&format!("127.0.0.1:{quic_port}"), &[], &SystemClock)?;
-            let cp_config = temporary
+            let root = temporary
                 .path()
-                .join(format!("cp-{agents}-{}-{packages}.toml", extra.len()));
-            std::fs::write(
-                &cp_config,
-                format!(
-                    "[server]\nquic_listen = \"127.0.0.1:{quic_port}\"\nhttp_listen = \"127.0.0.1:0\"\n{extra}"
-                ),
-            )?;
+                .join(format!("size-{agents}-{}-{packages}", extra.len()));
+            std::fs::create_dir_all(&root)?;
+            let (data_dir, quic_port, cp_config) = deployment(&root, extra)?;
             let (control_plane, _) =
                 ControlPlaneProcess::start(&control_plane_binary, &data_dir, &cp_config).await?;
             let target = bagui_tests::sim::Target::open(data_dir.root())?;
@@ -1875,16 +1864,7 @@ async fn measure_bagui(seconds: u64, work: &Path) -> Result<FootprintRow> {
     let agent = version_of("bagui-agent", &agent_binary, "--version", None);
     let binary_size = binary_cell(&agent_binary, work)?;
 
-    let data_dir = DataDir::new(work.join("cp"));
-    let quic_port = bagui_tests::free_udp_port();
-    data_dir.init(&format!("127.0.0.1:{quic_port}"), &[], &SystemClock)?;
-    let cp_config = work.join("cp.toml");
-    std::fs::write(
-        &cp_config,
-        format!(
-            "[server]\nquic_listen = \"127.0.0.1:{quic_port}\"\nhttp_listen = \"127.0.0.1:0\"\n"
-        ),
-    )?;
+    let (data_dir, quic_port, cp_config) = deployment(work, "")?;
     let mut control_plane = Started::spawn(
         "bagui-cp",
         Command::new(&control_plane_binary)
