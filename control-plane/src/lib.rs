@@ -33,6 +33,7 @@ pub mod openapi;
 pub mod package_index;
 pub mod pki;
 pub mod probes;
+pub mod receive_thread;
 pub mod server;
 pub mod store;
 pub mod syslog;

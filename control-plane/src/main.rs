@@ -4,6 +4,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc instead of glibc's malloc: at province scale glibc spent a quarter of the control
+/// plane's CPU in its own bookkeeping (a heap fragmented by sled's and quinn's many short-lived
+/// buffers); see BENCHMARKS.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = bagui_control_plane::cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -147,7 +147,9 @@ impl ControlPlane {
             endpoint_config,
             Some(server_config),
             socket,
-            Arc::new(quinn::TokioRuntime),
+            // The receive loop on a thread of its own, so a busy runtime cannot starve it.
+            crate::receive_thread::ReceiveThread::start("bagui-quic-recv")
+                .context("starting the QUIC receive thread")?,
         )
         .context("starting the QUIC endpoint")?;
         let quic_addr = endpoint.local_addr()?;

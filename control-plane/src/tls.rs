@@ -70,8 +70,6 @@ pub fn server_transport(idle_timeout: Duration) -> quinn::TransportConfig {
         // Reports are small: the 1,200-byte initial MTU carries them, and without discovery no
         // probe packets are sent and each connection's transmit buffer stays that small.
         .mtu_discovery_config(None)
-        // Ask agents to acknowledge less eagerly: most of their packets are single heartbeats,
-        // and an acknowledgement each doubles the packets the control plane must handle.
         .max_idle_timeout(Some(idle_timeout.try_into().unwrap_or_else(|_| {
             quinn::IdleTimeout::from(quinn::VarInt::from_u32(60_000))
         })));

@@ -25,7 +25,10 @@ async fn a_small_shangmi_fleet_reports_and_every_acknowledged_report_is_stored_o
 }
 
 async fn small_fleet(deployment: Deployment, count: usize) {
+    assert_eq!(receive_threads(), 0);
     let control_plane = deployment.start().await.unwrap();
+    // The QUIC receive loop has a thread of its own, so a busy runtime cannot starve it.
+    assert_eq!(receive_threads(), 1);
     let target = Target::open(deployment.data_dir.root()).unwrap();
     let identities = sim::provision(&target.data_dir, &target.client, count)
         .await
@@ -113,6 +116,24 @@ async fn small_fleet(deployment: Deployment, count: usize) {
         assert!(!asset.stale, "{}: asset record went stale", ledger.agent_id);
     }
     control_plane.shutdown().await.unwrap();
+    // ... and it ends with the control plane.
+    wait_until(Duration::from_secs(10), "the receive thread to end", || {
+        receive_threads() == 0
+    })
+    .await
+    .unwrap();
+}
+
+/// Threads of this process named like the control plane's QUIC receive thread.
+fn receive_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm"))
+                .is_ok_and(|name| name.trim() == "bagui-quic-recv")
+        })
+        .count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
