@@ -26,6 +26,9 @@ use std::time::Instant;
 use quinn::{AsyncTimer, AsyncUdpSocket, Runtime, TokioRuntime};
 use tokio::sync::oneshot;
 
+/// The receive thread's name (as `/proc/PID/task/*/comm` shows it).
+pub const THREAD_NAME: &str = "bagui-quic-recv";
+
 /// A [`quinn::Runtime`]: the first future quinn spawns (the endpoint driver, spawned by
 /// [`quinn::Endpoint::new`]) runs on a thread of its own; later ones (connection drivers) on
 /// the runtime current when this was made.
@@ -46,10 +49,10 @@ impl fmt::Debug for ReceiveThread {
 }
 
 impl ReceiveThread {
-    /// Starts the thread (named `name`). Must be called inside a Tokio runtime: the one the
+    /// Starts the thread ([`THREAD_NAME`]). Must be called inside a Tokio runtime: the one the
     /// connections will run on. The thread ends when the endpoint driver does (the endpoint
     /// dropped and its last connection gone), or at once if no endpoint is ever made.
-    pub fn start(name: &str) -> io::Result<Arc<ReceiveThread>> {
+    pub fn start() -> io::Result<Arc<ReceiveThread>> {
         let main = tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -57,7 +60,7 @@ impl ReceiveThread {
         let dedicated = runtime.handle().clone();
         let (sender, receiver) = oneshot::channel::<Driver>();
         std::thread::Builder::new()
-            .name(name.to_owned())
+            .name(THREAD_NAME.to_owned())
             .spawn(move || {
                 runtime.block_on(async move {
                     if let Ok(driver) = receiver.await {
@@ -85,17 +88,15 @@ impl Runtime for ReceiveThread {
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
             .take();
-        match sender {
-            Some(sender) => {
-                if let Err(future) = sender.send(future) {
-                    // The thread is gone (it only ends after its driver): run it here.
-                    self.main.spawn(future);
-                }
-            }
-            None => {
-                self.main.spawn(future);
-            }
-        }
+        let future = match sender {
+            Some(sender) => match sender.send(future) {
+                Ok(()) => return,
+                // The thread is gone (it only ends after its driver): run it here.
+                Err(future) => future,
+            },
+            None => future,
+        };
+        self.main.spawn(future);
     }
 
     fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {

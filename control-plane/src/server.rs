@@ -148,7 +148,7 @@ impl ControlPlane {
             Some(server_config),
             socket,
             // The receive loop on a thread of its own, so a busy runtime cannot starve it.
-            crate::receive_thread::ReceiveThread::start("bagui-quic-recv")
+            crate::receive_thread::ReceiveThread::start()
                 .context("starting the QUIC receive thread")?,
         )
         .context("starting the QUIC endpoint")?;

@@ -29,7 +29,6 @@ use bagui_plugins::HostRoot;
 pub const VILLAGE: &str = "450103001005";
 pub const VILLAGE_PATH: &str = "广西壮族自治区/南宁市/青秀区/新竹街道/新竹社区居委会";
 
-/// A UDP port that was free a moment ago on 127.0.0.1.
 /// Writes `contents` to `root/relative`, creating its directories: a file of a fixture host.
 pub fn write_fixture(root: &Path, relative: &str, contents: &str) {
     let path = root.join(relative);
@@ -44,6 +43,7 @@ pub fn dpkg_stanza(name: &str, version: &str) -> String {
     )
 }
 
+/// A UDP port that was free a moment ago on 127.0.0.1.
 pub fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")
         .and_then(|socket| socket.local_addr())

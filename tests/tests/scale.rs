@@ -131,7 +131,7 @@ fn receive_threads() -> usize {
         .filter_map(Result::ok)
         .filter(|task| {
             std::fs::read_to_string(task.path().join("comm"))
-                .is_ok_and(|name| name.trim() == "bagui-quic-recv")
+                .is_ok_and(|name| name.trim() == bagui_control_plane::receive_thread::THREAD_NAME)
         })
         .count()
 }
