@@ -23,7 +23,7 @@ use crate::clock::{Clock, format_rfc3339};
 use crate::divisions::Divisions;
 use crate::pki::{CertificateAuthority, ClientKey, PkiError};
 use crate::store::{
-    AgentRecord, CertRecord, CommitRefusal, Enrollment, Store, StoreError, TokenRecord,
+    AgentRecord, CertRecord, CommitRefusal, Enrollment, Standing, Store, StoreError, TokenRecord,
 };
 
 /// How certificates are issued.
@@ -143,7 +143,8 @@ pub enum AuthError {
     Unknown,
     /// The certificate or its agent is revoked.
     Revoked,
-    /// The store could not be read; nothing is known about the agent (try again later).
+    /// The stored record of the certificate or its agent is unreadable; nothing is known
+    /// about the agent.
     Unavailable,
 }
 
@@ -874,26 +875,19 @@ impl Enroller {
         Ok(issued)
     }
 
-    /// Maps a presented client certificate to its agent.
-    pub fn authenticate(&self, cert_der: &[u8]) -> Result<AgentRecord, AuthError> {
+    /// Maps a presented client certificate to its agent's id.
+    pub fn authenticate(&self, cert_der: &[u8]) -> Result<String, AuthError> {
         self.authenticate_fingerprint(&digest::sm3_tagged(cert_der))
     }
 
-    /// Maps a client certificate's `sm3:` fingerprint to its agent.
-    pub fn authenticate_fingerprint(&self, fingerprint: &str) -> Result<AgentRecord, AuthError> {
-        let cert = match self.store.cert(fingerprint) {
-            Ok(Some(cert)) => cert,
-            Ok(None) => return Err(AuthError::Unknown),
-            Err(_) => return Err(AuthError::Unavailable),
-        };
-        if cert.revoked {
-            return Err(AuthError::Revoked);
-        }
-        match self.store.agent(&cert.agent_id) {
-            Ok(Some(agent)) if agent.revoked_ms.is_some() => Err(AuthError::Revoked),
-            Ok(Some(agent)) => Ok(agent),
-            Ok(None) => Err(AuthError::Unknown),
-            Err(_) => Err(AuthError::Unavailable),
+    /// Maps a client certificate's `sm3:` fingerprint to its agent's id. Answered from the
+    /// store's in-memory session index: never waits on the store.
+    pub fn authenticate_fingerprint(&self, fingerprint: &str) -> Result<String, AuthError> {
+        match self.store.certificate_standing(fingerprint) {
+            Standing::Agent(agent_id) => Ok(agent_id),
+            Standing::Unknown => Err(AuthError::Unknown),
+            Standing::Revoked => Err(AuthError::Revoked),
+            Standing::Unreadable => Err(AuthError::Unavailable),
         }
     }
 }

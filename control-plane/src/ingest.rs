@@ -1240,14 +1240,13 @@ async fn handle_session(
     // Only the fingerprint is kept for the session's lifetime, not the certificate.
     let fingerprint = bagui_protocol::digest::sm3_tagged(&certificate);
     drop(certificate);
-    let agent = match authenticate(&context, &fingerprint, remote) {
-        Ok(agent) => agent,
+    let agent_id = match authenticate(&context, &fingerprint, remote) {
+        Ok(agent_id) => agent_id,
         Err((code, reason)) => {
             close(&connection, code, reason);
             return;
         }
     };
-    let agent_id = agent.id.clone();
     let (mut send, mut recv) =
         match tokio::time::timeout(Duration::from_secs(15), connection.accept_bi()).await {
             Ok(Ok(streams)) => streams,
@@ -1367,11 +1366,7 @@ async fn handle_session(
             crypto_profile: context.enroller.ca().profile(),
         },
     );
-    if context
-        .store
-        .probe_set(&agent_id)
-        .is_ok_and(|set| set.is_some_and(|set| !set.delivered))
-    {
+    if context.store.has_pending_probes(&agent_id) {
         let _ = context
             .followups
             .send(Followup::PendingProbes(agent_id.clone()));
@@ -1516,12 +1511,13 @@ async fn report_clone(
     }
 }
 
-/// Maps a client certificate to its agent, or to the close code and reason to refuse with.
+/// Maps a client certificate to its agent's id, or to the close code and reason to refuse
+/// with. From memory (the store's session index): session opens never wait on the store.
 fn authenticate(
     context: &IngestContext,
     fingerprint: &str,
     remote: SocketAddr,
-) -> Result<crate::store::AgentRecord, (ErrorCode, &'static str)> {
+) -> Result<String, (ErrorCode, &'static str)> {
     match context.enroller.authenticate_fingerprint(fingerprint) {
         Ok(agent) => Ok(agent),
         Err(AuthError::Unknown) => {
@@ -1536,10 +1532,10 @@ fn authenticate(
             Err((ErrorCode::Revoked, "agent or certificate revoked"))
         }
         Err(AuthError::Unavailable) => {
-            tracing::error!(%remote, "cannot read the store to authenticate a session");
+            tracing::error!(%remote, "session with a certificate whose stored record (or its agent's) is unreadable");
             Err((
                 ErrorCode::Internal,
-                "the control plane cannot check credentials now; try again later",
+                "the control plane cannot read this certificate's record; see its log",
             ))
         }
     }

@@ -7,9 +7,9 @@
 //! Values are MessagePack maps with named fields, like the wire protocol, so that a newer
 //! release can add a field to a record and still read the records an older one wrote.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bagui_protocol::assets::{AssetChange, AssetSnapshot, CheckResult};
 use bagui_protocol::messages::payload::Sample;
@@ -465,6 +465,142 @@ fn seq_of_key(key: &[u8]) -> u64 {
     u64::from_be_bytes(bytes)
 }
 
+/// How a client certificate stands, from [`Store::certificate_standing`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Standing {
+    /// Issued to this agent; neither it nor the agent is revoked.
+    Agent(String),
+    /// Not issued by this control plane, or issued to an agent it no longer knows.
+    Unknown,
+    /// The certificate or its agent is revoked.
+    Revoked,
+    /// Its record (or its agent's) did not decode when the store was opened.
+    Unreadable,
+}
+
+/// What opening a session reads — certificate → agent, revocations, undelivered probe sets —
+/// kept in memory, so that thousands of agents connecting at once never wait on the store:
+/// sled takes a process-wide lock for reads while any batch is being applied, and session
+/// opens run on the async workers. Built when the store opens; every write of an agent, a
+/// certificate or a probe set through [`Store`] updates it right after the write.
+/// Revocation only ever goes one way, so an update overtaken by another one cannot undo it.
+#[derive(Debug, Default)]
+struct SessionIndex {
+    /// certificate fingerprint → (agent id, revoked).
+    certs: HashMap<Box<str>, (Arc<str>, bool)>,
+    /// agent id → revoked.
+    agents: HashMap<Arc<str>, bool>,
+    /// Agents with a probe set they have not confirmed.
+    pending_probes: HashSet<Arc<str>>,
+    /// Fingerprints and agent ids whose records did not decode.
+    unreadable: HashSet<Box<str>>,
+}
+
+impl SessionIndex {
+    fn build(
+        certs: &sled::Tree,
+        agents: &sled::Tree,
+        probes: &sled::Tree,
+    ) -> Result<SessionIndex, StoreError> {
+        let mut index = SessionIndex::default();
+        for item in agents.iter() {
+            let (key, value) = item?;
+            let id = String::from_utf8_lossy(&key);
+            match decode::<AgentRecord>("agents", &key, &value) {
+                Ok(agent) => index.agent(&agent.id, agent.revoked_ms.is_some()),
+                Err(error) => {
+                    tracing::warn!(agent = %id, %error, "agent record unreadable: its sessions will be refused");
+                    index.unreadable.insert(id.into());
+                }
+            }
+        }
+        for item in certs.iter() {
+            let (key, value) = item?;
+            let fingerprint = String::from_utf8_lossy(&key);
+            match decode::<CertRecord>("certs", &key, &value) {
+                Ok(cert) => index.cert(&fingerprint, &cert),
+                Err(error) => {
+                    tracing::warn!(%fingerprint, %error, "certificate record unreadable: sessions with it will be refused");
+                    index.unreadable.insert(fingerprint.into());
+                }
+            }
+        }
+        for item in probes.iter() {
+            let (key, value) = item?;
+            // An unreadable set is reported when it is read to be sent, not here.
+            if let Ok(set) = decode::<ProbeSet>("probes", &key, &value) {
+                index.probes(&String::from_utf8_lossy(&key), &set);
+            }
+        }
+        Ok(index)
+    }
+
+    fn agent_id(&mut self, id: &str) -> Arc<str> {
+        match self.agents.get_key_value(id) {
+            Some((key, _)) => key.clone(),
+            None => {
+                let key: Arc<str> = id.into();
+                self.agents.insert(key.clone(), false);
+                key
+            }
+        }
+    }
+
+    fn agent(&mut self, id: &str, revoked: bool) {
+        let key = self.agent_id(id);
+        if revoked {
+            self.agents.insert(key, true);
+        }
+        self.unreadable.remove(id);
+    }
+
+    fn cert(&mut self, fingerprint: &str, cert: &CertRecord) {
+        let revoked = cert.revoked
+            || self
+                .certs
+                .get(fingerprint)
+                .is_some_and(|(_, revoked)| *revoked);
+        let agent = match self.agents.get_key_value(cert.agent_id.as_str()) {
+            Some((key, _)) => key.clone(),
+            None => cert.agent_id.as_str().into(),
+        };
+        self.certs.insert(fingerprint.into(), (agent, revoked));
+        self.unreadable.remove(fingerprint);
+    }
+
+    fn probes(&mut self, agent_id: &str, set: &ProbeSet) {
+        if set.delivered {
+            self.pending_probes.remove(agent_id);
+        } else {
+            let key = match self.agents.get_key_value(agent_id) {
+                Some((key, _)) => key.clone(),
+                None => agent_id.into(),
+            };
+            self.pending_probes.insert(key);
+        }
+    }
+
+    fn standing(&self, fingerprint: &str) -> Standing {
+        if self.unreadable.contains(fingerprint) {
+            return Standing::Unreadable;
+        }
+        let Some((agent, cert_revoked)) = self.certs.get(fingerprint) else {
+            return Standing::Unknown;
+        };
+        if *cert_revoked {
+            return Standing::Revoked;
+        }
+        if self.unreadable.contains(&**agent) {
+            return Standing::Unreadable;
+        }
+        match self.agents.get(agent) {
+            Some(true) => Standing::Revoked,
+            Some(false) => Standing::Agent(agent.to_string()),
+            None => Standing::Unknown,
+        }
+    }
+}
+
 /// The control plane's store.
 #[derive(Clone)]
 pub struct Store {
@@ -486,6 +622,8 @@ pub struct Store {
     project_queue: sled::Tree,
     /// Who has which package, in memory; built from `assets` when first needed.
     packages: Arc<Mutex<Option<PackageIndex>>>,
+    /// What opening a session reads, in memory (see [`SessionIndex`]).
+    sessions: Arc<RwLock<SessionIndex>>,
     /// Every report arrival id below this one has finished [`Store::insert_reports`] (its
     /// report written or its write failed): a queue entry below it without its report is an
     /// orphan, one at or above it belongs to a write still in progress.
@@ -571,11 +709,15 @@ impl Store {
         if db.tree_names().iter().any(|name| &name[..] == b"packages") {
             db.drop_tree("packages")?;
         }
+        let agents = db.open_tree("agents")?;
+        let certs = db.open_tree("certs")?;
+        let probes = db.open_tree("probes")?;
+        let sessions = SessionIndex::build(&certs, &agents, &probes)?;
         Ok(Store {
             meta: db.open_tree("meta")?,
             tokens: db.open_tree("tokens")?,
-            agents: db.open_tree("agents")?,
-            certs: db.open_tree("certs")?,
+            agents,
+            certs,
             reports: db.open_tree("reports")?,
             audit: db.open_tree("audit")?,
             machines: db.open_tree("machines")?,
@@ -583,12 +725,13 @@ impl Store {
             asset_changes: db.open_tree("asset_changes")?,
             project_queue: db.open_tree("project_queue")?,
             packages: Arc::new(Mutex::new(None)),
+            sessions: Arc::new(RwLock::new(sessions)),
             // Ids only grow, across restarts too: every id before this one is from an
             // earlier life of the store, whose writes are finished or never will be.
             finished_below: Arc::new(std::sync::atomic::AtomicU64::new(db.generate_id()?)),
             health: db.open_tree("health")?,
             checks: db.open_tree("checks")?,
-            probes: db.open_tree("probes")?,
+            probes,
             posture: db.open_tree("posture")?,
             findings: db.open_tree("findings")?,
             probe_results: db.open_tree("probe_results")?,
@@ -752,6 +895,7 @@ impl Store {
     pub fn put_agent(&self, agent: &AgentRecord) -> Result<(), StoreError> {
         self.agents
             .insert(agent.id.as_bytes(), encode("agents", agent)?)?;
+        self.index().agent(&agent.id, agent.revoked_ms.is_some());
         Ok(())
     }
 
@@ -765,6 +909,29 @@ impl Store {
             .collect()
     }
 
+    /// How a certificate fingerprint stands, from memory: never waits on the store.
+    pub fn certificate_standing(&self, fingerprint: &str) -> Standing {
+        self.sessions
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .standing(fingerprint)
+    }
+
+    /// Whether the agent has a probe set it has not confirmed, from memory.
+    pub fn has_pending_probes(&self, agent_id: &str) -> bool {
+        self.sessions
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .pending_probes
+            .contains(agent_id)
+    }
+
+    fn index(&self) -> std::sync::RwLockWriteGuard<'_, SessionIndex> {
+        self.sessions
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
     pub fn cert(&self, fingerprint: &str) -> Result<Option<CertRecord>, StoreError> {
         self.certs
             .get(fingerprint.as_bytes())?
@@ -775,6 +942,7 @@ impl Store {
     pub fn put_cert(&self, fingerprint: &str, cert: &CertRecord) -> Result<(), StoreError> {
         self.certs
             .insert(fingerprint.as_bytes(), encode("certs", cert)?)?;
+        self.index().cert(fingerprint, cert);
         Ok(())
     }
 
@@ -797,7 +965,10 @@ impl Store {
                 .agents
                 .compare_and_swap(id.as_bytes(), Some(&current), Some(updated))?
             {
-                Ok(()) => return Ok(Some(agent)),
+                Ok(()) => {
+                    self.index().agent(&agent.id, agent.revoked_ms.is_some());
+                    return Ok(Some(agent));
+                }
                 Err(_) => continue,
             }
         }
@@ -822,7 +993,8 @@ impl Store {
             let mut cert: CertRecord = decode("certs", &key, &value)?;
             if cert.agent_id == agent_id && !cert.revoked {
                 cert.revoked = true;
-                self.certs.insert(key, encode("certs", &cert)?)?;
+                self.certs.insert(&key, encode("certs", &cert)?)?;
+                self.index().cert(&String::from_utf8_lossy(&key), &cert);
             }
         }
         self.flush()?;
@@ -883,7 +1055,12 @@ impl Store {
             },
         );
         let result = match outcome {
-            Ok(agent) => Ok(agent),
+            Ok(agent) => {
+                let mut index = self.index();
+                index.agent(&agent.id, agent.revoked_ms.is_some());
+                index.cert(&agent.certificate_fingerprint, enrollment.cert);
+                Ok(agent)
+            }
             Err(TransactionError::Abort(TxAbort::Refused(refusal))) => Err(refusal),
             Err(TransactionError::Abort(TxAbort::Corrupt(message))) => {
                 return Err(StoreError::Conflict(message));
@@ -1211,8 +1388,12 @@ impl Store {
     }
 
     pub fn put_probe_set(&self, agent_id: &str, set: &ProbeSet) -> Result<(), StoreError> {
+        // Written under the index lock: a set is not monotonic like a revocation, and the
+        // index must end with the last write's state. Rare (operators pushing probes).
+        let mut index = self.index();
         self.probes
             .insert(agent_id.as_bytes(), encode("probes", set)?)?;
+        index.probes(agent_id, set);
         Ok(())
     }
 
@@ -1660,6 +1841,103 @@ mod tests {
         assert!(store.cert("sm3:b").unwrap().unwrap().revoked);
         assert!(!store.cert("sm3:c").unwrap().unwrap().revoked);
         assert!(store.revoke_agent("ag-404", 1).unwrap().is_none());
+    }
+
+    #[test]
+    fn the_session_index_follows_every_write_and_is_rebuilt_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let patience = std::time::Duration::from_secs(5);
+        {
+            let store = Store::create(dir.path()).unwrap();
+            let cert = |agent: &str| CertRecord {
+                agent_id: agent.into(),
+                ..Default::default()
+            };
+            for id in ["ag-1", "ag-2"] {
+                let agent = AgentRecord {
+                    id: id.into(),
+                    certificate_fingerprint: format!("sm3:{id}"),
+                    ..Default::default()
+                };
+                store
+                    .commit_enrollment(&Enrollment {
+                        agent_id: id,
+                        new_agent: Some(&agent),
+                        change: &|_| {},
+                        cert: &cert(id),
+                        token: None,
+                    })
+                    .unwrap()
+                    .unwrap();
+            }
+            // A certificate of an agent the store does not know.
+            store.put_cert("sm3:orphan", &cert("ag-404")).unwrap();
+            assert_eq!(
+                store.certificate_standing("sm3:ag-1"),
+                Standing::Agent("ag-1".into())
+            );
+            assert_eq!(store.certificate_standing("sm3:orphan"), Standing::Unknown);
+            assert_eq!(store.certificate_standing("sm3:never"), Standing::Unknown);
+
+            store.revoke_agent("ag-1", 5).unwrap().unwrap();
+            assert_eq!(store.certificate_standing("sm3:ag-1"), Standing::Revoked);
+            // A later update of the revoked agent (a session's last-seen) leaves it revoked.
+            store
+                .update_agent("ag-1", |agent| agent.last_seen_ms = 9)
+                .unwrap();
+            assert_eq!(store.certificate_standing("sm3:ag-1"), Standing::Revoked);
+
+            assert!(!store.has_pending_probes("ag-2"));
+            let set = ProbeSet {
+                command_id: 3,
+                ..Default::default()
+            };
+            store.put_probe_set("ag-2", &set).unwrap();
+            assert!(store.has_pending_probes("ag-2"));
+            store.confirm_probes("ag-2", 2).unwrap();
+            assert!(
+                store.has_pending_probes("ag-2"),
+                "another command's confirmation"
+            );
+            store.put_probe_set("ag-1", &set).unwrap();
+            store.confirm_probes("ag-1", 3).unwrap();
+            assert!(!store.has_pending_probes("ag-1"));
+
+            // Damage behind the store's back: found unreadable when the index is rebuilt.
+            store
+                .certs
+                .insert("sm3:ag-2-old", &b"\xff\x00"[..])
+                .unwrap();
+            store.flush().unwrap();
+        }
+        let store = Store::open_waiting(dir.path(), DEFAULT_CACHE_BYTES, patience).unwrap();
+        assert_eq!(store.certificate_standing("sm3:ag-1"), Standing::Revoked);
+        assert_eq!(
+            store.certificate_standing("sm3:ag-2"),
+            Standing::Agent("ag-2".into())
+        );
+        assert_eq!(store.certificate_standing("sm3:orphan"), Standing::Unknown);
+        assert_eq!(
+            store.certificate_standing("sm3:ag-2-old"),
+            Standing::Unreadable
+        );
+        assert!(store.has_pending_probes("ag-2"));
+        assert!(!store.has_pending_probes("ag-1"));
+        // Rewriting the damaged record makes it readable again.
+        store
+            .put_cert(
+                "sm3:ag-2-old",
+                &CertRecord {
+                    agent_id: "ag-2".into(),
+                    revoked: true,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            store.certificate_standing("sm3:ag-2-old"),
+            Standing::Revoked
+        );
     }
 
     #[test]
