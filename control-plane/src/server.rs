@@ -148,7 +148,8 @@ impl ControlPlane {
             Some(server_config),
             socket,
             // The receive loop on a thread of its own, so a busy runtime cannot starve it.
-            crate::receive_thread::ReceiveThread::start()
+            crate::receive_thread::ReceiveThread::start(crate::receive_thread::THREAD_NAME)
+                .and_then(|thread| thread.endpoint_runtime())
                 .context("starting the QUIC receive thread")?,
         )
         .context("starting the QUIC endpoint")?;

@@ -22,6 +22,7 @@ use bagui_control_plane::admin::{IssueAgent, IssueRequest, IssueResponse};
 use bagui_control_plane::client::ApiClient;
 use bagui_control_plane::datadir::DataDir;
 use bagui_control_plane::divisions::Divisions;
+use bagui_control_plane::receive_thread::ReceiveThread;
 use bagui_protocol::assets::{self, AssetChanges, AssetSnapshot};
 use bagui_protocol::digest::{self, hex, unhex};
 use bagui_protocol::messages::payload;
@@ -193,8 +194,20 @@ pub struct FleetStats {
     pub sessions_opened: AtomicU64,
     pub come_back_hints: AtomicU64,
     pub errors: AtomicU64,
+    /// The simulator's own runtime lag (how late a 50 ms timer fires), the worst so far, µs:
+    /// a saturated simulator measures itself, not the control plane.
+    pub lag_max_us: AtomicU64,
+    /// The same since [`FleetStats::take_recent_lag`] last took it.
+    lag_recent_us: AtomicU64,
     /// Ack latencies (µs) of reports acknowledged since the last [`Fleet::take_latencies`].
     latencies_us: Mutex<Vec<u32>>,
+}
+
+impl FleetStats {
+    /// The worst runtime lag since the last call.
+    pub fn take_recent_lag(&self) -> Duration {
+        Duration::from_micros(self.lag_recent_us.swap(0, Ordering::Relaxed))
+    }
 }
 
 /// Exact per-agent accounting.
@@ -212,6 +225,9 @@ pub struct AgentLedger {
     pub asset_digest: String,
 }
 
+/// The name of the simulator's receive thread (one for all its sockets).
+pub const RECEIVE_THREAD_NAME: &str = "bagui-sim-recv";
+
 /// A running fleet.
 pub struct Fleet {
     pub stats: Arc<FleetStats>,
@@ -225,6 +241,8 @@ struct Shared {
     ca: CertificateDer<'static>,
     endpoints: Vec<quinn::Endpoint>,
     stats: Arc<FleetStats>,
+    /// Every agent's first full snapshot (`None`: no asset reports).
+    snapshot: Option<FleetSnapshot>,
 }
 
 impl Fleet {
@@ -239,6 +257,10 @@ impl Fleet {
             "the simulator only dials loopback addresses, not {}",
             config.server
         );
+        // The sockets' receive loops on a thread of their own: on the shared runtime they
+        // fall behind 18,000 connections and the kernel drops datagrams (see the control
+        // plane's `receive_thread`).
+        let receive = ReceiveThread::start(RECEIVE_THREAD_NAME)?;
         let mut endpoints = Vec::new();
         for _ in 0..config.sockets.max(1) {
             let socket = bagui_agent::wire::udp_socket(
@@ -249,17 +271,36 @@ impl Fleet {
                 quinn::EndpointConfig::default(),
                 None,
                 socket,
-                Arc::new(quinn::TokioRuntime),
+                receive.endpoint_runtime()?,
             )?);
         }
         let stats = Arc::new(FleetStats::default());
         let shared = Arc::new(Shared {
-            config,
             ca,
             endpoints,
             stats: stats.clone(),
+            snapshot: (config.packages_per_snapshot > 0)
+                .then(|| FleetSnapshot::new(config.packages_per_snapshot)),
+            config,
         });
         let (stop, stop_rx) = watch::channel(false);
+        {
+            let stats = stats.clone();
+            let mut stop = stop_rx.clone();
+            tokio::spawn(async move {
+                let period = Duration::from_millis(50);
+                loop {
+                    let started = Instant::now();
+                    tokio::select! {
+                        _ = tokio::time::sleep(period) => {}
+                        _ = bagui_agent::stopped(&mut stop) => return,
+                    }
+                    let lag = started.elapsed().saturating_sub(period).as_micros() as u64;
+                    stats.lag_max_us.fetch_max(lag, Ordering::Relaxed);
+                    stats.lag_recent_us.fetch_max(lag, Ordering::Relaxed);
+                }
+            });
+        }
         let count = identities.len().max(1);
         let tasks = identities
             .into_iter()
@@ -339,8 +380,35 @@ fn metrics_body(samples: usize, seq: u64) -> Vec<u8> {
 /// A township terminal's first asset snapshot: `packages` installed packages, a few users,
 /// listening ports and services, like a lean Kylin or UOS install.
 pub fn asset_snapshot(agent_id: &str, packages: usize, now_ms: u64) -> AssetSnapshot {
+    let mut snapshot = snapshot_template(packages);
+    snapshot.os.hostname = agent_id.into();
+    snapshot.taken_ms = now_ms;
+    snapshot.seal();
+    snapshot
+}
+
+/// The first full snapshot every simulated agent sends, encoded once: the fleet is one
+/// Kylin image. Generating 18,000 distinct ones (500 packages each, sorted, encoded twice,
+/// hashed) took half the simulator's CPU during a ramp and starved its own sessions.
+#[derive(Debug, Clone)]
+struct FleetSnapshot {
+    body: Vec<u8>,
+    digest: String,
+}
+
+impl FleetSnapshot {
+    fn new(packages: usize) -> FleetSnapshot {
+        let snapshot = asset_snapshot("kylin-sim", packages, bagui_agent::join::now_ms());
+        FleetSnapshot {
+            body: payload::encode(&snapshot),
+            digest: snapshot.digest,
+        }
+    }
+}
+
+/// What every simulated agent's snapshot has in common (all but the host name), normalized.
+fn snapshot_template(packages: usize) -> AssetSnapshot {
     let mut snapshot = AssetSnapshot {
-        taken_ms: now_ms,
         os: assets::OsInfo {
             id: "kylin".into(),
             family: "kylin".into(),
@@ -349,7 +417,6 @@ pub fn asset_snapshot(agent_id: &str, packages: usize, now_ms: u64) -> AssetSnap
             pretty_name: "Kylin Linux Advanced Server V10 (Lance)".into(),
             kernel: "4.19.90-52.22.v2207.ky10.aarch64".into(),
             arch: "aarch64".into(),
-            hostname: agent_id.into(),
             ..assets::OsInfo::default()
         },
         machine: assets::Machine {
@@ -395,7 +462,7 @@ pub fn asset_snapshot(agent_id: &str, packages: usize, now_ms: u64) -> AssetSnap
             .collect(),
         ..AssetSnapshot::default()
     };
-    snapshot.seal();
+    snapshot.normalize();
     snapshot
 }
 
@@ -407,15 +474,17 @@ fn next_report(
     seq: u64,
     samples: usize,
     packages: usize,
+    snapshot: Option<&FleetSnapshot>,
 ) -> (Lane, &'static str, Vec<u8>) {
     let now = bagui_agent::join::now_ms();
-    if packages > 0 && ledger.asset_digest.is_empty() {
-        let snapshot = asset_snapshot(&ledger.agent_id, packages, now);
+    if let Some(snapshot) = snapshot
+        && ledger.asset_digest.is_empty()
+    {
         ledger.asset_digest = snapshot.digest.clone();
         return (
             Lane::Inventory,
             assets::ASSET_SNAPSHOT,
-            payload::encode(&snapshot),
+            snapshot.body.clone(),
         );
     }
     match rand::random_range(0..1000) {
@@ -668,6 +737,7 @@ async fn session(
                     seq,
                     shared.config.samples_per_report,
                     shared.config.packages_per_snapshot,
+                    shared.snapshot.as_ref(),
                 );
                 if lane == Lane::Metrics {
                     stats.samples_sent.fetch_add(shared.config.samples_per_report as u64, Ordering::Relaxed);
@@ -782,6 +852,9 @@ pub struct Summary {
     pub sessions_opened: u64,
     pub come_back_hints: u64,
     pub errors: u64,
+    /// The simulator's worst runtime lag over the run (see [`FleetStats::lag_max_us`]).
+    #[serde(default)]
+    pub sim_lag_max_ms: f64,
     pub duration_s: f64,
     pub interval_s: f64,
 }

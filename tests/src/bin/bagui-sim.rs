@@ -104,12 +104,25 @@ async fn main() -> Result<()> {
     // Ramp up, then measure for `duration`; progress goes to stderr every 5 s.
     let mut all_connected_at = None;
     let ramp_deadline = ramp + Duration::from_secs(120);
+    let mut next_progress = Duration::from_secs(5);
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let connected = fleet
             .stats
             .connected
             .load(std::sync::atomic::Ordering::Relaxed);
+        if fleet.elapsed() >= next_progress {
+            next_progress += Duration::from_secs(5);
+            eprintln!(
+                "bagui-sim: {:>5.0}s ramping: connected {connected} of {count}, sessions opened {}, lag {} ms",
+                fleet.elapsed().as_secs_f64(),
+                fleet
+                    .stats
+                    .sessions_opened
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                fleet.stats.take_recent_lag().as_millis(),
+            );
+        }
         if all_connected_at.is_none() && connected >= count {
             all_connected_at = Some(fleet.elapsed());
         }
@@ -129,7 +142,7 @@ async fn main() -> Result<()> {
         latencies.extend(fleet.take_latencies());
         let stats = &fleet.stats;
         eprintln!(
-            "bagui-sim: {:>5.0}s connected {} sent {} acked {} errors {}",
+            "bagui-sim: {:>5.0}s connected {} sent {} acked {} errors {} lag {} ms",
             fleet.elapsed().as_secs_f64(),
             stats.connected.load(std::sync::atomic::Ordering::Relaxed),
             stats
@@ -139,6 +152,7 @@ async fn main() -> Result<()> {
                 .reports_acked
                 .load(std::sync::atomic::Ordering::Relaxed),
             stats.errors.load(std::sync::atomic::Ordering::Relaxed),
+            stats.take_recent_lag().as_millis(),
         );
     }
     let measured = fleet.elapsed() - measured_from;
@@ -169,6 +183,7 @@ async fn main() -> Result<()> {
         sessions_opened: load(&stats.sessions_opened),
         come_back_hints: load(&stats.come_back_hints),
         errors: load(&stats.errors),
+        sim_lag_max_ms: load(&stats.lag_max_us) as f64 / 1000.0,
         duration_s: measured.as_secs_f64(),
         interval_s: args.interval.as_secs_f64(),
     };
@@ -204,6 +219,7 @@ async fn main() -> Result<()> {
                 summary.sessions_opened, summary.come_back_hints
             );
             println!("errors            {}", summary.errors);
+            println!("simulator lag     {:.0} ms worst", summary.sim_lag_max_ms);
         }
     }
     Ok(())
