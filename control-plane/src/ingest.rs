@@ -995,6 +995,9 @@ pub async fn serve(
     context: IngestContext,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // Shared, not cloned into every connection's task: the context is ~900 bytes, and a
+    // session task lives as long as its agent is connected.
+    let context = Arc::new(context);
     loop {
         tokio::select! {
             incoming = endpoint.accept() => {
@@ -1066,7 +1069,7 @@ pub async fn serve(
 /// Handles one admitted connection attempt; `come_back` set: tell a session to come back then.
 async fn handle_incoming(
     incoming: quinn::Incoming,
-    context: IngestContext,
+    context: Arc<IngestContext>,
     come_back: Option<Duration>,
 ) {
     let remote = incoming.remote_address();
@@ -1121,7 +1124,11 @@ pub fn profile_mismatch(error: &quinn::ConnectionError, ours: CryptoProfile) -> 
     }
 }
 
-async fn handle_join(connection: quinn::Connection, context: IngestContext, remote: SocketAddr) {
+async fn handle_join(
+    connection: quinn::Connection,
+    context: Arc<IngestContext>,
+    remote: SocketAddr,
+) {
     let outcome = tokio::time::timeout(Duration::from_secs(15), async {
         let (mut send, mut recv) = connection.accept_bi().await?;
         // Join requests are small; a tight frame limit keeps anonymous peers cheap.
@@ -1208,7 +1215,7 @@ async fn handle_join(connection: quinn::Connection, context: IngestContext, remo
 
 async fn handle_session(
     connection: quinn::Connection,
-    context: IngestContext,
+    context: Arc<IngestContext>,
     remote: SocketAddr,
     come_back: Option<Duration>,
 ) {
@@ -1247,45 +1254,53 @@ async fn handle_session(
             return;
         }
     };
-    let (mut send, mut recv) =
-        match tokio::time::timeout(Duration::from_secs(15), connection.accept_bi()).await {
-            Ok(Ok(streams)) => streams,
-            Ok(Err(_)) => return,
-            Err(_) => {
-                close(&connection, ErrorCode::Protocol, "no session stream opened");
+    // The awaits before the session loop and after it are boxed: their state would otherwise
+    // be part of the task's for the session's whole lifetime (18,000 tasks at province scale).
+    let (mut send, mut recv) = match Box::pin(tokio::time::timeout(
+        Duration::from_secs(15),
+        connection.accept_bi(),
+    ))
+    .await
+    {
+        Ok(Ok(streams)) => streams,
+        Ok(Err(_)) => return,
+        Err(_) => {
+            close(&connection, ErrorCode::Protocol, "no session stream opened");
+            return;
+        }
+    };
+    let mut decoder = FrameDecoder::new(context.config.max_frame_len);
+    let hello = match Box::pin(tokio::time::timeout(
+        Duration::from_secs(15),
+        read_frame(&mut recv, &mut decoder),
+    ))
+    .await
+    {
+        Ok(Ok(Some(frame))) => match AgentMessage::decode(&frame) {
+            Ok(Decoded::Known(AgentMessage::Hello(hello))) => hello,
+            Ok(_) => {
+                close(
+                    &connection,
+                    ErrorCode::Protocol,
+                    "the first message must be hello",
+                );
                 return;
             }
-        };
-    let mut decoder = FrameDecoder::new(context.config.max_frame_len);
-    let hello =
-        match tokio::time::timeout(Duration::from_secs(15), read_frame(&mut recv, &mut decoder))
-            .await
-        {
-            Ok(Ok(Some(frame))) => match AgentMessage::decode(&frame) {
-                Ok(Decoded::Known(AgentMessage::Hello(hello))) => hello,
-                Ok(_) => {
-                    close(
-                        &connection,
-                        ErrorCode::Protocol,
-                        "the first message must be hello",
-                    );
-                    return;
-                }
-                Err(error) => {
-                    close(&connection, error.error_code(), &error.to_string());
-                    return;
-                }
-            },
-            Ok(Ok(None)) => return,
-            Ok(Err(error)) => {
+            Err(error) => {
                 close(&connection, error.error_code(), &error.to_string());
                 return;
             }
-            Err(_) => {
-                close(&connection, ErrorCode::Protocol, "no hello");
-                return;
-            }
-        };
+        },
+        Ok(Ok(None)) => return,
+        Ok(Err(error)) => {
+            close(&connection, error.error_code(), &error.to_string());
+            return;
+        }
+        Err(_) => {
+            close(&connection, ErrorCode::Protocol, "no hello");
+            return;
+        }
+    };
     if hello.agent_id != agent_id {
         tracing::warn!(%remote, certificate_agent = %agent_id, claimed = %hello.agent_id, "hello names another agent");
         close(
@@ -1314,10 +1329,19 @@ async fn handle_session(
             reason: "admission paced".into(),
         }
         .into();
-        let _ = write_messages(&mut send, &[message], context.config.max_frame_len).await;
+        let _ = Box::pin(write_messages(
+            &mut send,
+            &[message],
+            context.config.max_frame_len,
+        ))
+        .await;
         let _ = send.finish();
         // Give the frame a moment to arrive before the close overtakes it.
-        let _ = tokio::time::timeout(Duration::from_millis(500), connection.closed()).await;
+        let _ = Box::pin(tokio::time::timeout(
+            Duration::from_millis(500),
+            connection.closed(),
+        ))
+        .await;
         close(&connection, ErrorCode::Busy, "come back later");
         return;
     }
@@ -1385,7 +1409,7 @@ async fn handle_session(
         events.back(&agent_id, now);
     }
     if let Some(hosts) = suspected_clone {
-        report_clone(&context, &agent_id, &hosts, now).await;
+        Box::pin(report_clone(&context, &agent_id, &hosts, now)).await;
     }
     tracing::info!(agent = %agent_id, %remote, version = %hello.agent_version, next_seq = hello.next_seq, "session open");
 
@@ -1467,7 +1491,7 @@ async fn handle_session(
         if let Some(events) = &context.link_events {
             events.lost(&agent_id, context.clock.now_ms());
         }
-        persist_last_seen(&context, &agent_id, live).await;
+        Box::pin(persist_last_seen(&context, &agent_id, live)).await;
     }
 }
 
