@@ -535,22 +535,17 @@ impl SessionIndex {
         Ok(index)
     }
 
-    fn agent_id(&mut self, id: &str) -> Arc<str> {
-        match self.agents.get_key_value(id) {
-            Some((key, _)) => key.clone(),
-            None => {
-                let key: Arc<str> = id.into();
-                self.agents.insert(key.clone(), false);
-                key
-            }
-        }
+    /// The agent's id as the index shares it (a new one if the agent is not known).
+    fn shared_id(&self, id: &str) -> Arc<str> {
+        self.agents
+            .get_key_value(id)
+            .map_or_else(|| id.into(), |(key, _)| key.clone())
     }
 
     fn agent(&mut self, id: &str, revoked: bool) {
-        let key = self.agent_id(id);
-        if revoked {
-            self.agents.insert(key, true);
-        }
+        let key = self.shared_id(id);
+        let entry = self.agents.entry(key).or_insert(false);
+        *entry |= revoked;
         self.unreadable.remove(id);
     }
 
@@ -560,10 +555,7 @@ impl SessionIndex {
                 .certs
                 .get(fingerprint)
                 .is_some_and(|(_, revoked)| *revoked);
-        let agent = match self.agents.get_key_value(cert.agent_id.as_str()) {
-            Some((key, _)) => key.clone(),
-            None => cert.agent_id.as_str().into(),
-        };
+        let agent = self.shared_id(&cert.agent_id);
         self.certs.insert(fingerprint.into(), (agent, revoked));
         self.unreadable.remove(fingerprint);
     }
@@ -572,10 +564,7 @@ impl SessionIndex {
         if set.delivered {
             self.pending_probes.remove(agent_id);
         } else {
-            let key = match self.agents.get_key_value(agent_id) {
-                Some((key, _)) => key.clone(),
-                None => agent_id.into(),
-            };
+            let key = self.shared_id(agent_id);
             self.pending_probes.insert(key);
         }
     }

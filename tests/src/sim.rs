@@ -380,35 +380,8 @@ fn metrics_body(samples: usize, seq: u64) -> Vec<u8> {
 /// A township terminal's first asset snapshot: `packages` installed packages, a few users,
 /// listening ports and services, like a lean Kylin or UOS install.
 pub fn asset_snapshot(agent_id: &str, packages: usize, now_ms: u64) -> AssetSnapshot {
-    let mut snapshot = snapshot_template(packages);
-    snapshot.os.hostname = agent_id.into();
-    snapshot.taken_ms = now_ms;
-    snapshot.seal();
-    snapshot
-}
-
-/// The first full snapshot every simulated agent sends, encoded once: the fleet is one
-/// Kylin image. Generating 18,000 distinct ones (500 packages each, sorted, encoded twice,
-/// hashed) took half the simulator's CPU during a ramp and starved its own sessions.
-#[derive(Debug, Clone)]
-struct FleetSnapshot {
-    body: Vec<u8>,
-    digest: String,
-}
-
-impl FleetSnapshot {
-    fn new(packages: usize) -> FleetSnapshot {
-        let snapshot = asset_snapshot("kylin-sim", packages, bagui_agent::join::now_ms());
-        FleetSnapshot {
-            body: payload::encode(&snapshot),
-            digest: snapshot.digest,
-        }
-    }
-}
-
-/// What every simulated agent's snapshot has in common (all but the host name), normalized.
-fn snapshot_template(packages: usize) -> AssetSnapshot {
     let mut snapshot = AssetSnapshot {
+        taken_ms: now_ms,
         os: assets::OsInfo {
             id: "kylin".into(),
             family: "kylin".into(),
@@ -417,6 +390,7 @@ fn snapshot_template(packages: usize) -> AssetSnapshot {
             pretty_name: "Kylin Linux Advanced Server V10 (Lance)".into(),
             kernel: "4.19.90-52.22.v2207.ky10.aarch64".into(),
             arch: "aarch64".into(),
+            hostname: agent_id.into(),
             ..assets::OsInfo::default()
         },
         machine: assets::Machine {
@@ -462,8 +436,27 @@ fn snapshot_template(packages: usize) -> AssetSnapshot {
             .collect(),
         ..AssetSnapshot::default()
     };
-    snapshot.normalize();
+    snapshot.seal();
     snapshot
+}
+
+/// The first full snapshot every simulated agent sends, encoded once: the fleet is one
+/// Kylin image. Generating 18,000 distinct ones (500 packages each, sorted, encoded twice,
+/// hashed) took half the simulator's CPU during a ramp and starved its own sessions.
+#[derive(Debug, Clone)]
+struct FleetSnapshot {
+    body: Vec<u8>,
+    digest: String,
+}
+
+impl FleetSnapshot {
+    fn new(packages: usize) -> FleetSnapshot {
+        let snapshot = asset_snapshot("kylin-sim", packages, bagui_agent::join::now_ms());
+        FleetSnapshot {
+            body: payload::encode(&snapshot),
+            digest: snapshot.digest,
+        }
+    }
 }
 
 /// One report of the mix: the full asset snapshot first, then metrics every interval; now and
