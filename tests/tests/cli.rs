@@ -128,6 +128,14 @@ async fn an_operator_session_with_the_real_binaries() {
     wait_until(Duration::from_secs(20), "api.json", || api_json.exists())
         .await
         .unwrap();
+    // The control plane turns transparent huge pages off for itself (RSS at province scale).
+    let status = std::fs::read_to_string(format!("/proc/{}/status", control_plane.id())).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|line| line.split_whitespace().eq(["THP_enabled:", "0"])),
+        "{status}"
+    );
     let created = stdout_of(&run(
         "bagui-cp",
         &[
