@@ -101,8 +101,8 @@ pub enum Admit {
     Hold(Duration),
     /// Beyond the hold window: handshake, then tell the agent to come back after this long.
     ComeBack(Duration),
-    /// Beyond the hold window, and already telling as many as the rate allows: refuse at once,
-    /// without a handshake (the agent's own backoff spreads it out).
+    /// Beyond the hold window, and already telling as many as the rate allows: drop the attempt
+    /// unanswered, without a handshake; the client's retransmission is the next attempt.
     Refuse,
 }
 
@@ -113,7 +113,8 @@ pub enum Admit {
 /// An attempt whose slot is within [`MAX_HOLD`] is simply held until its slot, so it costs
 /// exactly one handshake. Later ones are handshaken only to be told when to come back — those
 /// return times are spread at the same rate — and only as fast as the rate allows; the rest
-/// are refused before any cryptography.
+/// are dropped unanswered before any cryptography, and their clients' retransmissions try
+/// again.
 #[derive(Debug)]
 pub struct Admission {
     interval: Duration,
@@ -1025,7 +1026,11 @@ pub async fn serve(
                     }
                     Admit::Refuse => {
                         context.metrics.admission_refused.inc();
-                        incoming.refuse();
+                        // Dropped unanswered, not refused: the client retransmits its first
+                        // packet (after ~1, 3, 7 s) and is classified afresh each time, all
+                        // within one connect attempt. A CONNECTION_REFUSED would send it into
+                        // its backoff instead, which after an outage is minutes long.
+                        incoming.ignore();
                     }
                 }
             }

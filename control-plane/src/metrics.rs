@@ -157,7 +157,7 @@ impl Metrics {
             admission_refused: counter(
                 &registry,
                 "bagui_admission_refused_total",
-                "Connection attempts refused before the handshake (beyond the admission horizon)",
+                "Connection attempts dropped unanswered before the handshake (overloaded or beyond the horizon; the client retransmits)",
             ),
             handshake_failures: counter(
                 &registry,

@@ -335,7 +335,7 @@ async fn a_crowd_arriving_at_once_is_paced_in_not_turned_into_a_storm() {
             .unwrap_or(0.0)
     };
     // …and mostly by holding attempts until their slot (one handshake each), the rest told
-    // when to come back or refused before any handshake.
+    // when to come back or dropped before any handshake (to be retransmitted).
     assert!(value("bagui_admission_held_total") >= 5.0, "{metrics}");
     assert!(
         value("bagui_admission_deferred_total") + value("bagui_admission_refused_total") >= 1.0,
