@@ -346,6 +346,30 @@ impl ControlPlaneProcess {
     }
 }
 
+/// A child process that is killed (and reaped) when dropped, so that a test failing halfway
+/// leaves nothing running behind it.
+pub struct KillOnDrop(pub Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 impl Drop for ControlPlaneProcess {
     fn drop(&mut self) {
         self.kill();

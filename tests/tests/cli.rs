@@ -112,18 +112,20 @@ async fn an_operator_session_with_the_real_binaries() {
         format!("[server]\nquic_listen = \"{advertise}\"\nhttp_listen = \"127.0.0.1:0\"\n[session]\nheartbeat_interval = \"500ms\"\n"),
     )
     .unwrap();
-    let mut control_plane = Command::new(bagui_tests::binary("bagui-cp"))
-        .args([
-            "--data-dir",
-            data,
-            "run",
-            "--config",
-            deployment_config.to_str().unwrap(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut control_plane = bagui_tests::KillOnDrop(
+        Command::new(bagui_tests::binary("bagui-cp"))
+            .args([
+                "--data-dir",
+                data,
+                "run",
+                "--config",
+                deployment_config.to_str().unwrap(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let api_json = Path::new(data).join("run/api.json");
     wait_until(Duration::from_secs(20), "api.json", || api_json.exists())
         .await
@@ -176,18 +178,20 @@ async fn an_operator_session_with_the_real_binaries() {
         "[link]\nbackoff_min = \"100ms\"\nbackoff_max = \"1s\"\n[status]\ninterval = \"200ms\"\n",
     )
     .unwrap();
-    let mut agent = Command::new(bagui_tests::binary("bagui-agent"))
-        .args([
-            "--state-dir",
-            state.to_str().unwrap(),
-            "run",
-            "--config",
-            agent_config.to_str().unwrap(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut agent = bagui_tests::KillOnDrop(
+        Command::new(bagui_tests::binary("bagui-agent"))
+            .args([
+                "--state-dir",
+                state.to_str().unwrap(),
+                "run",
+                "--config",
+                agent_config.to_str().unwrap(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     wait_until(
         Duration::from_secs(20),
         "the agent to report connected and acknowledged",
@@ -416,12 +420,14 @@ async fn an_operator_session_with_the_real_binaries() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_runs_a_control_plane_and_an_online_agent_and_stops_on_ctrl_c() {
     use std::io::BufRead;
-    let mut demo = Command::new(bagui_tests::binary("bagui-cp"))
-        .args(["demo", "--http-port", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut demo = bagui_tests::KillOnDrop(
+        Command::new(bagui_tests::binary("bagui-cp"))
+            .args(["demo", "--http-port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let stdout = demo.stdout.take().unwrap();
     let (lines_tx, lines_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
