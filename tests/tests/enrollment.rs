@@ -232,12 +232,20 @@ async fn wrong_ca_hash_makes_the_agent_refuse_the_server() {
     // The token was never presented, so it is still unused; no agent exists.
     assert_eq!(control_plane.admin.tokens().unwrap()[0].uses, 0);
     assert!(control_plane.admin.agents(None).unwrap().is_empty());
-    assert!(
-        control_plane
-            .metrics
-            .render()
-            .contains("bagui_quic_handshake_failures_total 1")
-    );
+    // The control plane learns of the refusal from the agent's close, which may still be in
+    // flight when the agent's side has returned.
+    wait_until(
+        Duration::from_secs(10),
+        "the handshake failure counted",
+        || {
+            control_plane
+                .metrics
+                .render()
+                .contains("bagui_quic_handshake_failures_total 1")
+        },
+    )
+    .await
+    .unwrap();
     // A malformed hash is refused before any connection.
     let error = join_with(
         deployment.server(),
