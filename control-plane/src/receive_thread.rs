@@ -12,9 +12,10 @@
 //! endpoint driver — on a dedicated thread with a runtime of its own, and everything else
 //! (connection drivers, their timers) on the runtime that created the endpoint. The socket is
 //! registered with the dedicated runtime, so the thread wakes as soon as a datagram arrives;
-//! connection tasks on the main runtime send on it directly. Routing a datagram costs about a microsecond, so the
-//! thread keeps the socket drained, and under overload the backlog waits in the connections'
-//! queues (memory, bounded by the agents' flow-control windows) instead of being dropped.
+//! connection tasks on the main runtime send on it directly. Routing a datagram costs about a
+//! microsecond, so the thread keeps the socket drained, and under overload the backlog waits in
+//! the connections' queues (memory, bounded by the agents' flow-control windows) instead of
+//! being dropped.
 //! The fleet simulator's sockets, 18,000 connections over a few, had the same overflow at the
 //! other end and use the same thread (one for all of them).
 
@@ -32,8 +33,9 @@ use tokio::sync::mpsc;
 pub const THREAD_NAME: &str = "bagui-quic-recv";
 
 /// A thread with a runtime of its own for QUIC endpoint drivers:
-/// [`ReceiveThread::endpoint_runtime`] makes the [`quinn::Runtime`] to create an endpoint with. One thread can serve several
-/// endpoints (the simulator's sockets); it ends when the last of their drivers does.
+/// [`ReceiveThread::endpoint_runtime`] makes the [`quinn::Runtime`] to create an endpoint with.
+/// One thread can serve several endpoints (the simulator's sockets); it ends when the last of
+/// their drivers does.
 #[derive(Debug)]
 pub struct ReceiveThread {
     /// Hands endpoint drivers to the thread.

@@ -59,16 +59,6 @@ fn terminate(child: &mut Child) -> std::process::ExitStatus {
     panic!("bagui-cp did not stop within 15 s of SIGTERM");
 }
 
-/// Kills the child when dropped (a failed assertion must not leave it running).
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Writes a config for `run` on loopback with `extra` appended.
 fn write_config(deployment: &Deployment, extra: &str) -> PathBuf {
     let path = deployment.dir.path().join("control-plane.toml");
@@ -84,7 +74,7 @@ fn write_config(deployment: &Deployment, extra: &str) -> PathBuf {
 }
 
 /// Starts `bagui-cp run` and waits for its API.
-async fn start_process(deployment: &Deployment, config: &Path, env: &[(&str, &str)]) -> Running {
+async fn start_process(deployment: &Deployment, config: &Path, env: &[(&str, &str)]) -> KillOnDrop {
     let _ = std::fs::remove_file(deployment.data_dir.api_info_path());
     let log = deployment.dir.path().join("cp.log");
     let mut command = bagui_cp(
@@ -99,7 +89,7 @@ async fn start_process(deployment: &Deployment, config: &Path, env: &[(&str, &st
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let running = Running(child);
+    let running = KillOnDrop(child);
     let info = deployment.data_dir.api_info_path();
     wait_until(Duration::from_secs(20), "api.json", || info.exists())
         .await
