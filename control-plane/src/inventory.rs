@@ -20,7 +20,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::mpsc as std_mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bagui_protocol::assets::{
     self, ASSET_CHANGES, ASSET_SNAPSHOT, AssetChange, AssetChanges, AssetSnapshot, CHECK_RESULT,
@@ -34,6 +34,13 @@ use crate::store::{
 
 /// Reports projected per round of the projector.
 const PROJECT_BATCH: usize = 512;
+
+/// Once the queue is drained, the next round starts at least this long after the last one
+/// began. A round has a fixed cost (a queue scan, a write batch per touched tree, each taking
+/// sled's store-wide write lock and a log reservation); woken by every group commit, the
+/// projector paid it a hundred times a second at province scale for a few reports each time.
+/// The ledger, health and thresholds trail the acknowledged data by at most this much more.
+const PROJECT_PACE: Duration = Duration::from_millis(50);
 
 /// What one round of [`project_pending`] did.
 #[derive(Debug, Default)]
@@ -113,7 +120,12 @@ pub fn spawn_projector(
                 tracing::error!(%error, "building the package index; `asset find --package` will retry");
             }
             let mut watch = crate::thresholds::ThresholdWatch::new(thresholds);
+            let mut drained_at: Option<Instant> = None;
             loop {
+                if let Some(drained_at) = drained_at.take() {
+                    std::thread::sleep(PROJECT_PACE.saturating_sub(drained_at.elapsed()));
+                }
+                let round_started = Instant::now();
                 let mut breaches = Vec::new();
                 let mut observe = |agent: &str, record: &MetricsRecord| {
                     breaches.extend(watch.observe(agent, record.taken_ms, &record.samples));
@@ -149,6 +161,9 @@ pub fn spawn_projector(
                         // Stopping: what is left stays queued for the next start.
                         if let Err(std_mpsc::TryRecvError::Disconnected) = wakes.try_recv() {
                             break;
+                        }
+                        if round.taken < PROJECT_BATCH {
+                            drained_at = Some(round_started);
                         }
                         continue;
                     }

@@ -425,6 +425,26 @@ fn report_key(agent_id: &str, seq: u64) -> Vec<u8> {
     key
 }
 
+/// Applies `writes` to `tree` as one atomic batch. No writes, no batch: an empty sled batch
+/// still takes the store-wide write lock and reserves and seals a log entry, and most
+/// projection rounds touch two trees of seven.
+fn apply_writes(
+    tree: &sled::Tree,
+    writes: impl IntoIterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>>,
+) -> Result<(), StoreError> {
+    let mut batch = sled::Batch::default();
+    let mut any = false;
+    for write in writes {
+        let (key, value) = write?;
+        batch.insert(key, value);
+        any = true;
+    }
+    if any {
+        tree.apply_batch(batch)?;
+    }
+    Ok(())
+}
+
 fn joined_key(parts: &[&[u8]]) -> Vec<u8> {
     let mut key = Vec::with_capacity(parts.iter().map(|part| part.len() + 1).sum());
     for (index, part) in parts.iter().enumerate() {
@@ -617,6 +637,11 @@ pub struct Store {
     /// report written or its write failed): a queue entry below it without its report is an
     /// orphan, one at or above it belongs to a write still in progress.
     finished_below: Arc<std::sync::atomic::AtomicU64>,
+    /// agent id → its highest stored report seq, for the agents seen since the store opened
+    /// (filled from `reports` on first use; only [`Store::insert_reports`] raises it, under
+    /// this lock). A report above it is new without a tree lookup — the common case, since
+    /// agents send in sequence order — and the session welcome reads it from here.
+    stored_seq: Arc<Mutex<HashMap<Box<str>, u64>>>,
     /// agent id → [`MetricsRecord`]: the latest health samples.
     health: sled::Tree,
     /// `agent id \0 check name` → [`CheckRecord`]: the latest result of each check.
@@ -718,6 +743,7 @@ impl Store {
             // Ids only grow, across restarts too: every id before this one is from an
             // earlier life of the store, whose writes are finished or never will be.
             finished_below: Arc::new(std::sync::atomic::AtomicU64::new(db.generate_id()?)),
+            stored_seq: Arc::new(Mutex::new(HashMap::new())),
             health: db.open_tree("health")?,
             checks: db.open_tree("checks")?,
             probes,
@@ -1107,17 +1133,29 @@ impl Store {
     ///
     /// [`flush`]: Store::flush
     pub fn insert_reports(&self, reports: &mut [NewReport]) -> Result<Vec<bool>, StoreError> {
+        // Held throughout: the highest stored seqs must not move while this batch is judged.
+        let mut stored_seq = self.stored_seq.lock().unwrap_or_else(|p| p.into_inner());
         let mut seen = HashSet::new();
         let mut fresh = Vec::with_capacity(reports.len());
         for item in reports.iter() {
+            let highest = match stored_seq.get(item.agent_id.as_str()) {
+                Some(highest) => *highest,
+                None => {
+                    let highest = self.scan_max_seq(&item.agent_id)?;
+                    stored_seq.insert(item.agent_id.as_str().into(), highest);
+                    highest
+                }
+            };
             let key = report_key(&item.agent_id, item.seq);
-            let new = !seen.contains(&key) && !self.reports.contains_key(&key)?;
+            let new =
+                !seen.contains(&key) && (item.seq > highest || !self.reports.contains_key(&key)?);
             if new {
                 seen.insert(key);
             }
             fresh.push(new);
         }
         let mut queue = sled::Batch::default();
+        let mut queued = false;
         let mut batch = sled::Batch::default();
         let mut last_arrival = None;
         let written = (|| {
@@ -1128,11 +1166,19 @@ impl Store {
                     let key = report_key(&item.agent_id, item.seq);
                     if item.report.cipher.is_empty() {
                         queue.insert(&item.report.arrival.to_be_bytes(), key.clone());
+                        queued = true;
                     }
                     batch.insert(key, encode_packed("reports", &item.report)?);
                 }
             }
-            self.project_queue.apply_batch(queue)?;
+            if last_arrival.is_none() {
+                // Every report was a duplicate: nothing to write (an empty sled batch still
+                // takes the store-wide write lock and a log reservation).
+                return Ok(());
+            }
+            if queued {
+                self.project_queue.apply_batch(queue)?;
+            }
             self.reports.apply_batch(batch)?;
             Ok::<(), StoreError>(())
         })();
@@ -1142,6 +1188,12 @@ impl Store {
                 .fetch_max(last + 1, std::sync::atomic::Ordering::AcqRel);
         }
         written?;
+        // The reports batch is applied whole or not at all, and it went last.
+        for (item, new) in reports.iter().zip(&fresh) {
+            if *new && let Some(highest) = stored_seq.get_mut(item.agent_id.as_str()) {
+                *highest = (*highest).max(item.seq);
+            }
+        }
         Ok(fresh)
     }
 
@@ -1204,72 +1256,94 @@ impl Store {
         queue_keys: &[sled::IVec],
     ) -> Result<(), StoreError> {
         self.apply_projection(projection)?;
-        let mut queue = sled::Batch::default();
-        for key in queue_keys {
-            queue.remove(key);
+        if !queue_keys.is_empty() {
+            let mut queue = sled::Batch::default();
+            for key in queue_keys {
+                queue.remove(key);
+            }
+            self.project_queue.apply_batch(queue)?;
         }
-        self.project_queue.apply_batch(queue)?;
         Ok(())
     }
 
     fn apply_projection(&self, projection: Projection) -> Result<(), StoreError> {
-        let mut changes = sled::Batch::default();
-        for (index, change) in projection.changes.iter().enumerate() {
-            changes.insert(
-                change_key(change, index as u32),
-                encode("asset_changes", change)?,
-            );
-        }
-        self.asset_changes.apply_batch(changes)?;
-        let mut assets = sled::Batch::default();
-        for (agent, record) in &projection.assets {
-            assets.insert(agent.as_bytes(), encode_packed("assets", record)?);
-        }
-        self.assets.apply_batch(assets)?;
+        apply_writes(
+            &self.asset_changes,
+            projection
+                .changes
+                .iter()
+                .enumerate()
+                .map(|(index, change)| {
+                    Ok((
+                        change_key(change, index as u32),
+                        encode("asset_changes", change)?,
+                    ))
+                }),
+        )?;
+        apply_writes(
+            &self.assets,
+            projection.assets.iter().map(|(agent, record)| {
+                Ok((agent.as_bytes().to_vec(), encode_packed("assets", record)?))
+            }),
+        )?;
         // After the records: an index built concurrently from the tree sees them or gets them
         // here (setting an agent's list is idempotent).
-        if let Some(index) = self.package_index().as_mut() {
+        if !projection.assets.is_empty()
+            && let Some(index) = self.package_index().as_mut()
+        {
             for (agent, record) in &projection.assets {
                 index.set(agent, &record.snapshot.packages);
             }
         }
-        let mut health = sled::Batch::default();
-        for (agent, record) in &projection.health {
-            health.insert(agent.as_bytes(), encode("health", record)?);
-        }
-        self.health.apply_batch(health)?;
-        let mut checks = sled::Batch::default();
-        for (agent, name, record) in &projection.checks {
-            checks.insert(
-                joined_key(&[agent.as_bytes(), name.as_bytes()]),
-                encode("checks", record)?,
-            );
-        }
-        self.checks.apply_batch(checks)?;
-        let mut posture = sled::Batch::default();
-        for (agent, record) in &projection.posture {
-            posture.insert(agent.as_bytes(), encode_packed("posture", record)?);
-        }
-        self.posture.apply_batch(posture)?;
-        let mut findings = sled::Batch::default();
-        for (index, finding) in projection.findings.iter().enumerate() {
-            let mut key = finding.time_ms.to_be_bytes().to_vec();
-            key.extend_from_slice(finding.agent_id.as_bytes());
-            key.push(0);
-            key.extend_from_slice(&finding.seq.to_be_bytes());
-            key.extend_from_slice(&(index as u32).to_be_bytes());
-            findings.insert(key, encode("findings", finding)?);
-        }
-        self.findings.apply_batch(findings)?;
-        let mut probe_results = sled::Batch::default();
-        for (agent, probe, at, record) in &projection.probe_results {
-            probe_results.insert(
-                probe_result_key(agent, probe, *at),
-                encode("probe_results", record)?,
-            );
-        }
-        self.probe_results.apply_batch(probe_results)?;
-        Ok(())
+        apply_writes(
+            &self.health,
+            projection
+                .health
+                .iter()
+                .map(|(agent, record)| Ok((agent.as_bytes().to_vec(), encode("health", record)?))),
+        )?;
+        apply_writes(
+            &self.checks,
+            projection.checks.iter().map(|(agent, name, record)| {
+                Ok((
+                    joined_key(&[agent.as_bytes(), name.as_bytes()]),
+                    encode("checks", record)?,
+                ))
+            }),
+        )?;
+        apply_writes(
+            &self.posture,
+            projection.posture.iter().map(|(agent, record)| {
+                Ok((agent.as_bytes().to_vec(), encode_packed("posture", record)?))
+            }),
+        )?;
+        apply_writes(
+            &self.findings,
+            projection
+                .findings
+                .iter()
+                .enumerate()
+                .map(|(index, finding)| {
+                    let mut key = finding.time_ms.to_be_bytes().to_vec();
+                    key.extend_from_slice(finding.agent_id.as_bytes());
+                    key.push(0);
+                    key.extend_from_slice(&finding.seq.to_be_bytes());
+                    key.extend_from_slice(&(index as u32).to_be_bytes());
+                    Ok((key, encode("findings", finding)?))
+                }),
+        )?;
+        apply_writes(
+            &self.probe_results,
+            projection
+                .probe_results
+                .iter()
+                .map(|(agent, probe, at, record)| {
+                    Ok((
+                        probe_result_key(agent, probe, *at),
+                        encode("probe_results", record)?,
+                    ))
+                }),
+        )
     }
 
     /// The results of `probe` on `agent` with a time in `[from, to)`, oldest first, preceded
@@ -1495,6 +1569,18 @@ impl Store {
 
     /// Highest stored sequence number of an agent (0 if none).
     pub fn max_seq(&self, agent_id: &str) -> Result<u64, StoreError> {
+        let known = |stored_seq: &HashMap<Box<str>, u64>| stored_seq.get(agent_id).copied();
+        if let Some(highest) = known(&self.stored_seq.lock().unwrap_or_else(|p| p.into_inner())) {
+            return Ok(highest);
+        }
+        // Scanned without the lock (the commit thread takes it); every write sets the entry
+        // under the lock, so an entry found now is at least as new as this scan.
+        let scanned = self.scan_max_seq(agent_id)?;
+        let mut stored_seq = self.stored_seq.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(*stored_seq.entry(agent_id.into()).or_insert(scanned))
+    }
+
+    fn scan_max_seq(&self, agent_id: &str) -> Result<u64, StoreError> {
         Ok(self
             .reports
             .scan_prefix(report_prefix(agent_id))
@@ -1743,6 +1829,51 @@ mod tests {
             [2, 3]
         );
         assert!(stored[0].1.arrival < stored[1].1.arrival);
+    }
+
+    #[test]
+    fn duplicates_are_recognised_out_of_order_and_after_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::create(dir.path()).unwrap();
+            // 5 first (a higher lane overtook), then 3 and 4 below the highest stored seq.
+            assert_eq!(store.insert_reports(&mut [report(5)]).unwrap(), [true]);
+            assert_eq!(
+                store
+                    .insert_reports(&mut [report(3), report(5), report(4)])
+                    .unwrap(),
+                [true, false, true]
+            );
+            assert_eq!(store.max_seq("ag-1").unwrap(), 5);
+            store.flush().unwrap();
+        }
+        let patience = std::time::Duration::from_secs(5);
+        let store = Store::open_waiting(dir.path(), DEFAULT_CACHE_BYTES, patience).unwrap();
+        // A fresh process knows nothing in memory: what is stored still counts.
+        assert_eq!(
+            store
+                .insert_reports(&mut [report(4), report(2), report(6)])
+                .unwrap(),
+            [false, true, true]
+        );
+        assert_eq!(store.max_seq("ag-1").unwrap(), 6);
+        assert_eq!(store.insert_reports(&mut [report(6)]).unwrap(), [false]);
+        // The welcome's view (max_seq) first, then a write: both agree.
+        let mut other = report(1);
+        other.agent_id = "ag-2".into();
+        assert_eq!(store.max_seq("ag-2").unwrap(), 0);
+        assert_eq!(store.insert_reports(&mut [other.clone()]).unwrap(), [true]);
+        assert_eq!(store.insert_reports(&mut [other]).unwrap(), [false]);
+        assert_eq!(store.max_seq("ag-2").unwrap(), 1);
+        assert_eq!(
+            store
+                .reports("ag-1", 0, 10)
+                .unwrap()
+                .iter()
+                .map(|(seq, _)| *seq)
+                .collect::<Vec<_>>(),
+            [2, 3, 4, 5, 6]
+        );
     }
 
     #[test]
