@@ -1154,9 +1154,8 @@ impl Store {
             }
             fresh.push(new);
         }
-        let mut queue = sled::Batch::default();
-        let mut queued = false;
-        let mut batch = sled::Batch::default();
+        let mut queue = Vec::new();
+        let mut batch = Vec::new();
         let mut last_arrival = None;
         let written = (|| {
             for (item, new) in reports.iter_mut().zip(&fresh) {
@@ -1165,22 +1164,14 @@ impl Store {
                     last_arrival = Some(item.report.arrival);
                     let key = report_key(&item.agent_id, item.seq);
                     if item.report.cipher.is_empty() {
-                        queue.insert(&item.report.arrival.to_be_bytes(), key.clone());
-                        queued = true;
+                        queue.push((item.report.arrival.to_be_bytes().to_vec(), key.clone()));
                     }
-                    batch.insert(key, encode_packed("reports", &item.report)?);
+                    batch.push((key, encode_packed("reports", &item.report)?));
                 }
             }
-            if last_arrival.is_none() {
-                // Every report was a duplicate: nothing to write (an empty sled batch still
-                // takes the store-wide write lock and a log reservation).
-                return Ok(());
-            }
-            if queued {
-                self.project_queue.apply_batch(queue)?;
-            }
-            self.reports.apply_batch(batch)?;
-            Ok::<(), StoreError>(())
+            // Only duplicates (or only sealed reports): no empty batch is applied.
+            apply_writes(&self.project_queue, queue.into_iter().map(Ok))?;
+            apply_writes(&self.reports, batch.into_iter().map(Ok))
         })();
         // Written or failed: either way the projector may now judge these queue entries.
         if let Some(last) = last_arrival {
@@ -1569,8 +1560,13 @@ impl Store {
 
     /// Highest stored sequence number of an agent (0 if none).
     pub fn max_seq(&self, agent_id: &str) -> Result<u64, StoreError> {
-        let known = |stored_seq: &HashMap<Box<str>, u64>| stored_seq.get(agent_id).copied();
-        if let Some(highest) = known(&self.stored_seq.lock().unwrap_or_else(|p| p.into_inner())) {
+        let known = self
+            .stored_seq
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(agent_id)
+            .copied();
+        if let Some(highest) = known {
             return Ok(highest);
         }
         // Scanned without the lock (the commit thread takes it); every write sets the entry
