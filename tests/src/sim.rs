@@ -354,26 +354,54 @@ impl Fleet {
     }
 }
 
-fn metrics_body(samples: usize, seq: u64) -> Vec<u8> {
-    const NAMES: [&str; 8] = [
-        "node_load1",
-        "node_memory_MemAvailable_bytes",
-        "node_filesystem_free_bytes",
-        "node_network_receive_bytes_total",
-        "node_network_transmit_bytes_total",
-        "node_cpu_seconds_total",
-        "node_procs_running",
-        "node_time_offset_seconds",
+/// The names of a simulated metrics report's samples, in turn.
+const SAMPLE_NAMES: [&str; 8] = [
+    "node_load1",
+    "node_memory_MemAvailable_bytes",
+    "node_filesystem_free_bytes",
+    "node_network_receive_bytes_total",
+    "node_network_transmit_bytes_total",
+    "node_cpu_seconds_total",
+    "node_procs_running",
+    "node_time_offset_seconds",
+];
+
+/// [`payload::Sample`] with borrowed strings: the same encoding, without the three
+/// allocations per sample that building owned ones cost (at 50,000 agents that was a tenth of
+/// the simulator's CPU).
+#[derive(Serialize)]
+struct SampleRef<'a> {
+    name: &'a str,
+    value: f64,
+    labels: [(&'a str, &'a str); 1],
+}
+
+/// [`payload::Metrics`] with borrowed samples.
+#[derive(Serialize)]
+struct MetricsRef<'a> {
+    taken_ms: u64,
+    samples: &'a [SampleRef<'a>],
+}
+
+/// The `device` label of sample `index`.
+fn device_label(index: usize) -> &'static str {
+    const DEVICES: [&str; 8] = [
+        "eth0", "eth1", "eth2", "eth3", "eth4", "eth5", "eth6", "eth7",
     ];
-    payload::encode(&payload::Metrics {
-        taken_ms: bagui_agent::join::now_ms(),
-        samples: (0..samples)
-            .map(|index| payload::Sample {
-                name: NAMES[index % NAMES.len()].to_owned(),
-                value: (seq as f64) * 1.5 + index as f64,
-                labels: vec![("device".into(), format!("eth{}", index / NAMES.len()))],
-            })
-            .collect(),
+    DEVICES[(index / SAMPLE_NAMES.len()) % DEVICES.len()]
+}
+
+fn metrics_body(samples: usize, seq: u64, taken_ms: u64) -> Vec<u8> {
+    let samples: Vec<SampleRef<'_>> = (0..samples)
+        .map(|index| SampleRef {
+            name: SAMPLE_NAMES[index % SAMPLE_NAMES.len()],
+            value: (seq as f64) * 1.5 + index as f64,
+            labels: [("device", device_label(index))],
+        })
+        .collect();
+    payload::encode(&MetricsRef {
+        taken_ms,
+        samples: &samples,
     })
 }
 
@@ -515,7 +543,11 @@ fn next_report(
                 payload::encode(&changes),
             )
         }
-        _ => (Lane::Metrics, payload::METRICS, metrics_body(samples, seq)),
+        _ => (
+            Lane::Metrics,
+            payload::METRICS,
+            metrics_body(samples, seq, now),
+        ),
     }
 }
 
@@ -886,5 +918,28 @@ impl Target {
             server,
             ca,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_borrowed_metrics_body_decodes_as_the_protocol_s_metrics() {
+        let body = metrics_body(20, 7, 1_700_000_000_123);
+        let metrics: payload::Metrics = payload::decode(&body).expect("a metrics payload");
+        assert_eq!(metrics.taken_ms, 1_700_000_000_123);
+        assert_eq!(metrics.samples.len(), 20);
+        assert_eq!(
+            metrics.samples[9],
+            payload::Sample {
+                name: "node_memory_MemAvailable_bytes".into(),
+                value: 7.0 * 1.5 + 9.0,
+                labels: vec![("device".into(), "eth1".into())],
+            }
+        );
+        // Byte for byte what the agent's owned structs encode to.
+        assert_eq!(payload::encode(&metrics), body);
     }
 }

@@ -13,6 +13,11 @@
 //! `zabbix-agent`), each alone in turn and polled as its server would: RSS, peak, PSS, the
 //! first full inventory's CPU and the steady CPU after it.
 
+/// mimalloc, as in `bagui-cp`: with glibc's malloc the simulator spent an eighth of its CPU in
+/// the allocator's bookkeeping at province scale (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -8,6 +8,11 @@
 //! (17,965 for Guangxi). Identities are issued in bulk by the control plane on first use and
 //! cached in DIR/sim/. Bounded: the run stops after `--duration` (plus the ramp-up).
 
+/// mimalloc, as in `bagui-cp`: with glibc's malloc the simulator spent an eighth of its CPU in
+/// the allocator's bookkeeping at province scale (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
