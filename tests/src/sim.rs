@@ -50,6 +50,14 @@ struct IdentityCache {
     identities: Vec<SimIdentity>,
 }
 
+/// How long a fleet of `agents` spreads its first connections: 2 ms per agent, the control
+/// plane's default admission rate (500 sessions/s), at most 120 s. Dialling faster only earns
+/// come-back hints: the extra attempts are deferred and retried, which costs both sides
+/// handshakes for nothing.
+pub fn default_ramp(agents: usize) -> Duration {
+    Duration::from_millis(2 * agents as u64).min(Duration::from_secs(120))
+}
+
 /// The divisions a fleet of `count` agents is spread over: every township and village (the
 /// province-scale case is exactly one each, 17,965), round-robin when there are more agents.
 pub fn fleet_divisions(divisions: &Divisions, count: usize) -> Vec<(String, &'static str)> {

@@ -45,7 +45,8 @@ struct Args {
     /// How long to run once every agent has started.
     #[arg(long, default_value = "120s", value_parser = units::parse_duration)]
     duration: Duration,
-    /// Spread first connections over this long (default: 1 ms per agent, at most 60 s).
+    /// Spread first connections over this long (default: 2 ms per agent, the control plane's
+    /// default admission rate, at most 120 s).
     #[arg(long, value_parser = units::parse_duration)]
     ramp: Option<Duration>,
     /// UDP sockets the connections share.
@@ -89,9 +90,7 @@ async fn main() -> Result<()> {
         args.data_dir.display()
     );
     let identities = sim::provision(&target.data_dir, &target.client, count).await?;
-    let ramp = args
-        .ramp
-        .unwrap_or_else(|| Duration::from_millis(count as u64).min(Duration::from_secs(60)));
+    let ramp = args.ramp.unwrap_or_else(|| sim::default_ramp(count));
     let fleet = Fleet::start(
         identities,
         target.ca.clone(),
