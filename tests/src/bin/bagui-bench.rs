@@ -960,7 +960,7 @@ async fn run_fleet(
     } else {
         None
     };
-    if settled_after.is_none() {
+    if all_connected_after.is_some() && settled_after.is_none() {
         eprintln!(
             "bench: the ledger had not caught up {} s after the fleet connected; measuring anyway",
             settle_started.elapsed().as_secs()
