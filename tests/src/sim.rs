@@ -375,8 +375,8 @@ const SAMPLE_NAMES: [&str; 8] = [
 ];
 
 /// [`payload::Sample`] with borrowed strings: the same encoding, without the three
-/// allocations per sample that building owned ones cost (at 50,000 agents that was a tenth of
-/// the simulator's CPU).
+/// allocations per sample that building owned ones cost (at province scale about a tenth of the
+/// simulator's CPU).
 #[derive(Serialize)]
 struct SampleRef<'a> {
     name: &'a str,
