@@ -843,11 +843,124 @@ impl Admin {
         })
     }
 
+    /// One agent's series for `/metrics?agents=true`: up, link, clock offset, its latest
+    /// samples, check states and posture score.
+    fn agent_series(
+        &self,
+        out: &mut crate::exposition::Exposition,
+        agent: &AgentRecord,
+        live: Option<&LiveSession>,
+        facts: &crate::store::AgentFacts,
+    ) -> Result<(), AdminError> {
+        let labels = [
+            ("agent", agent.id.as_str()),
+            ("division", agent.division.as_str()),
+        ];
+        if let Some(score) = facts.posture_score {
+            out.add(
+                "bagui_agent_posture_score",
+                "gauge",
+                "Baseline posture score of the agent's host (0-100)",
+                &labels,
+                f64::from(score),
+            );
+        }
+        out.add(
+            "bagui_agent_up",
+            "gauge",
+            "1 while the agent has an authenticated session",
+            &labels,
+            if live.is_some() && agent.revoked_ms.is_none() {
+                1.0
+            } else {
+                0.0
+            },
+        );
+        if let Some(live) = live {
+            if let Some(heartbeat) = &live.heartbeat {
+                let link = &heartbeat.link;
+                for (name, help, value) in [
+                    (
+                        "bagui_agent_link_rtt_seconds",
+                        "Smoothed RTT of the agent's QUIC connection",
+                        link.rtt_us as f64 / 1e6,
+                    ),
+                    (
+                        "bagui_agent_link_cwnd_bytes",
+                        "Congestion window of the agent's QUIC connection",
+                        link.cwnd_bytes as f64,
+                    ),
+                ] {
+                    out.add(name, "gauge", help, &labels, value);
+                }
+                for (name, help, value) in [
+                    (
+                        "bagui_agent_link_sent_packets_total",
+                        "Packets the agent sent on its QUIC connection",
+                        link.sent_packets,
+                    ),
+                    (
+                        "bagui_agent_link_lost_packets_total",
+                        "Packets the agent's QUIC connection declared lost",
+                        link.lost_packets,
+                    ),
+                    (
+                        "bagui_agent_link_congestion_events_total",
+                        "Congestion events on the agent's QUIC connection",
+                        link.congestion_events,
+                    ),
+                ] {
+                    out.add(name, "counter", help, &labels, value as f64);
+                }
+            }
+            if let Some(offset) = live.clock_offset_ms {
+                out.add(
+                    "bagui_agent_clock_offset_seconds",
+                    "gauge",
+                    "The agent's clock minus the control plane's",
+                    &labels,
+                    offset as f64 / 1000.0,
+                );
+            }
+        }
+        if let Some(health) = self.store.health(&agent.id)? {
+            for sample in &health.samples {
+                let mut all: Vec<(&str, &str)> = labels.to_vec();
+                all.extend(sample.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                let counter = sample.name.ends_with("_total");
+                out.add(
+                    &crate::exposition::agent_metric_name(&sample.name, counter),
+                    if counter { "counter" } else { "gauge" },
+                    "Reported by the agent",
+                    &all,
+                    sample.value,
+                );
+            }
+        }
+        for (name, status) in &facts.checks {
+            let mut all: Vec<(&str, &str)> = labels.to_vec();
+            all.push(("check", name.as_str()));
+            out.add(
+                "bagui_agent_check_status",
+                "gauge",
+                "Latest check status (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)",
+                &all,
+                f64::from(*status),
+            );
+        }
+        Ok(())
+    }
+
     /// Fleet aggregates (per city and county: agents online/offline, outbox backlog and drops,
     /// check states) and, when `per_agent`, every agent's latest samples and check states.
     pub fn fleet_exposition(&self, per_agent: bool) -> Result<String, AdminError> {
         use crate::exposition::Exposition;
-        let agents = self.agents(None)?;
+        // Records and live sessions, not agent views: a scrape at 50,000 agents has no time
+        // for uplinks, division paths and formatted dates it does not print.
+        let mut agents = self.store.agents()?;
+        if per_agent {
+            agents.sort_by(|a, b| (&a.division, &a.id).cmp(&(&b.division, &b.id)));
+        }
         let live_sessions = self
             .sessions
             .as_ref()
@@ -864,135 +977,52 @@ impl Admin {
             posture_hosts: u64,
             posture_sum: u64,
         }
-        let mut tallies: BTreeMap<(u8, String), Tally> = BTreeMap::new();
-        for agent in &agents {
-            let checks = self.store.checks(&agent.id)?;
-            let posture = self
-                .store
-                .posture(&agent.id)?
-                .map(|record| record.report.score);
-            let levels: Vec<(u8, String)> = self
-                .divisions
-                .ancestors(&agent.division)
-                .filter(|division| division.level <= 3)
-                .map(|division| (division.level, division.code.clone()))
-                .collect();
-            for key in levels {
-                let tally = tallies.entry(key).or_default();
-                if agent.online {
-                    tally.online += 1;
-                } else {
-                    tally.offline += 1;
-                }
-                tally.outbox_records += agent.outbox_records;
-                tally.outbox_dropped += agent.outbox_dropped;
-                for (_, check) in &checks {
-                    tally.checks[usize::from(check.result.status.min(3))] += 1;
-                }
-                if let Some(score) = posture {
-                    tally.posture_hosts += 1;
-                    tally.posture_sum += u64::from(score);
+        let no_facts = crate::store::AgentFacts::default();
+        let mut tallies: BTreeMap<(u8, &str), Tally> = BTreeMap::new();
+        self.store.with_fleet_facts(|facts| {
+            for agent in &agents {
+                let live = live_sessions.get(&agent.id);
+                let online = live.is_some() && agent.revoked_ms.is_none();
+                let outbox = live
+                    .and_then(|live| live.heartbeat.as_ref())
+                    .map_or(&agent.outbox, |heartbeat| &heartbeat.outbox);
+                let agent_facts = facts.get(&agent.id).unwrap_or(&no_facts);
+                let posture = agent_facts.posture_score;
+                for division in self
+                    .divisions
+                    .ancestors(&agent.division)
+                    .filter(|division| division.level <= 3)
+                {
+                    let tally = tallies
+                        .entry((division.level, division.code.as_str()))
+                        .or_default();
+                    if online {
+                        tally.online += 1;
+                    } else {
+                        tally.offline += 1;
+                    }
+                    tally.outbox_records += outbox.records;
+                    tally.outbox_dropped += outbox.dropped.total();
+                    for status in agent_facts.checks.values() {
+                        tally.checks[usize::from((*status).min(3))] += 1;
+                    }
+                    if let Some(score) = posture {
+                        tally.posture_hosts += 1;
+                        tally.posture_sum += u64::from(score);
+                    }
                 }
             }
-            if per_agent && let Some(score) = posture {
-                out.add(
-                    "bagui_agent_posture_score",
-                    "gauge",
-                    "Baseline posture score of the agent's host (0-100)",
-                    &[
-                        ("agent", agent.id.as_str()),
-                        ("division", agent.division.as_str()),
-                    ],
-                    f64::from(score),
-                );
-            }
-            if per_agent {
-                let labels = [
-                    ("agent", agent.id.as_str()),
-                    ("division", agent.division.as_str()),
-                ];
-                out.add(
-                    "bagui_agent_up",
-                    "gauge",
-                    "1 while the agent has an authenticated session",
-                    &labels,
-                    if agent.online { 1.0 } else { 0.0 },
-                );
-                if let Some(live) = live_sessions.get(&agent.id) {
-                    if let Some(heartbeat) = &live.heartbeat {
-                        let link = &heartbeat.link;
-                        for (name, help, value) in [
-                            (
-                                "bagui_agent_link_rtt_seconds",
-                                "Smoothed RTT of the agent's QUIC connection",
-                                link.rtt_us as f64 / 1e6,
-                            ),
-                            (
-                                "bagui_agent_link_cwnd_bytes",
-                                "Congestion window of the agent's QUIC connection",
-                                link.cwnd_bytes as f64,
-                            ),
-                        ] {
-                            out.add(name, "gauge", help, &labels, value);
-                        }
-                        for (name, help, value) in [
-                            (
-                                "bagui_agent_link_sent_packets_total",
-                                "Packets the agent sent on its QUIC connection",
-                                link.sent_packets,
-                            ),
-                            (
-                                "bagui_agent_link_lost_packets_total",
-                                "Packets the agent's QUIC connection declared lost",
-                                link.lost_packets,
-                            ),
-                            (
-                                "bagui_agent_link_congestion_events_total",
-                                "Congestion events on the agent's QUIC connection",
-                                link.congestion_events,
-                            ),
-                        ] {
-                            out.add(name, "counter", help, &labels, value as f64);
-                        }
-                    }
-                    if let Some(offset) = live.clock_offset_ms {
-                        out.add(
-                            "bagui_agent_clock_offset_seconds",
-                            "gauge",
-                            "The agent's clock minus the control plane's",
-                            &labels,
-                            offset as f64 / 1000.0,
-                        );
-                    }
-                }
-                if let Some(health) = self.store.health(&agent.id)? {
-                    for sample in &health.samples {
-                        let mut all: Vec<(&str, &str)> = labels.to_vec();
-                        all.extend(sample.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-                        let counter = sample.name.ends_with("_total");
-                        out.add(
-                            &crate::exposition::agent_metric_name(&sample.name, counter),
-                            if counter { "counter" } else { "gauge" },
-                            "Reported by the agent",
-                            &all,
-                            sample.value,
-                        );
-                    }
-                }
-                for (name, check) in &checks {
-                    let mut all: Vec<(&str, &str)> = labels.to_vec();
-                    all.push(("check", name.as_str()));
-                    out.add(
-                        "bagui_agent_check_status",
-                        "gauge",
-                        "Latest check status (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)",
-                        &all,
-                        f64::from(check.result.status),
-                    );
-                }
+        })?;
+        if per_agent {
+            for agent in &agents {
+                let facts = self
+                    .store
+                    .with_fleet_facts(|facts| facts.get(&agent.id).cloned())?
+                    .unwrap_or_default();
+                self.agent_series(&mut out, agent, live_sessions.get(&agent.id), &facts)?;
             }
         }
-        for ((level, code), tally) in &tallies {
+        for (&(level, code), tally) in &tallies {
             let name = self
                 .divisions
                 .get(code)
@@ -1004,7 +1034,7 @@ impl Admin {
                 _ => "county",
             };
             let base = [
-                ("division", code.as_str()),
+                ("division", code),
                 ("division_name", name.as_str()),
                 ("level", level_name),
             ];

@@ -110,6 +110,11 @@ async fn nagios_outcomes_and_perfdata_arrive_parsed_at_the_control_plane() {
     let probe = check("probe");
     assert_eq!(probe.state, "OK", "{:?}", probe.result);
     assert_eq!(probe.result.convention, "probe");
+    assert_eq!(
+        region_checks(&control_plane),
+        [3, 1, 1, 1],
+        "OK, WARNING, CRITICAL, UNKNOWN"
+    );
 
     // A state change is seen: the listener goes away, the TCP checks turn CRITICAL.
     drop(listener);
@@ -124,6 +129,38 @@ async fn nagios_outcomes_and_perfdata_arrive_parsed_at_the_control_plane() {
     })
     .await
     .unwrap();
+    // `/metrics` counts the new states (its facts follow the projection, no rescan).
+    wait_until(
+        Duration::from_secs(10),
+        "the fleet gauges to follow",
+        || region_checks(&control_plane) == [1, 1, 3, 1],
+    )
+    .await
+    .unwrap();
+    let exposition = control_plane.admin.fleet_exposition(true).unwrap();
+    let tcp_status = format!(
+        "bagui_agent_check_status{{agent=\"{}\",division=\"{VILLAGE}\",check=\"tcp\"}} 2",
+        state.agent_id
+    );
+    assert!(
+        exposition.contains(&tcp_status),
+        "{tcp_status} in:\n{exposition}"
+    );
     agent.shutdown().await.unwrap();
     control_plane.shutdown().await.unwrap();
+}
+
+/// The region's `bagui_fleet_checks` gauges from `/metrics`: OK, WARNING, CRITICAL, UNKNOWN.
+fn region_checks(control_plane: &bagui_control_plane::server::ControlPlane) -> [u64; 4] {
+    let exposition = control_plane.admin.fleet_exposition(false).unwrap();
+    ["OK", "WARNING", "CRITICAL", "UNKNOWN"].map(|state| {
+        exposition
+            .lines()
+            .find(|line| {
+                line.starts_with("bagui_fleet_checks{division=\"45\",")
+                    && line.contains(&format!("state=\"{state}\""))
+            })
+            .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no region {state} gauge in:\n{exposition}"))
+    })
 }
