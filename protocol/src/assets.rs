@@ -502,7 +502,8 @@ fn apply_list<T: Section>(items: &mut Vec<T>, change: &AssetChange) -> Result<()
             return Err(bad(format!("item has key {:?}", item.key())));
         }
         items.push(item);
-        items.sort_by_key(Section::key);
+        // Keys are built strings: once per item, not twice per comparison.
+        items.sort_by_cached_key(Section::key);
     }
     Ok(())
 }
@@ -521,7 +522,10 @@ impl AssetSnapshot {
     /// Sorts every list by key, so equal snapshots encode (and digest) equally.
     pub fn normalize(&mut self) {
         fn sort<T: Section>(items: &mut [T]) {
-            items.sort_by_key(Section::key);
+            // Keys are built strings: computing them twice per comparison was a tenth of the
+            // control plane's time projecting first snapshots (500 packages each). Stable,
+            // and an already sorted list (what agents send) costs one key per item.
+            items.sort_by_cached_key(Section::key);
         }
         sort(&mut self.disks);
         sort(&mut self.filesystems);
