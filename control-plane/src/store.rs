@@ -436,6 +436,10 @@ const QUEUE_INLINE: u8 = 0;
 /// else and, at 50,000 agents, mostly evicted from the page cache (a third of the
 /// projector's time went to those reads).
 fn queue_entry(report_key: &[u8], stored: &[u8]) -> Vec<u8> {
+    if report_key.len() > usize::from(u16::MAX) {
+        // Not an id this control plane issues; the key alone still works (version 1).
+        return report_key.to_vec();
+    }
     let mut entry = Vec::with_capacity(3 + report_key.len() + stored.len());
     entry.push(QUEUE_INLINE);
     entry.extend_from_slice(&(report_key.len() as u16).to_be_bytes());
@@ -1987,6 +1991,20 @@ mod tests {
             .finish_projection(Projection::default(), &keys)
             .unwrap();
         assert!(!store.projection_pending().unwrap());
+    }
+
+    #[test]
+    fn queue_entries_round_trip_and_hold_only_a_key_too_long_to_frame() {
+        let key = report_key("ag-1", 3);
+        let entry = queue_entry(&key, b"stored");
+        assert_eq!(parse_queue_entry(&entry), (&key[..], Some(&b"stored"[..])));
+        // Version 1: the key alone.
+        assert_eq!(parse_queue_entry(&key), (&key[..], None));
+        let long = report_key(&"a".repeat(70_000), 3);
+        assert_eq!(
+            parse_queue_entry(&queue_entry(&long, b"stored")),
+            (&long[..], None)
+        );
     }
 
     #[test]
