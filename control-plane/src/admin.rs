@@ -501,7 +501,7 @@ impl Admin {
             division: agent.division.clone(),
             division_path: self.divisions.path_names(&agent.division),
             role: agent.role,
-            online: live.is_some() && agent.revoked_ms.is_none(),
+            online: is_online(agent, live),
             last_seen: (last_seen_ms > 0).then(|| format_rfc3339(last_seen_ms)),
             last_acked_seq: self.store.max_seq(&agent.id)?,
             agent_version: live
@@ -870,11 +870,7 @@ impl Admin {
             "gauge",
             "1 while the agent has an authenticated session",
             &labels,
-            if live.is_some() && agent.revoked_ms.is_none() {
-                1.0
-            } else {
-                0.0
-            },
+            if is_online(agent, live) { 1.0 } else { 0.0 },
         );
         if let Some(live) = live {
             if let Some(heartbeat) = &live.heartbeat {
@@ -979,14 +975,19 @@ impl Admin {
         }
         let no_facts = crate::store::AgentFacts::default();
         let mut tallies: BTreeMap<(u8, &str), Tally> = BTreeMap::new();
+        // Each agent's facts, copied out under one lock for the per-agent series.
+        let mut agent_facts_in_order = Vec::new();
         self.store.with_fleet_facts(|facts| {
             for agent in &agents {
                 let live = live_sessions.get(&agent.id);
-                let online = live.is_some() && agent.revoked_ms.is_none();
+                let online = is_online(agent, live);
                 let outbox = live
                     .and_then(|live| live.heartbeat.as_ref())
                     .map_or(&agent.outbox, |heartbeat| &heartbeat.outbox);
                 let agent_facts = facts.get(&agent.id).unwrap_or(&no_facts);
+                if per_agent {
+                    agent_facts_in_order.push(agent_facts.clone());
+                }
                 let posture = agent_facts.posture_score;
                 for division in self
                     .divisions
@@ -1013,14 +1014,8 @@ impl Admin {
                 }
             }
         })?;
-        if per_agent {
-            for agent in &agents {
-                let facts = self
-                    .store
-                    .with_fleet_facts(|facts| facts.get(&agent.id).cloned())?
-                    .unwrap_or_default();
-                self.agent_series(&mut out, agent, live_sessions.get(&agent.id), &facts)?;
-            }
+        for (agent, facts) in agents.iter().zip(&agent_facts_in_order) {
+            self.agent_series(&mut out, agent, live_sessions.get(&agent.id), facts)?;
         }
         for (&(level, code), tally) in &tallies {
             let name = self
@@ -1517,6 +1512,12 @@ impl Admin {
 // province of 20,000 agents is counted in well under a second.
 // ---------------------------------------------------------------------------------------------
 
+/// An agent is online while it has a session and is not revoked (a revoked agent's session is
+/// being closed).
+fn is_online(agent: &AgentRecord, live: Option<&LiveSession>) -> bool {
+    live.is_some() && agent.revoked_ms.is_none()
+}
+
 /// Where an agent is and whether it is online.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Presence {
@@ -1588,7 +1589,7 @@ impl Admin {
                     .and_then(|live| live.heartbeat.as_ref())
                     .map_or(&agent.link, |heartbeat| &heartbeat.link);
                 Presence {
-                    online: session.is_some() && agent.revoked_ms.is_none(),
+                    online: is_online(&agent, session),
                     last_seen_ms: session
                         .map_or(0, |live| live.last_seen_ms)
                         .max(agent.last_seen_ms),
