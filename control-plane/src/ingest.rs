@@ -628,6 +628,19 @@ struct IngestItem {
 /// of large reports slows the senders (QUIC flow control) instead of growing memory.
 const COMMIT_BUDGET_BYTES: usize = 64 << 20;
 
+/// The nice value the commit thread asks for. Every ack waits for it, and on a saturated
+/// machine it otherwise queues for a core behind connection tasks and the projector. 50,000
+/// simulated agents on 2 cores, metrics only, p99 ack per 5-second block once settled: 59–271
+/// ms without (one run), 27–224 ms with (three runs, one 395 ms block). Lowering a nice value needs CAP_SYS_NICE or an RLIMIT_NICE that allows it
+/// (the packaged unit sets `LimitNICE=-10`); without either the thread keeps the process's.
+pub const COMMIT_NICE: i32 = -10;
+
+/// Sets the calling thread's nice value (Linux: `setpriority` on a thread id is per thread).
+fn favour_this_thread(nice: i32) -> std::io::Result<()> {
+    rustix::process::setpriority_process(Some(rustix::thread::gettid()), nice)?;
+    Ok(())
+}
+
 /// Hands reports to the writer thread.
 #[derive(Clone)]
 pub struct Committer {
@@ -656,6 +669,14 @@ impl Committer {
         let thread = std::thread::Builder::new()
             .name("bagui-commit".into())
             .spawn(move || {
+                match favour_this_thread(COMMIT_NICE) {
+                    Ok(()) => tracing::debug!(nice = COMMIT_NICE, "commit thread favoured"),
+                    Err(error) => tracing::info!(
+                        %error,
+                        "the commit thread keeps the process's priority (nice {COMMIT_NICE} needs \
+                         CAP_SYS_NICE or LimitNICE={COMMIT_NICE}); acks may wait longer on a busy machine"
+                    ),
+                }
                 let mut batch = Vec::with_capacity(max_batch);
                 while let Some(first) = receiver.blocking_recv() {
                     batch.push(first);
@@ -1744,6 +1765,31 @@ async fn session_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn favouring_the_commit_thread_changes_that_thread_alone_or_nothing() {
+        let nice_of = |tid| rustix::process::getpriority_process(Some(tid)).unwrap();
+        let this = rustix::thread::gettid();
+        let before = nice_of(this);
+        let (favoured, result) = std::thread::spawn(|| {
+            let tid = rustix::thread::gettid();
+            let started_at = rustix::process::getpriority_process(Some(tid)).unwrap();
+            let result = favour_this_thread(COMMIT_NICE);
+            let now = rustix::process::getpriority_process(Some(tid)).unwrap();
+            ((started_at, now), result)
+        })
+        .join()
+        .unwrap();
+        match result {
+            Ok(()) => assert_eq!(favoured.1, COMMIT_NICE),
+            Err(error) => {
+                // Only a process without the privilege is refused, and then nothing changed.
+                assert!(!rustix::process::geteuid().is_root(), "{error}");
+                assert_eq!(favoured.1, favoured.0);
+            }
+        }
+        assert_eq!(nice_of(this), before, "other threads keep their nice value");
+    }
 
     #[test]
     fn sessions_replacing_each_other_from_two_hosts_are_a_suspected_clone_once() {

@@ -109,6 +109,26 @@ fn release_binary(name: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// The nice value of the thread of process `pid` named `name` (`/proc/PID/task/*/comm`).
+fn thread_nice(pid: u32, name: &str) -> Option<i64> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+        .find(|task| {
+            std::fs::read_to_string(task.path().join("comm")).is_ok_and(|comm| comm.trim() == name)
+        })
+        .and_then(|task| {
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            // Fields after the command's closing parenthesis: state is field 3, nice field 19.
+            stat.rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(16)?
+                .parse()
+                .ok()
+        })
+}
+
 fn proc_status_kib(pid: u32, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -1090,6 +1110,8 @@ async fn scale(args: &Args) -> Result<String> {
     let identities =
         bagui_tests::sim::provision(&target.data_dir, &target.client, province).await?;
     let baseline_kib = proc_status_kib(control_plane.pid(), "VmRSS");
+    let commit_nice = thread_nice(control_plane.pid(), "bagui-commit")
+        .map_or("unknown".into(), |nice| nice.to_string());
 
     // Province scale: one agent per township and village, metrics every 15 s.
     eprintln!("bench: province-scale fleet of {province}");
@@ -1098,9 +1120,10 @@ async fn scale(args: &Args) -> Result<String> {
         run_fleet(control_plane.pid(), &target, identities, measure, 500).await?;
     let ledger = ledger_figures(&target, province).await;
     out.push_str(&format!(
-        "### Province scale: {province} simulated agents (every township and village), metrics every 15 s\n\nEach agent is `bagui-sim`'s: its own identity and mTLS QUIC connection (8 client UDP sockets), a full asset snapshot of 500 packages as its first report (first contact, like a real agent's), a heartbeat every 5 s, a 20-sample metrics report every 15 s, an asset change (1 %: one package upgraded, chained by digest) or security finding (0.1 %) now and then. The control plane runs with production defaults (`bagui-cp run`, release) and shares the 2 cores with the simulator. First connections are spread at 2 ms per agent (the default admission rate, 500/s); {} s are measured once every agent is connected and the asset ledger has projected their first snapshots (projection lag under 1 s; the wait is the \"ledger caught up\" column); \"RSS per agent\" is (RSS − {:.0} MiB idle) ÷ agents. Goals: p99 ack < 200 ms, RSS < 1 GiB.\n\n{FLEET_HEADER}{}",
+        "### Province scale: {province} simulated agents (every township and village), metrics every 15 s\n\nEach agent is `bagui-sim`'s: its own identity and mTLS QUIC connection (8 client UDP sockets), a full asset snapshot of 500 packages as its first report (first contact, like a real agent's), a heartbeat every 5 s, a 20-sample metrics report every 15 s, an asset change (1 %: one package upgraded, chained by digest) or security finding (0.1 %) now and then. The control plane runs with production defaults (`bagui-cp run`, release) and shares the 2 cores with the simulator. First connections are spread at 2 ms per agent (the default admission rate, 500/s); {} s are measured once every agent is connected and the asset ledger has projected their first snapshots (projection lag under 1 s; the wait is the \"ledger caught up\" column); \"RSS per agent\" is (RSS − {:.0} MiB idle) ÷ agents; the commit thread ran at nice {commit_nice} (it asks for {}, see ARCHITECTURE.md). Goals: p99 ack < 200 ms, RSS < 1 GiB.\n\n{FLEET_HEADER}{}",
         args.scale_seconds,
         baseline_kib as f64 / 1024.0,
+        bagui_control_plane::ingest::COMMIT_NICE,
         fleet_row(&figures, baseline_kib)
     ));
     out.push_str(&ledger);

@@ -143,10 +143,12 @@ async fn main() -> Result<()> {
     let mut latencies = Vec::new();
     while fleet.elapsed() < measured_from + args.duration {
         tokio::time::sleep(Duration::from_secs(5).min(args.duration)).await;
-        latencies.extend(fleet.take_latencies());
+        let mut recent = fleet.take_latencies();
+        recent.sort_by(|a, b| a.total_cmp(b));
+        latencies.extend_from_slice(&recent);
         let stats = &fleet.stats;
         eprintln!(
-            "bagui-sim: {:>5.0}s connected {} sent {} acked {} errors {} lag {} ms",
+            "bagui-sim: {:>5.0}s connected {} sent {} acked {} (p99 {:.0} ms) errors {} lag {} ms",
             fleet.elapsed().as_secs_f64(),
             stats.connected.load(std::sync::atomic::Ordering::Relaxed),
             stats
@@ -155,6 +157,7 @@ async fn main() -> Result<()> {
             stats
                 .reports_acked
                 .load(std::sync::atomic::Ordering::Relaxed),
+            sim::percentile(&recent, 0.99),
             stats.errors.load(std::sync::atomic::Ordering::Relaxed),
             stats.take_recent_lag().as_millis(),
         );
