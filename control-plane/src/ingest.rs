@@ -631,8 +631,9 @@ const COMMIT_BUDGET_BYTES: usize = 64 << 20;
 /// The nice value the commit thread asks for. Every ack waits for it, and on a saturated
 /// machine it otherwise queues for a core behind connection tasks and the projector. 50,000
 /// simulated agents on 2 cores, metrics only, p99 ack per 5-second block once settled: 59–271
-/// ms without (one run), 27–224 ms with (three runs, one 395 ms block). Lowering a nice value needs CAP_SYS_NICE or an RLIMIT_NICE that allows it
-/// (the packaged unit sets `LimitNICE=-10`); without either the thread keeps the process's.
+/// ms without (one run), 27–224 ms with (three runs, one 395 ms block). Lowering a nice value
+/// needs CAP_SYS_NICE or an RLIMIT_NICE that allows it (the packaged unit sets
+/// `LimitNICE=-10`); without either the thread keeps the process's.
 pub const COMMIT_NICE: i32 = -10;
 
 /// Sets the calling thread's nice value (Linux: `setpriority` on a thread id is per thread).
@@ -1771,12 +1772,11 @@ mod tests {
         let nice_of = |tid| rustix::process::getpriority_process(Some(tid)).unwrap();
         let this = rustix::thread::gettid();
         let before = nice_of(this);
-        let (favoured, result) = std::thread::spawn(|| {
+        let (favoured, result) = std::thread::spawn(move || {
             let tid = rustix::thread::gettid();
-            let started_at = rustix::process::getpriority_process(Some(tid)).unwrap();
+            let started_at = nice_of(tid);
             let result = favour_this_thread(COMMIT_NICE);
-            let now = rustix::process::getpriority_process(Some(tid)).unwrap();
-            ((started_at, now), result)
+            ((started_at, nice_of(tid)), result)
         })
         .join()
         .unwrap();
