@@ -73,6 +73,9 @@ impl Default for OutboxSection {
 pub struct CollectorsSection {
     #[serde(with = "units::duration")]
     pub host_facts_interval: Duration,
+    /// Whether to send the basic host metrics (CPU, memory, disks, network) at all — off
+    /// where another collector already scrapes the box.
+    pub metrics_enabled: bool,
     #[serde(with = "units::duration")]
     pub metrics_interval: Duration,
     /// Whether to send the asset inventory at all.
@@ -86,6 +89,7 @@ impl Default for CollectorsSection {
     fn default() -> CollectorsSection {
         CollectorsSection {
             host_facts_interval: Duration::from_secs(3600),
+            metrics_enabled: true,
             metrics_interval: Duration::from_secs(15),
             assets_enabled: true,
             assets_interval: Duration::from_secs(300),

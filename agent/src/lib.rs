@@ -143,18 +143,18 @@ impl Agent {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (snapshot_tx, snapshot_rx) = mpsc::channel(4);
         let collectors = &options.config.collectors;
-        let mut scheduled = vec![
-            scheduler::Scheduled {
-                collector: Arc::new(HostFactsCollector::new(options.host_root.clone())),
-                interval: collectors.host_facts_interval,
-                run_at_start: true,
-            },
-            scheduler::Scheduled {
+        let mut scheduled = vec![scheduler::Scheduled {
+            collector: Arc::new(HostFactsCollector::new(options.host_root.clone())),
+            interval: collectors.host_facts_interval,
+            run_at_start: true,
+        }];
+        if collectors.metrics_enabled {
+            scheduled.push(scheduler::Scheduled {
                 collector: Arc::new(BasicMetricsCollector::new(options.host_root.clone())),
                 interval: collectors.metrics_interval,
                 run_at_start: false,
-            },
-        ];
+            });
+        }
         if collectors.assets_enabled {
             scheduled.push(scheduler::Scheduled {
                 collector: Arc::new(assets::AssetsCollector::new(

@@ -74,7 +74,9 @@ pub fn fast_agent_config() -> AgentConfig {
     config.link.connect_timeout = Duration::from_secs(2);
     config.link.idle_timeout = Duration::from_secs(2);
     config.link.keep_alive = Duration::from_millis(300);
-    config.collectors.metrics_interval = Duration::from_secs(3600);
+    // Off, not merely slow: a metrics run lands at a random offset within its interval, and
+    // tests count exactly what sits in the outbox and what the control plane stored.
+    config.collectors.metrics_enabled = false;
     config.collectors.assets_enabled = false;
     config.posture.enabled = false;
     config.fim.enabled = false;

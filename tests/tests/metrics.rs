@@ -41,6 +41,7 @@ async fn promtool_and_a_real_prometheus_accept_the_exposition() {
         .await
         .unwrap();
     let mut config = fast_agent_config();
+    config.collectors.metrics_enabled = true;
     config.collectors.metrics_interval = Duration::from_millis(300);
     let agent = start_agent(&state_dir, config).await.unwrap();
     wait_until(Duration::from_secs(20), "health samples", || {
