@@ -29,6 +29,8 @@ pub struct Metrics {
     pub payload_errors: IntCounter,
     pub resync_requests: IntCounter,
     pub reports_projected: IntCounter,
+    pub reports_expired: IntCounter,
+    pub store_disk_bytes: prometheus::Gauge,
     pub projection_lag_seconds: prometheus::Gauge,
 }
 
@@ -183,6 +185,16 @@ impl Metrics {
                 &registry,
                 "bagui_reports_projected_total",
                 "Stored reports projected into the asset ledger, health, checks and posture",
+            ),
+            reports_expired: counter(
+                &registry,
+                "bagui_reports_expired_total",
+                "Stored reports removed after their lane's retention (see [retention])",
+            ),
+            store_disk_bytes: gauge(
+                &registry,
+                "bagui_store_disk_bytes",
+                "Size of the store's files on disk, read after each expiry sweep",
             ),
             projection_lag_seconds: gauge(
                 &registry,

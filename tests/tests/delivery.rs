@@ -214,3 +214,70 @@ async fn killing_the_control_plane_loses_nothing_acknowledged_and_stores_nothing
     agent.shutdown().await.unwrap();
     drop(process);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_expire_after_their_lanes_retention_and_the_rest_stay() {
+    let mut deployment = Deployment::init().unwrap();
+    deployment.config.retention.sweep_every = Duration::from_millis(200);
+    let clock = bagui_control_plane::clock::ManualClock::new();
+    let control_plane = deployment.start_with_clock(clock.clone()).await.unwrap();
+    let token = create_token(&control_plane, VILLAGE, "terminal", 1).unwrap();
+    let state_dir = deployment.state_dir("expiring");
+    let state = join(&deployment, &state_dir, &token.token, "x")
+        .await
+        .unwrap();
+    let agent = start_agent(&state_dir, fast_agent_config()).await.unwrap();
+    let outbox = agent.outbox().clone();
+    wait_until(Duration::from_secs(10), "the host-facts report", || {
+        agent.status().last_acked_seq >= 1
+    })
+    .await
+    .unwrap();
+    // seq 1: host facts (inventory); 2..=21 metrics; 22 and 23 security findings.
+    for index in 0..20u64 {
+        outbox.push(Lane::Metrics, "test", index, &[1; 64]).unwrap();
+    }
+    for index in 0..2u64 {
+        outbox
+            .push(Lane::Security, "test", index, &[2; 64])
+            .unwrap();
+    }
+    wait_until(Duration::from_secs(10), "everything acknowledged", || {
+        agent.status().last_acked_seq >= 23 && outbox.stats().records == 0
+    })
+    .await
+    .unwrap();
+    let stored = |lane: &str| {
+        control_plane
+            .admin
+            .reports(&state.agent_id, 0, 1_000)
+            .unwrap()
+            .into_iter()
+            .filter(|report| report.lane == lane)
+            .map(|report| report.seq)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(stored("metrics"), (2..=21).collect::<Vec<_>>());
+    // A day is not yet the metrics lane's retention: sweeps run and remove nothing.
+    clock.advance(Duration::from_secs(23 * 3_600));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(stored("metrics").len(), 20);
+    clock.advance(Duration::from_secs(2 * 3_600));
+    wait_until(Duration::from_secs(10), "the metrics to expire", || {
+        stored("metrics").is_empty()
+    })
+    .await
+    .unwrap();
+    assert_eq!(control_plane.metrics.reports_expired.get(), 20);
+    assert_eq!(stored("inventory"), [1]);
+    assert_eq!(stored("security"), [22, 23]);
+    // The agent goes on numbering after what expired, and nothing it sends is a duplicate.
+    outbox.push(Lane::Metrics, "test", 99, &[3; 64]).unwrap();
+    wait_until(Duration::from_secs(10), "the next report", || {
+        stored("metrics") == [24]
+    })
+    .await
+    .unwrap();
+    agent.shutdown().await.unwrap();
+    control_plane.shutdown().await.unwrap();
+}

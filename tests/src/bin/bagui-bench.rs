@@ -50,6 +50,23 @@ struct Args {
     write: Option<PathBuf>,
 }
 
+const USAGE: &str = "\
+usage: bagui-bench [--sections LIST] [--write FILE] [options]
+
+  --sections LIST          comma-separated, run in order: foundation, scale (default:
+                           foundation,scale), footprint, security, crypto, console
+  --write FILE             replace each section's part of FILE (BENCHMARKS.md)
+  --agents N               foundation: sessions of the sustained-ingest run (default 100)
+  --seconds S              foundation: seconds of that run (default 15)
+  --rate R                 foundation: total reports/s of the paced run (default 5000)
+  --scale-seconds S        scale: measured seconds per fleet run (default 120)
+  --ceiling LIST           scale: fleet sizes tried for the ceiling (default
+                           17965,35000,50000,70000)
+  --footprint-seconds S    footprint: seconds each agent is observed (default 120)
+
+Needs the release binaries beside it: cargo build --release --workspace
+";
+
 fn args() -> Result<Args> {
     let mut parsed = Args {
         sections: vec!["foundation".into(), "scale".into()],
@@ -63,9 +80,13 @@ fn args() -> Result<Args> {
     };
     let mut iter = std::env::args().skip(1);
     while let Some(flag) = iter.next() {
+        if flag == "--help" || flag == "-h" {
+            print!("{USAGE}");
+            std::process::exit(0);
+        }
         let value = iter
             .next()
-            .with_context(|| format!("{flag} needs a value"))?;
+            .with_context(|| format!("{flag} needs a value\n\n{USAGE}"))?;
         match flag.as_str() {
             "--agents" => parsed.agents = value.parse()?,
             "--seconds" => parsed.seconds = value.parse::<u64>()?.clamp(1, 600),
@@ -82,11 +103,7 @@ fn args() -> Result<Args> {
                     .collect::<Result<_, _>>()?
             }
             "--write" => parsed.write = Some(value.into()),
-            other => {
-                bail!(
-                    "unknown flag {other} (--sections LIST, --agents N, --seconds S, --rate R, --scale-seconds S, --ceiling LIST, --footprint-seconds S, --write FILE)"
-                )
-            }
+            other => bail!("unknown flag {other}\n\n{USAGE}"),
         }
     }
     anyhow::ensure!(
