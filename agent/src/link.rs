@@ -535,6 +535,7 @@ impl<'a> Session<'a> {
                             created_ms: pending.record.created_ms,
                             body: pending.record.body,
                             cipher: pending.record.cipher,
+                            sealed_seq: pending.record.sealed_seq,
                         }
                         .into();
                         match message.encode(self.max_frame_len, &mut buffer) {
@@ -674,6 +675,38 @@ impl<'a> Session<'a> {
                     );
                     return Some(failed("malformed ack from the control plane", established));
                 };
+                if ack.renumber.len() > self.window * 4 + 64 {
+                    self.connection.close(
+                        quinn::VarInt::from_u32(ErrorCode::Protocol.code()),
+                        b"malformed ack",
+                    );
+                    return Some(failed("malformed ack from the control plane", established));
+                }
+                // The control plane holds other reports under these numbers: this agent's
+                // numbering went back (a restored state directory). Each goes again, renumbered.
+                let mut renumbered = 0;
+                for &seq in &ack.renumber {
+                    if let Some(lane) = self.in_flight.remove(&seq) {
+                        match self.link.outbox.renumber(lane, seq) {
+                            Ok(Some(new_seq)) => {
+                                renumbered += 1;
+                                tracing::warn!(
+                                    seq,
+                                    new_seq,
+                                    ?lane,
+                                    "the control plane holds another report under this number (state restored from a backup?); sending it again renumbered"
+                                );
+                            }
+                            Ok(None) => {}
+                            Err(error) => {
+                                return Some(failed(
+                                    format!("renumbering record {seq}: {error}"),
+                                    established,
+                                ));
+                            }
+                        }
+                    }
+                }
                 let mut acked = 0;
                 let mut highest = 0;
                 for seq in seqs {
@@ -690,6 +723,7 @@ impl<'a> Session<'a> {
                 }
                 self.link.status.update(|s| {
                     s.reports_acked += acked;
+                    s.reports_renumbered += renumbered;
                     s.last_acked_seq = s.last_acked_seq.max(highest);
                 });
                 Ok(())

@@ -47,6 +47,8 @@
 //! payload  = 1 lane u8  seq u64  created_ms u64  kind_len u16  kind  body   push
 //!          | 4 lane u8  seq u64  created_ms u64  kind_len u16  kind
 //!              cipher_len u8  cipher  sealed_body                           sealed push
+//!          | 5 lane u8  seq u64  created_ms u64  kind_len u16  kind  sealed_seq u64
+//!              cipher_len u8  cipher  sealed_body                      renumbered push
 //!          | 2 lane u8  seq u64                                              remove (tombstone)
 //!          | 3 next_seq u64  dropped u64 × 4 (security, state, inventory, metrics)   meta
 //! ```
@@ -140,6 +142,9 @@ pub struct OutboxRecord {
     pub body: ByteBuf,
     /// `""`: `body` is plaintext; else how it is sealed (see [`bagui_protocol::sealed`]).
     pub cipher: String,
+    /// The seq the seal is bound to, when the record was renumbered ([`Outbox::renumber`]);
+    /// 0: its own.
+    pub sealed_seq: u64,
 }
 
 impl OutboxRecord {
@@ -414,6 +419,21 @@ impl Outbox {
             seq: Some(seq),
             evicted: victims.len() as u64,
         })
+    }
+
+    /// Gives a record the next sequence number, because the control plane holds a different
+    /// report under its own (see [`bagui_protocol::Ack::renumber`]: this agent's numbering
+    /// went back, its state restored from a backup). Its body is not touched — no process
+    /// but the one that sealed it could — so the record keeps the seq its seal is bound to.
+    /// Returns the new number, or `None` if the record is gone.
+    pub fn renumber(&self, lane: Lane, seq: u64) -> Result<Option<u64>, OutboxError> {
+        let mut state = self.lock();
+        let new_seq = state.store.meta().next_seq;
+        if !state.store.renumber(lane, seq, new_seq)? {
+            return Ok(None);
+        }
+        self.notify.notify_one();
+        Ok(Some(new_seq))
     }
 
     /// Drops a stored record that can never be delivered, counting it like any other drop.
@@ -1038,6 +1058,78 @@ mod tests {
                 },
             )
             .unwrap()
+    }
+
+    #[test]
+    fn a_renumbered_record_keeps_its_seal_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (opener, recipient) = control_plane_key();
+        let open_all = |outbox: &Outbox| -> Vec<(u64, u64, Vec<u8>)> {
+            let mut cursors = Cursors::default();
+            outbox
+                .next_batch(&mut cursors, 100)
+                .unwrap()
+                .iter()
+                .map(|pending| {
+                    let sealed_seq = match pending.record.sealed_seq {
+                        0 => pending.seq,
+                        earlier => earlier,
+                    };
+                    let body = opener
+                        .open(
+                            &pending.record.cipher,
+                            &pending.record.body,
+                            &RecordContext {
+                                lane: pending.lane,
+                                seq: sealed_seq,
+                                created_ms: pending.record.created_ms,
+                                kind: &pending.record.kind,
+                            },
+                        )
+                        .unwrap();
+                    (pending.seq, pending.record.sealed_seq, body)
+                })
+                .collect()
+        };
+        {
+            let outbox = Outbox::open(dir.path(), 1 << 20)
+                .unwrap()
+                .with_encryption(recipient.clone());
+            for body in [b"one", b"two"] {
+                outbox.push(Lane::Security, "finding", 5, body).unwrap();
+            }
+            assert_eq!(outbox.renumber(Lane::Security, 1).unwrap(), Some(3));
+            assert_eq!(outbox.renumber(Lane::Security, 1).unwrap(), None, "gone");
+            assert_eq!(
+                outbox.renumber(Lane::Metrics, 2).unwrap(),
+                None,
+                "other lane"
+            );
+            // Renumbered twice, it is still bound to the seq it was sealed under.
+            assert_eq!(outbox.renumber(Lane::Security, 3).unwrap(), Some(4));
+            assert_eq!(outbox.stats().records, 2);
+        }
+        let outbox = Outbox::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(outbox.next_seq(), 5);
+        assert_eq!(
+            open_all(&outbox),
+            [(2, 0, b"two".to_vec()), (4, 1, b"one".to_vec())]
+        );
+        // A plaintext record needs no seal to follow it.
+        let plain = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(plain.path(), 1 << 20).unwrap();
+        outbox.push(Lane::Metrics, "metrics", 5, b"plain").unwrap();
+        assert_eq!(outbox.renumber(Lane::Metrics, 1).unwrap(), Some(2));
+        let mut cursors = Cursors::default();
+        let pending = outbox.next_batch(&mut cursors, 10).unwrap();
+        assert_eq!(
+            (
+                pending[0].seq,
+                pending[0].record.sealed_seq,
+                &pending[0].record.body[..]
+            ),
+            (2, 0, &b"plain"[..])
+        );
     }
 
     #[test]

@@ -67,6 +67,12 @@ pub fn render(status: &StatusBoard, outbox: &Outbox) -> String {
         &[(String::new(), status.reports_acked as f64)],
     );
     family(
+        "bagui_agent_reports_renumbered_total",
+        "counter",
+        "Reports sent again under a new number because the control plane held another report under theirs (state restored from a backup)",
+        &[(String::new(), status.reports_renumbered as f64)],
+    );
+    family(
         "bagui_agent_link_up",
         "gauge",
         "1 while a session with the control plane is open",

@@ -36,6 +36,9 @@ pub struct Status {
     pub last_acked_seq: u64,
     pub next_seq: u64,
     pub reports_acked: u64,
+    /// Reports sent again under a new number because the control plane held another report
+    /// under theirs (this agent's state went back: restored from a backup or VM snapshot).
+    pub reports_renumbered: u64,
     pub tls_suite: String,
     pub kx_group: String,
     pub certificate_expires: String,

@@ -39,7 +39,7 @@ use crate::audit::Audit;
 use crate::clock::Clock;
 use crate::enroll::{AuthError, CertRequest, Enroller};
 use crate::metrics::Metrics;
-use crate::store::{NewReport, Store, StoredReport};
+use crate::store::{Insert, NewReport, Store, StoredReport};
 
 /// Limits and timers of agent sessions.
 #[derive(Debug, Clone)]
@@ -750,24 +750,37 @@ fn commit(store: &Store, metrics: &Metrics, batch: Vec<IngestItem>) {
         .observe(started.elapsed().as_secs_f64());
     metrics.commit_batch_reports.observe(count as f64);
     match result {
-        Ok(fresh) => {
-            let mut acks: HashMap<u64, (SessionHandle, Vec<u64>)> = HashMap::new();
-            for ((session, seq, late, _budget), new) in senders.into_iter().zip(fresh) {
-                if new {
-                    if late {
-                        metrics.reports_late.inc();
+        Ok(outcomes) => {
+            // Per session: the seqs acknowledged, and those to send again renumbered.
+            let mut acks: HashMap<u64, (SessionHandle, Vec<u64>, Vec<u64>)> = HashMap::new();
+            let judged = senders.into_iter().zip(outcomes).zip(&reports);
+            for (((session, seq, late, _budget), outcome), report) in judged {
+                let entry = acks
+                    .entry(session.session_id)
+                    .or_insert_with(|| (session, Vec::new(), Vec::new()));
+                match outcome {
+                    Insert::New => {
+                        if late {
+                            metrics.reports_late.inc();
+                        }
+                        entry.1.push(seq);
                     }
-                } else {
-                    metrics.reports_duplicate.inc();
+                    Insert::Duplicate => {
+                        metrics.reports_duplicate.inc();
+                        entry.1.push(seq);
+                    }
+                    Insert::Reused => {
+                        metrics.reports_renumbered.inc();
+                        tracing::warn!(agent = %report.agent_id, seq, "another report is stored under this seq (agent state restored from a backup?); asking the agent to renumber it");
+                        entry.2.push(seq);
+                    }
                 }
-                acks.entry(session.session_id)
-                    .or_insert_with(|| (session, Vec::new()))
-                    .1
-                    .push(seq);
             }
-            for (session, seqs) in acks.into_values() {
+            for (session, seqs, renumber) in acks.into_values() {
                 // A closed session simply misses its ack; the agent resends and we de-duplicate.
-                session.send(Outgoing::Message(Ack::from_seqs(seqs).into()));
+                let mut ack = Ack::from_seqs(seqs);
+                ack.renumber = renumber;
+                session.send(Outgoing::Message(ack.into()));
             }
         }
         Err(error) => {
@@ -1626,7 +1639,7 @@ async fn unseal(
             &report.body,
             &RecordContext {
                 lane: report.lane,
-                seq: report.seq,
+                seq: report.sealing_seq(),
                 created_ms: report.created_ms,
                 kind: &report.kind,
             },

@@ -1283,7 +1283,10 @@ mod tests {
                 snapshot_report(1, &[("openssl", "3.0.11-1")]),
                 snapshot_report(1, &[("openssl", "3.0.11-1")]),
             ];
-            assert_eq!(store.insert_reports(&mut reports).unwrap(), [true, false]);
+            assert_eq!(
+                store.insert_reports(&mut reports).unwrap(),
+                [crate::store::Insert::New, crate::store::Insert::Duplicate]
+            );
             // A report that did not open is stored, never projected.
             let mut sealed = snapshot_report(2, &[]);
             sealed.report.cipher = "sm4-ccm/sm2".into();

@@ -30,6 +30,7 @@ pub struct Metrics {
     pub resync_requests: IntCounter,
     pub reports_projected: IntCounter,
     pub reports_expired: IntCounter,
+    pub reports_renumbered: IntCounter,
     pub store_disk_bytes: prometheus::Gauge,
     pub projection_lag_seconds: prometheus::Gauge,
 }
@@ -190,6 +191,11 @@ impl Metrics {
                 &registry,
                 "bagui_reports_expired_total",
                 "Stored reports removed after their lane's retention (see [retention])",
+            ),
+            reports_renumbered: counter(
+                &registry,
+                "bagui_reports_renumbered_total",
+                "Reports not stored because another report holds their seq (agent state restored from a backup); the agent renumbers them",
             ),
             store_disk_bytes: gauge(
                 &registry,

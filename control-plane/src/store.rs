@@ -232,6 +232,20 @@ pub struct ProbeSet {
     pub delivered: bool,
 }
 
+/// What [`Store::insert_reports`] made of one report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Insert {
+    /// Stored.
+    New,
+    /// Already stored — the same lane, kind and creation time under this seq (a resend after
+    /// a lost ack, a replay): acknowledged again, not stored twice.
+    Duplicate,
+    /// A different report is stored under this seq: the agent's numbering went back (its state
+    /// restored from a backup or a VM snapshot). Not stored and not acknowledged; the agent
+    /// is told to send it again under a new number.
+    Reused,
+}
+
 /// What one [`Store::expire_reports`] step did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ExpireStep {
@@ -1256,11 +1270,11 @@ impl Store {
     /// that is never projected.
     ///
     /// [`flush`]: Store::flush
-    pub fn insert_reports(&self, reports: &mut [NewReport]) -> Result<Vec<bool>, StoreError> {
+    pub fn insert_reports(&self, reports: &mut [NewReport]) -> Result<Vec<Insert>, StoreError> {
         // Held throughout: the highest stored seqs must not move while this batch is judged.
         let mut stored_seq = self.stored_seq.lock().unwrap_or_else(|p| p.into_inner());
         let mut seen = HashSet::new();
-        let mut fresh = Vec::with_capacity(reports.len());
+        let mut outcomes = Vec::with_capacity(reports.len());
         for item in reports.iter() {
             let highest = match stored_seq.get(item.agent_id.as_str()) {
                 Some(highest) => *highest,
@@ -1271,13 +1285,39 @@ impl Store {
                 }
             };
             let key = report_key(&item.agent_id, item.seq);
-            let new =
-                !seen.contains(&key) && (item.seq > highest || !self.reports.contains_key(&key)?);
-            if new {
+            let outcome = if seen.contains(&key) {
+                Insert::Duplicate
+            } else if item.seq > highest {
+                Insert::New
+            } else {
+                match self.reports.get(&key)? {
+                    None => Insert::New,
+                    Some(bytes) => match decode::<StoredReport>("reports", &key, &bytes) {
+                        Ok(stored)
+                            if (stored.lane, stored.kind.as_str(), stored.created_ms)
+                                == (
+                                    item.report.lane,
+                                    item.report.kind.as_str(),
+                                    item.report.created_ms,
+                                ) =>
+                        {
+                            Insert::Duplicate
+                        }
+                        // Another report under this seq (or one that no longer decodes: never
+                        // acknowledge over what cannot be compared).
+                        _ => Insert::Reused,
+                    },
+                }
+            };
+            if outcome == Insert::New {
                 seen.insert(key);
             }
-            fresh.push(new);
+            outcomes.push(outcome);
         }
+        let fresh: Vec<bool> = outcomes
+            .iter()
+            .map(|outcome| *outcome == Insert::New)
+            .collect();
         let mut queue = Vec::new();
         let mut sealed_times = Vec::new();
         let mut batch = Vec::new();
@@ -1332,7 +1372,7 @@ impl Store {
                 *highest = (*highest).max(item.seq);
             }
         }
-        Ok(fresh)
+        Ok(outcomes)
     }
 
     /// Up to `limit` stored reports waiting for projection, oldest first, each with its
@@ -2336,7 +2376,7 @@ mod tests {
         ];
         assert_eq!(
             store.insert_reports(&mut resent).unwrap(),
-            [false, false, true]
+            [Insert::Duplicate, Insert::Duplicate, Insert::New]
         );
         project_all(&store);
         // ag-2's seq 2 is no longer its newest, so it goes now; the time index went with it.
@@ -2389,10 +2429,13 @@ mod tests {
         let mut batch = vec![report(1), report(2), report(2)];
         assert_eq!(
             store.insert_reports(&mut batch).unwrap(),
-            [true, true, false]
+            [Insert::New, Insert::New, Insert::Duplicate]
         );
         let mut again = vec![report(2), report(3)];
-        assert_eq!(store.insert_reports(&mut again).unwrap(), [false, true]);
+        assert_eq!(
+            store.insert_reports(&mut again).unwrap(),
+            [Insert::Duplicate, Insert::New]
+        );
         assert_eq!(store.max_seq("ag-1").unwrap(), 3);
         assert_eq!(
             store.max_seq("ag-10").unwrap(),
@@ -2408,17 +2451,68 @@ mod tests {
     }
 
     #[test]
+    fn a_different_report_under_a_stored_seq_is_reused_not_a_duplicate() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path()).unwrap();
+        let made_at = |seq: u64, created_ms: u64, lane: Lane, kind: &str| {
+            let mut item = report(seq);
+            item.report.created_ms = created_ms;
+            item.report.lane = lane;
+            item.report.kind = kind.into();
+            item
+        };
+        let mut first = vec![
+            made_at(1, 100, Lane::Metrics, "metrics"),
+            made_at(2, 200, Lane::Security, "finding"),
+            made_at(3, 300, Lane::Metrics, "metrics"),
+        ];
+        assert_eq!(store.insert_reports(&mut first).unwrap(), [Insert::New; 3]);
+        // The same records again: duplicates. A restored agent's new records under the same
+        // numbers differ in creation time, lane or kind: reused, and not stored.
+        let mut again = vec![
+            made_at(1, 100, Lane::Metrics, "metrics"),
+            made_at(2, 999, Lane::Security, "finding"),
+            made_at(3, 300, Lane::State, "metrics"),
+            made_at(3, 300, Lane::Metrics, "check_result"),
+        ];
+        assert_eq!(
+            store.insert_reports(&mut again).unwrap(),
+            [
+                Insert::Duplicate,
+                Insert::Reused,
+                Insert::Reused,
+                Insert::Reused
+            ]
+        );
+        let stored = store.reports("ag-1", 0, 10).unwrap();
+        assert_eq!(stored.len(), 3);
+        assert_eq!(
+            stored[1].1.created_ms, 200,
+            "the stored report is untouched"
+        );
+        // Renumbered above the highest stored seq, it is new.
+        let mut renumbered = vec![made_at(4, 999, Lane::Security, "finding")];
+        assert_eq!(
+            store.insert_reports(&mut renumbered).unwrap(),
+            [Insert::New]
+        );
+    }
+
+    #[test]
     fn duplicates_are_recognised_out_of_order_and_after_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = Store::create(dir.path()).unwrap();
             // 5 first (a higher lane overtook), then 3 and 4 below the highest stored seq.
-            assert_eq!(store.insert_reports(&mut [report(5)]).unwrap(), [true]);
+            assert_eq!(
+                store.insert_reports(&mut [report(5)]).unwrap(),
+                [Insert::New]
+            );
             assert_eq!(
                 store
                     .insert_reports(&mut [report(3), report(5), report(4)])
                     .unwrap(),
-                [true, false, true]
+                [Insert::New, Insert::Duplicate, Insert::New]
             );
             assert_eq!(store.max_seq("ag-1").unwrap(), 5);
             store.flush().unwrap();
@@ -2430,16 +2524,25 @@ mod tests {
             store
                 .insert_reports(&mut [report(4), report(2), report(6)])
                 .unwrap(),
-            [false, true, true]
+            [Insert::Duplicate, Insert::New, Insert::New]
         );
         assert_eq!(store.max_seq("ag-1").unwrap(), 6);
-        assert_eq!(store.insert_reports(&mut [report(6)]).unwrap(), [false]);
+        assert_eq!(
+            store.insert_reports(&mut [report(6)]).unwrap(),
+            [Insert::Duplicate]
+        );
         // The welcome's view (max_seq) first, then a write: both agree.
         let mut other = report(1);
         other.agent_id = "ag-2".into();
         assert_eq!(store.max_seq("ag-2").unwrap(), 0);
-        assert_eq!(store.insert_reports(&mut [other.clone()]).unwrap(), [true]);
-        assert_eq!(store.insert_reports(&mut [other]).unwrap(), [false]);
+        assert_eq!(
+            store.insert_reports(&mut [other.clone()]).unwrap(),
+            [Insert::New]
+        );
+        assert_eq!(
+            store.insert_reports(&mut [other]).unwrap(),
+            [Insert::Duplicate]
+        );
         assert_eq!(store.max_seq("ag-2").unwrap(), 1);
         assert_eq!(
             store

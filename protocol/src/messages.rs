@@ -609,6 +609,26 @@ pub struct Report {
     /// encoding when empty, so plaintext reports encode as before.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub cipher: String,
+    /// The sequence number `body` was sealed under, when the report was renumbered since
+    /// (the control plane said its first number was already taken, see [`Ack::renumber`]);
+    /// 0: `seq` itself. Left out of the encoding when 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub sealed_seq: u64,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
+}
+
+impl Report {
+    /// The sequence number the body's seal is bound to.
+    pub fn sealing_seq(&self) -> u64 {
+        if self.sealed_seq == 0 {
+            self.seq
+        } else {
+            self.sealed_seq
+        }
+    }
 }
 
 /// Inclusive range of sequence numbers.
@@ -624,6 +644,12 @@ pub struct SeqRange {
 #[serde(default)]
 pub struct Ack {
     pub ranges: Vec<SeqRange>,
+    /// Reports not stored because the control plane already holds a different report under
+    /// their sequence number: the agent's numbering went back (its state directory was
+    /// restored from a backup or a VM snapshot). The agent sends each again under a new
+    /// number (keeping [`Report::sealed_seq`]). Left out of the encoding when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub renumber: Vec<u64>,
 }
 
 impl Ack {
@@ -641,7 +667,10 @@ impl Ack {
                 }),
             }
         }
-        Ack { ranges }
+        Ack {
+            ranges,
+            renumber: Vec::new(),
+        }
     }
 
     /// Every acknowledged sequence number, refusing absurd ranges from a hostile peer.
@@ -912,10 +941,45 @@ mod tests {
             created_ms: 1_700_000_000_000,
             body: ByteBuf::from(vec![1, 2, 3]),
             cipher: String::new(),
+            sealed_seq: 0,
         };
         assert_eq!(
             round_trip_agent(AgentMessage::Report(report.clone())),
-            Decoded::Known(AgentMessage::Report(report))
+            Decoded::Known(AgentMessage::Report(report.clone()))
+        );
+        assert_eq!(report.sealing_seq(), 42);
+        let renumbered = Report {
+            seq: 50,
+            cipher: crate::sealed::SM4_CCM_SM2.into(),
+            sealed_seq: 42,
+            ..report
+        };
+        assert_eq!(renumbered.sealing_seq(), 42);
+        assert_eq!(
+            round_trip_agent(AgentMessage::Report(renumbered.clone())),
+            Decoded::Known(AgentMessage::Report(renumbered))
+        );
+    }
+
+    #[test]
+    fn an_ack_names_the_seqs_to_renumber_and_leaves_them_out_when_there_are_none() {
+        let mut plain = BytesMut::new();
+        ServerMessage::from(Ack::from_seqs(vec![1, 2]))
+            .encode(crate::DEFAULT_MAX_FRAME_LEN, &mut plain)
+            .unwrap();
+        assert!(!plain.windows(8).any(|window| window == b"renumber"));
+        let mut ack = Ack::from_seqs(vec![1, 2]);
+        ack.renumber = vec![3, 9];
+        let mut out = BytesMut::new();
+        ServerMessage::from(ack.clone())
+            .encode(crate::DEFAULT_MAX_FRAME_LEN, &mut out)
+            .unwrap();
+        let mut decoder = FrameDecoder::new(crate::DEFAULT_MAX_FRAME_LEN);
+        decoder.extend(&out);
+        let frame = decoder.next_frame().unwrap().unwrap();
+        assert_eq!(
+            ServerMessage::decode(&frame).unwrap(),
+            Decoded::Known(ServerMessage::Ack(ack))
         );
     }
 
@@ -966,10 +1030,12 @@ mod tests {
                 first: 0,
                 last: u64::MAX,
             }],
+            renumber: Vec::new(),
         };
         assert_eq!(hostile.seqs(1024), None);
         let inverted = Ack {
             ranges: vec![SeqRange { first: 5, last: 4 }],
+            renumber: Vec::new(),
         };
         assert_eq!(inverted.seqs(1024), None);
     }

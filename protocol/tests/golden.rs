@@ -139,6 +139,7 @@ fn samples() -> Vec<(&'static str, &'static str, BytesMut)> {
             created_ms: 1_795_000_123_456,
             body: ByteBuf::from(payload::encode(&host_facts)),
             cipher: String::new(),
+            sealed_seq: 0,
         }
         .into(),
         Heartbeat {

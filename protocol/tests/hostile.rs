@@ -70,6 +70,7 @@ fn valid_stream() -> Vec<u8> {
             created_ms: 1,
             body: serde_bytes::ByteBuf::from(vec![0x80]),
             cipher: String::new(),
+            sealed_seq: 0,
         }
         .into(),
         Heartbeat::default().into(),

@@ -269,6 +269,20 @@ pub fn redirect(state_dir: &StateDir, server: &str) -> Result<()> {
     state_dir.save_agent_state(&state)
 }
 
+/// Copies a directory tree (a backup of an agent's state, say).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("creating the copy");
+    for entry in std::fs::read_dir(from).expect("reading the directory") {
+        let path = entry.expect("a directory entry").path();
+        let target = to.join(path.file_name().expect("a file name"));
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).expect("copying a file");
+        }
+    }
+}
+
 /// Path of a workspace binary (`bagui-cp`, `bagui-agent`) next to the test executable's
 /// directory. `cargo build --workspace` (what the test command runs first) puts it there.
 pub fn binary(name: &str) -> PathBuf {

@@ -782,6 +782,7 @@ async fn session(
                     created_ms: bagui_agent::join::now_ms(),
                     body: ByteBuf::from(body),
                     cipher: String::new(),
+                    sealed_seq: 0,
                 };
                 unacked.insert(seq, report.clone());
                 stats.reports_sent.fetch_add(1, Ordering::Relaxed);

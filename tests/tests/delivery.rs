@@ -281,3 +281,91 @@ async fn reports_expire_after_their_lanes_retention_and_the_rest_stay() {
     agent.shutdown().await.unwrap();
     control_plane.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_restored_from_a_backup_renumbers_what_it_made_since_and_loses_nothing() {
+    let deployment = Deployment::init().unwrap();
+    let control_plane = deployment.start().await.unwrap();
+    let token = create_token(&control_plane, VILLAGE, "terminal", 1).unwrap();
+    let state_dir = deployment.state_dir("restored");
+    let state = join(&deployment, &state_dir, &token.token, "x")
+        .await
+        .unwrap();
+    let acked_all = |agent: &bagui_agent::Agent| {
+        let outbox = agent.outbox().clone();
+        let status = agent.status();
+        status.link == LinkState::Connected
+            && outbox.stats().records == 0
+            && status.last_acked_seq + 1 >= outbox.next_seq()
+    };
+    // One life of the agent: start, push `count` security reports of `kind`, wait until all
+    // it holds is acknowledged, stop.
+    let live = async |kind: &str, count: u64| {
+        let agent = start_agent(&state_dir, fast_agent_config()).await.unwrap();
+        for index in 0..count {
+            agent
+                .outbox()
+                .push(Lane::Security, kind, index, &[1; 32])
+                .unwrap();
+        }
+        let what = format!("the {kind} reports acknowledged");
+        wait_until(Duration::from_secs(20), &what, || acked_all(&agent))
+            .await
+            .unwrap();
+        agent
+    };
+    // First life: host facts and two reports; then a backup. Second life: more reports,
+    // under the numbers that follow.
+    live("before", 2).await.shutdown().await.unwrap();
+    let backup = deployment.dir.path().join("backup");
+    copy_dir(state_dir.root(), &backup);
+    live("later", 5).await.shutdown().await.unwrap();
+    let highest = control_plane.store.max_seq(&state.agent_id).unwrap();
+
+    // The machine goes back to the backup and produces while the link is still down: its
+    // records take numbers the control plane already holds for the second life's reports.
+    std::fs::remove_dir_all(state_dir.root()).unwrap();
+    copy_dir(&backup, state_dir.root());
+    let relay = Relay::start(control_plane.quic_addr).await.unwrap();
+    redirect(&state_dir, &relay.address.to_string()).unwrap();
+    relay.set_up(false);
+    let agent = start_agent(&state_dir, fast_agent_config()).await.unwrap();
+    for index in 0..3u64 {
+        let pushed = agent
+            .outbox()
+            .push(Lane::Security, "after", index, &[3; 32])
+            .unwrap();
+        assert!(pushed.seq.unwrap() <= highest, "numbers went back");
+    }
+    relay.set_up(true);
+    wait_until(
+        Duration::from_secs(20),
+        "the restored agent to drain",
+        || acked_all(&agent),
+    )
+    .await
+    .unwrap();
+
+    let reports = control_plane
+        .admin
+        .reports(&state.agent_id, 0, 1_000)
+        .unwrap();
+    let kinds = |kind: &str| reports.iter().filter(|report| report.kind == kind).count();
+    assert_eq!(
+        (kinds("before"), kinds("later"), kinds("after")),
+        (2, 5, 3),
+        "every report of every life stored once: {reports:#?}"
+    );
+    // The restored life's reports (its host facts and the three) went again, renumbered.
+    let renumbered = control_plane.metrics.reports_renumbered.get();
+    assert_eq!(renumbered, 4, "{reports:#?}");
+    assert_eq!(agent.status().reports_renumbered, renumbered);
+    assert!(
+        reports
+            .iter()
+            .filter(|report| report.kind == "after")
+            .all(|report| report.seq > highest)
+    );
+    agent.shutdown().await.unwrap();
+    control_plane.shutdown().await.unwrap();
+}

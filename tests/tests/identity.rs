@@ -20,19 +20,6 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        let target = to.join(path.file_name().unwrap());
-        if path.is_dir() {
-            copy_dir(&path, &target);
-        } else {
-            std::fs::copy(&path, &target).unwrap();
-        }
-    }
-}
-
 /// No file under `dir` holds a PEM private key or the SM2 key (raw or hex).
 fn assert_no_plain_keys(dir: &Path, sm2_key: &[u8]) {
     let sm2_hex = bagui_protocol::digest::hex(sm2_key);

@@ -24,6 +24,9 @@ const META: u8 = 3;
 /// A push whose body is sealed (see `bagui_protocol::sealed`): a push with a cipher name.
 /// Plaintext pushes keep type 1, byte for byte as before.
 const PUSH_SEALED: u8 = 4;
+/// A push given a new sequence number after the control plane already held another report
+/// under its first one: a sealed push that also names the number its seal is bound to.
+const PUSH_RENUMBERED: u8 = 5;
 
 /// Type, lane, seq, created_ms, kind length.
 const PUSH_FIXED: usize = 1 + 1 + 8 + 8 + 2;
@@ -33,8 +36,8 @@ pub(super) const PUSH_OVERHEAD: usize = FRAME_HEADER_LEN + PUSH_FIXED;
 pub(super) const MAX_CIPHER: usize = u8::MAX as usize;
 /// The longest kind a push record can carry.
 pub(super) const MAX_KIND: usize = u16::MAX as usize;
-/// The largest body a push record can carry.
-pub(super) const MAX_BODY: usize = MAX_PAYLOAD - PUSH_FIXED - MAX_KIND - 1 - MAX_CIPHER;
+/// The largest body a push record can carry (renumbered, with its sealed-under seq).
+pub(super) const MAX_BODY: usize = MAX_PAYLOAD - PUSH_FIXED - MAX_KIND - 8 - 1 - MAX_CIPHER;
 const REMOVE_LEN: usize = 1 + 1 + 8;
 const META_LEN: usize = 1 + 8 + 4 * 8;
 
@@ -57,6 +60,8 @@ pub(super) enum Entry<'a> {
         kind: &'a str,
         /// `""`: the body is plaintext; else the name of its seal.
         cipher: &'a str,
+        /// The seq the seal is bound to, when the record was renumbered; 0: `seq`.
+        sealed_seq: u64,
         body: &'a [u8],
     },
     /// A tombstone: the record was acknowledged, evicted or discarded.
@@ -103,9 +108,16 @@ pub(super) fn encode(entry: &Entry<'_>, out: &mut Vec<u8>) {
             created_ms,
             kind,
             cipher,
+            sealed_seq,
             body,
         } => {
-            out.push(if cipher.is_empty() { PUSH } else { PUSH_SEALED });
+            out.push(if *sealed_seq != 0 {
+                PUSH_RENUMBERED
+            } else if cipher.is_empty() {
+                PUSH
+            } else {
+                PUSH_SEALED
+            });
             out.push(*lane as u8);
             out.extend_from_slice(&seq.to_le_bytes());
             out.extend_from_slice(&created_ms.to_le_bytes());
@@ -113,7 +125,10 @@ pub(super) fn encode(entry: &Entry<'_>, out: &mut Vec<u8>) {
             let kind = &kind.as_bytes()[..kind.len().min(MAX_KIND)];
             out.extend_from_slice(&(kind.len() as u16).to_le_bytes());
             out.extend_from_slice(kind);
-            if !cipher.is_empty() {
+            if *sealed_seq != 0 {
+                out.extend_from_slice(&sealed_seq.to_le_bytes());
+            }
+            if *sealed_seq != 0 || !cipher.is_empty() {
                 let cipher = &cipher.as_bytes()[..cipher.len().min(MAX_CIPHER)];
                 out.push(cipher.len() as u8);
                 out.extend_from_slice(cipher);
@@ -171,23 +186,31 @@ pub(super) fn read_frame(buf: &[u8], at: usize) -> Result<(&[u8], usize), FrameE
 pub(super) fn decode(payload: &[u8]) -> Result<Entry<'_>, FrameError> {
     let mut reader = Reader(payload);
     let entry = match reader.u8()? {
-        kind @ (PUSH | PUSH_SEALED) => {
+        kind @ (PUSH | PUSH_SEALED | PUSH_RENUMBERED) => {
             let lane = reader.lane()?;
             let seq = reader.u64()?;
             let created_ms = reader.u64()?;
             let kind_len = usize::from(reader.u16()?);
             let kind_name = std::str::from_utf8(reader.take(kind_len)?)
                 .map_err(|_| FrameError::BadPayload("kind is not UTF-8"))?;
-            let cipher = if kind == PUSH_SEALED {
+            let sealed_seq = if kind == PUSH_RENUMBERED {
+                match reader.u64()? {
+                    0 => return Err(FrameError::BadPayload("renumbered push without its seq")),
+                    sealed_seq => sealed_seq,
+                }
+            } else {
+                0
+            };
+            let cipher = if kind == PUSH {
+                ""
+            } else {
                 let cipher_len = usize::from(reader.u8()?);
                 let cipher = std::str::from_utf8(reader.take(cipher_len)?)
                     .map_err(|_| FrameError::BadPayload("cipher is not UTF-8"))?;
-                if cipher.is_empty() {
+                if cipher.is_empty() && kind == PUSH_SEALED {
                     return Err(FrameError::BadPayload("sealed push without a cipher"));
                 }
                 cipher
-            } else {
-                ""
             };
             Entry::Push {
                 lane,
@@ -195,6 +218,7 @@ pub(super) fn decode(payload: &[u8]) -> Result<Entry<'_>, FrameError> {
                 created_ms,
                 kind: kind_name,
                 cipher,
+                sealed_seq,
                 body: reader.rest(),
             }
         }
@@ -354,6 +378,7 @@ mod tests {
             created_ms: 7,
             kind: "kind",
             cipher: "",
+            sealed_seq: 0,
             body,
         }
     }
@@ -365,6 +390,19 @@ mod tests {
             created_ms: 9,
             kind: "finding",
             cipher,
+            sealed_seq: 0,
+            body,
+        }
+    }
+
+    fn renumbered<'a>(seq: u64, sealed_seq: u64, body: &'a [u8]) -> Entry<'a> {
+        Entry::Push {
+            lane: Lane::Security,
+            seq,
+            created_ms: 9,
+            kind: "finding",
+            cipher: "sm4-ccm/sm2",
+            sealed_seq,
             body,
         }
     }
@@ -399,6 +437,8 @@ mod tests {
             push(u64::MAX, b""),
             sealed_push(2, "sm4-ccm/sm2", b"sealed bytes"),
             sealed_push(3, "x", b""),
+            renumbered(40, 3, b"sealed under 3"),
+            renumbered(41, u64::MAX, b""),
             Entry::Remove {
                 lane: Lane::Security,
                 seq: 9,
@@ -414,6 +454,29 @@ mod tests {
                 damaged: vec![],
                 end: buf.len()
             }
+        );
+    }
+
+    #[test]
+    fn a_renumbered_push_must_name_its_sealed_seq() {
+        let mut buf = Vec::new();
+        encode(&renumbered(40, 3, b"x"), &mut buf);
+        let (payload, _) = read_frame(&buf, 0).unwrap();
+        assert!(matches!(
+            decode(payload),
+            Ok(Entry::Push {
+                seq: 40,
+                sealed_seq: 3,
+                ..
+            })
+        ));
+        let mut zero = payload.to_vec();
+        // type, lane, seq, created_ms, kind length, kind: then the sealed-under seq.
+        let at = 1 + 1 + 8 + 8 + 2 + "finding".len();
+        zero[at..at + 8].copy_from_slice(&0u64.to_le_bytes());
+        assert_eq!(
+            decode(&zero),
+            Err(FrameError::BadPayload("renumbered push without its seq"))
         );
     }
 

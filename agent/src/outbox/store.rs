@@ -171,6 +171,7 @@ impl Store {
             created_ms,
             kind,
             cipher,
+            sealed_seq,
             body,
             ..
         }) = format::decode(payload)
@@ -186,6 +187,7 @@ impl Store {
             created_ms,
             body: ByteBuf::from(buf),
             cipher,
+            sealed_seq,
         }))
     }
 
@@ -248,6 +250,7 @@ impl Store {
             created_ms: record.created_ms,
             kind: record.kind,
             cipher: record.cipher,
+            sealed_seq: 0,
             body: record.body,
         });
         let appended = self.append(&entries, true);
@@ -258,6 +261,46 @@ impl Store {
         }
         self.maintain();
         Ok(())
+    }
+
+    /// Gives the record `(lane, seq)` the number `new_seq`, keeping the seq its seal is bound
+    /// to: its push under the new number, then the old one's removal, in one synced append.
+    /// A crash in between leaves both copies (the control plane asks again for the old one),
+    /// never neither. Returns whether the record was there.
+    pub(super) fn renumber(
+        &mut self,
+        lane: Lane,
+        seq: u64,
+        new_seq: u64,
+    ) -> Result<bool, OutboxError> {
+        let Some(record) = self.read(lane, seq)? else {
+            return Ok(false);
+        };
+        let sealed_seq = match (record.cipher.is_empty(), record.sealed_seq) {
+            (true, _) => 0,
+            (false, 0) => seq,
+            (false, earlier) => earlier,
+        };
+        let entries = [
+            Entry::Push {
+                lane,
+                seq: new_seq,
+                created_ms: record.created_ms,
+                kind: &record.kind,
+                cipher: &record.cipher,
+                sealed_seq,
+                body: &record.body,
+            },
+            Entry::Remove { lane, seq },
+        ];
+        let appended = self.append(&entries, true);
+        // Even if the append failed, its bytes may have reached the disk: never reuse the seq.
+        self.meta.next_seq = self.meta.next_seq.max(new_seq.saturating_add(1));
+        for (entry, loc) in entries.iter().zip(appended?) {
+            self.apply(entry, loc);
+        }
+        self.maintain();
+        Ok(true)
     }
 
     /// Deletes a record, without syncing (a removed record coming back after a crash is

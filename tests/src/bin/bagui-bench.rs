@@ -366,6 +366,7 @@ async fn session_load(
                     created_ms: bagui_agent::join::now_ms(),
                     body: body.clone(),
                     cipher: String::new(),
+                    sealed_seq: 0,
                 })
                 .encode(1 << 20, &mut buffer)?;
                 batch -= 1;
