@@ -22,8 +22,6 @@ pub struct ControlPlaneConfig {
     pub session: SessionSection,
     pub admission: AdmissionSection,
     pub store: StoreSection,
-    /// How long stored reports are kept, per lane.
-    pub retention: RetentionSection,
     pub log: LogSection,
     pub probes: ProbesSection,
     pub audit: AuditSection,
@@ -112,65 +110,6 @@ pub struct StoreSection {
 impl Default for StoreSection {
     fn default() -> StoreSection {
         StoreSection { cache: 16 << 20 }
-    }
-}
-
-/// `[retention]`: how long the raw reports are kept, by lane. What was projected from them —
-/// the asset ledger and its change history, latest health, check states, posture, findings,
-/// probe history, work orders, the audit log — is kept regardless. Each agent's newest
-/// report is always kept.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RetentionSection {
-    /// Metrics samples: nearly all of the volume (a province fleet at 15 s sends ~1,200 a
-    /// second). The latest samples stay in the health record; a metrics history belongs in
-    /// Prometheus, scraping `/metrics?agents=true`.
-    #[serde(with = "units::duration")]
-    pub metrics: Duration,
-    /// State changes (check results that changed, outbox drop notices).
-    #[serde(with = "units::duration")]
-    pub state: Duration,
-    /// Asset snapshots and change sets.
-    #[serde(with = "units::duration")]
-    pub inventory: Duration,
-    /// Security findings and baseline runs. The Cybersecurity Law (art. 21) asks for network
-    /// logs to be kept at least six months.
-    #[serde(with = "units::duration")]
-    pub security: Duration,
-    /// How often expired reports are removed.
-    #[serde(with = "units::duration")]
-    pub sweep_every: Duration,
-}
-
-impl Default for RetentionSection {
-    fn default() -> RetentionSection {
-        let half_year = Duration::from_secs(180 * 86_400);
-        RetentionSection {
-            metrics: Duration::from_secs(METRICS_RETENTION_HOURS * 3_600),
-            state: half_year,
-            inventory: half_year,
-            security: half_year,
-            sweep_every: Duration::from_secs(60),
-        }
-    }
-}
-
-/// Default retention of metrics reports.
-pub const METRICS_RETENTION_HOURS: u64 = 24;
-
-impl RetentionSection {
-    /// The retention of each lane, indexed by `Lane as usize`.
-    pub fn by_lane(&self) -> [Duration; 4] {
-        let mut by_lane = [Duration::ZERO; 4];
-        for lane in bagui_protocol::Lane::ALL {
-            by_lane[lane as usize] = match lane {
-                bagui_protocol::Lane::Security => self.security,
-                bagui_protocol::Lane::State => self.state,
-                bagui_protocol::Lane::Inventory => self.inventory,
-                bagui_protocol::Lane::Metrics => self.metrics,
-            };
-        }
-        by_lane
     }
 }
 
@@ -351,21 +290,6 @@ impl ControlPlaneConfig {
         if let Some(url) = &self.audit.syslog {
             self.syslog_config(url).context("audit.syslog")?;
         }
-        for (name, kept) in [
-            ("metrics", self.retention.metrics),
-            ("state", self.retention.state),
-            ("inventory", self.retention.inventory),
-            ("security", self.retention.security),
-        ] {
-            anyhow::ensure!(
-                kept >= Duration::from_secs(60),
-                "retention.{name} must be at least 1m"
-            );
-        }
-        anyhow::ensure!(
-            self.retention.sweep_every >= Duration::from_millis(100),
-            "retention.sweep_every must be at least 100ms"
-        );
         Ok(())
     }
 
@@ -453,7 +377,6 @@ impl ControlPlaneConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bagui_protocol::Lane;
 
     #[test]
     fn empty_file_gives_defaults() {
@@ -464,16 +387,6 @@ mod tests {
             Duration::from_secs(30 * 86_400)
         );
         assert_eq!(config.session.heartbeat_interval, Duration::from_secs(5));
-        let kept = config.retention.by_lane();
-        assert_eq!(kept[Lane::Metrics as usize], Duration::from_secs(86_400));
-        for lane in [Lane::Security, Lane::State, Lane::Inventory] {
-            assert_eq!(kept[lane as usize], Duration::from_secs(180 * 86_400));
-        }
-        let config = ControlPlaneConfig::parse("[retention]\nsecurity = \"365d\"\n").unwrap();
-        assert_eq!(
-            config.retention.by_lane()[Lane::Security as usize],
-            Duration::from_secs(365 * 86_400)
-        );
     }
 
     #[test]
@@ -492,12 +405,6 @@ mod tests {
                 "audit.syslog",
             ),
             ("[audit]\ncheckpoint_every = 0\n", "checkpoint_every"),
-            ("[retention]\nmetrics = \"30s\"\n", "retention.metrics"),
-            (
-                "[retention]\nsweep_every = \"0s\"\n",
-                "retention.sweep_every",
-            ),
-            ("[retention]\nlogs = \"1d\"\n", "logs"),
         ] {
             let error = format!("{:#}", ControlPlaneConfig::parse(text).unwrap_err());
             assert!(error.contains(expected), "{text}: {error}");

@@ -9,8 +9,7 @@
 //! first-contact storm is 18,000 snapshots, and projecting them inside the group commit made
 //! acks wait minutes. The ledger lags the reports by the queue (`bagui_projection_lag_seconds`);
 //! the queue survives a crash, so projection resumes where it stopped. The reports stay
-//! stored as they came until their lane's retention (`crate::retention`), which starts only
-//! once they are projected.
+//! stored as they came, so the ledger can always be rebuilt from them.
 //!
 //! An agent sends a full snapshot on first contact and change sets afterwards. A change set
 //! names the digest of the snapshot it applies to; when that is not the stored one (a report
@@ -76,10 +75,7 @@ pub fn project_pending_observing(
         reports.extend(report);
     }
     let refs: Vec<&NewReport> = reports.iter().collect();
-    let mut outcome = project(store, &refs);
-    for report in &reports {
-        outcome.projection.expires(report);
-    }
+    let outcome = project(store, &refs);
     for (agent, record) in &outcome.projection.health {
         observe(agent, record);
     }

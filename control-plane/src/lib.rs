@@ -34,7 +34,6 @@ pub mod package_index;
 pub mod pki;
 pub mod probes;
 pub mod receive_thread;
-pub mod retention;
 pub mod server;
 pub mod store;
 pub mod syslog;

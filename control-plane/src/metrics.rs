@@ -29,9 +29,7 @@ pub struct Metrics {
     pub payload_errors: IntCounter,
     pub resync_requests: IntCounter,
     pub reports_projected: IntCounter,
-    pub reports_expired: IntCounter,
     pub reports_renumbered: IntCounter,
-    pub store_disk_bytes: prometheus::Gauge,
     pub projection_lag_seconds: prometheus::Gauge,
 }
 
@@ -187,20 +185,10 @@ impl Metrics {
                 "bagui_reports_projected_total",
                 "Stored reports projected into the asset ledger, health, checks and posture",
             ),
-            reports_expired: counter(
-                &registry,
-                "bagui_reports_expired_total",
-                "Stored reports removed after their lane's retention (see [retention])",
-            ),
             reports_renumbered: counter(
                 &registry,
                 "bagui_reports_renumbered_total",
                 "Reports not stored because another report holds their seq (agent state restored from a backup); the agent renumbers them",
-            ),
-            store_disk_bytes: gauge(
-                &registry,
-                "bagui_store_disk_bytes",
-                "Size of the store's files on disk, read after each expiry sweep",
             ),
             projection_lag_seconds: gauge(
                 &registry,

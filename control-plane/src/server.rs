@@ -41,8 +41,6 @@ pub struct ControlPlane {
     housekeeping_task: JoinHandle<()>,
     load_task: JoinHandle<()>,
     audit_tasks: Vec<JoinHandle<()>>,
-    /// Removes reports past their retention (see `crate::retention`).
-    expiry_task: JoinHandle<()>,
     commit_thread: std::thread::JoinHandle<()>,
     pub dispatcher: crate::dispatch::Dispatcher,
     link_events: crate::dispatch::LinkEvents,
@@ -160,14 +158,6 @@ impl ControlPlane {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let load = Arc::new(LoadMonitor::default());
         let load_task = load.spawn(metrics.clone(), shutdown_rx.clone());
-        let expiry_task = crate::retention::spawn(
-            store.clone(),
-            config.retention.by_lane(),
-            config.retention.sweep_every,
-            clock.clone(),
-            metrics.clone(),
-            shutdown_rx.clone(),
-        );
         let notifier_task = tokio::spawn(crate::notifier::run(
             dispatcher.clone(),
             config.notify.retry.clone(),
@@ -354,7 +344,6 @@ impl ControlPlane {
             housekeeping_task,
             load_task,
             audit_tasks,
-            expiry_task,
             commit_thread,
             dispatcher,
             link_events,
@@ -404,8 +393,6 @@ impl ControlPlane {
         for task in self.audit_tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
-        // A sweep stops between steps of a thousand reports.
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.expiry_task).await;
         // The last entries get a signed checkpoint before the store closes.
         if let Err(error) = self.audit.checkpoint() {
             tracing::error!(%error, "final audit checkpoint failed");
