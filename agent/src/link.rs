@@ -668,20 +668,14 @@ impl<'a> Session<'a> {
         let established = self.healthy();
         let result: Result<(), String> = match message {
             Decoded::Known(ServerMessage::Ack(ack)) => {
-                let Some(seqs) = ack.seqs(self.window * 4 + 64) else {
+                let limit = self.window * 4 + 64;
+                let Some(seqs) = ack.seqs(limit).filter(|_| ack.renumber.len() <= limit) else {
                     self.connection.close(
                         quinn::VarInt::from_u32(ErrorCode::Protocol.code()),
                         b"malformed ack",
                     );
                     return Some(failed("malformed ack from the control plane", established));
                 };
-                if ack.renumber.len() > self.window * 4 + 64 {
-                    self.connection.close(
-                        quinn::VarInt::from_u32(ErrorCode::Protocol.code()),
-                        b"malformed ack",
-                    );
-                    return Some(failed("malformed ack from the control plane", established));
-                }
                 // The control plane holds other reports under these numbers: this agent's
                 // numbering went back (a restored state directory). Each goes again, renumbered.
                 let mut renumbered = 0;

@@ -1259,16 +1259,12 @@ impl Store {
             }
             outcomes.push(outcome);
         }
-        let fresh: Vec<bool> = outcomes
-            .iter()
-            .map(|outcome| *outcome == Insert::New)
-            .collect();
         let mut queue = Vec::new();
         let mut batch = Vec::new();
         let mut last_arrival = None;
         let written = (|| {
-            for (item, new) in reports.iter_mut().zip(&fresh) {
-                if *new {
+            for (item, outcome) in reports.iter_mut().zip(&outcomes) {
+                if *outcome == Insert::New {
                     item.report.arrival = self.db.generate_id()?;
                     last_arrival = Some(item.report.arrival);
                     let key = report_key(&item.agent_id, item.seq);
@@ -1298,8 +1294,10 @@ impl Store {
         }
         written?;
         // The reports batch is applied whole or not at all, and it went last.
-        for (item, new) in reports.iter().zip(&fresh) {
-            if *new && let Some(highest) = stored_seq.get_mut(item.agent_id.as_str()) {
+        for (item, outcome) in reports.iter().zip(&outcomes) {
+            if *outcome == Insert::New
+                && let Some(highest) = stored_seq.get_mut(item.agent_id.as_str())
+            {
                 *highest = (*highest).max(item.seq);
             }
         }
